@@ -1,0 +1,38 @@
+"""Exceptions the package raises on bad input, so callers can catch them by kind.
+
+Every message names the file, line, key or cell at fault and what is allowed instead.
+"""
+
+from __future__ import annotations
+
+
+class MetasparseError(Exception):
+    """Base class of every error metasparse raises on purpose."""
+
+
+class ConlluFormatError(MetasparseError, ValueError):
+    """A CoNLL-U file breaks the format; the message reads ``file:line: reason``."""
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        self.path, self.line, self.reason = str(path), line, reason
+        super().__init__(f"{path}:{line}: {reason}")
+
+
+class DomainRuleError(MetasparseError, ValueError):
+    """A sentence is matched by no domain rule or by more than one."""
+
+
+class DataUnavailableError(MetasparseError, FileNotFoundError):
+    """Registry files are missing and cannot be downloaded (offline or unreachable)."""
+
+
+class ChecksumError(MetasparseError, ValueError):
+    """A data file's sha256 differs from the pinned one; the file is never used."""
+
+
+class ConfigValueError(MetasparseError, ValueError):
+    """A configuration value is unknown or out of its allowed range."""
+
+
+class CellTooSmallError(MetasparseError, ValueError):
+    """A cell has fewer sentences than an episode needs (support + query)."""

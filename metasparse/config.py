@@ -49,8 +49,12 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         f = list(self.split_fractions)
-        _require(len(f) == 3 and min(f) >= 0 and abs(sum(f) - 1) < 1e-6, "data.split_fractions",
-                 "three non-negative numbers summing to 1", f)  # fmt: skip
+        _require(
+            len(f) == 3 and min(f) >= 0 and abs(sum(f) - 1) < 1e-6,
+            "data.split_fractions",
+            "three non-negative numbers summing to 1",
+            f,
+        )
 
 
 @dataclass
@@ -66,16 +70,33 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         _require(self.vocab_size >= 300, "tokenizer.vocab_size", ">= 300", self.vocab_size)
-        _require(self.model_type in ("unigram", "bpe"), "tokenizer.model_type", "unigram, bpe", self.model_type)
-        _require(self.sentences_per_language >= 1, "tokenizer.sentences_per_language", ">= 1",
-                 self.sentences_per_language)  # fmt: skip
-        _require(0.9 <= self.character_coverage <= 1.0, "tokenizer.character_coverage", "[0.9, 1.0]",
-                 self.character_coverage)  # fmt: skip
+        _require(
+            self.model_type in ("unigram", "bpe"), "tokenizer.model_type", "unigram, bpe", self.model_type
+        )
+        _require(
+            self.sentences_per_language >= 1,
+            "tokenizer.sentences_per_language",
+            ">= 1",
+            self.sentences_per_language,
+        )
+        _require(
+            0.9 <= self.character_coverage <= 1.0,
+            "tokenizer.character_coverage",
+            "[0.9, 1.0]",
+            self.character_coverage,
+        )
         _require(self.hash_buckets >= 2, "tokenizer.hash_buckets", ">= 2", self.hash_buckets)
 
     def settings(self, seed: int) -> TokenizerSettings:
-        return TokenizerSettings(self.vocab_size, self.model_type, self.sentences_per_language,
-                                 self.character_coverage, self.byte_fallback, self.hash_buckets, seed)  # fmt: skip
+        return TokenizerSettings(
+            self.vocab_size,
+            self.model_type,
+            self.sentences_per_language,
+            self.character_coverage,
+            self.byte_fallback,
+            self.hash_buckets,
+            seed,
+        )
 
 
 @dataclass

@@ -71,7 +71,9 @@ def load_task(name: str, directory: Path | None = None) -> Task:
     directory = directory or tasks_dir()
     path = directory / f"{name}.yaml"
     if not path.exists():
-        raise ConfigValueError(f"unknown task {name!r}; available in {directory}: {', '.join(available_tasks(directory))}")
+        raise ConfigValueError(
+            f"unknown task {name!r}; available in {directory}: {', '.join(available_tasks(directory))}"
+        )
     spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(spec, dict):
         raise ConfigValueError(f"{path}: expected a mapping with keys {sorted(_KEYS)}")

@@ -5,5 +5,14 @@ from metasparse.data.fetch import cache_dir, data_dir, fetch
 from metasparse.data.registry import load_registry
 from metasparse.data.ud import load_folder, load_ud
 
-__all__ = ["Cell", "CellIndex", "cache_dir", "data_dir", "fetch", "load_folder", "load_registry",
-           "load_ud", "partition_cells"]  # fmt: skip
+__all__ = [
+    "Cell",
+    "CellIndex",
+    "cache_dir",
+    "data_dir",
+    "fetch",
+    "load_folder",
+    "load_registry",
+    "load_ud",
+    "partition_cells",
+]

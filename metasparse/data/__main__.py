@@ -1,8 +1,8 @@
 """Command line for the data layer.
 
-    python -m metasparse.data fetch [--treebank NAME ...]    # download and verify the pinned files
-    python -m metasparse.data summary [--domain legal] [--language fi]
-    python -m metasparse.data check PATH [PATH ...]          # validate CoNLL-U files or folders
+python -m metasparse.data fetch [--treebank NAME ...]    # download and verify the pinned files
+python -m metasparse.data summary [--domain legal] [--language fi]
+python -m metasparse.data check PATH [PATH ...]          # validate CoNLL-U files or folders
 """
 
 from __future__ import annotations
@@ -31,12 +31,16 @@ def format_summary(index: CellIndex, domains: list[str], languages: list[str]) -
     langs, doms = index.languages, index.domains
     _, targets = partition_cells(index.cells, domains, languages)
     target_set = set(targets)
-    out = [f"{len(langs)} languages, {len(doms)} domains, {len(index.cells)} cells "
-           f"(treebank x domain), {sum(index.sentences(c) for c in index.cells)} sentences, "
-           f"{sum(index.words(c) for c in index.cells)} words", "",
-           "sentences / words per language and domain (* = held-out target cell)", "",
-           "| lang | script | " + " | ".join(doms) + " | total |",
-           "|---|---|" + "---:|" * (len(doms) + 1)]  # fmt: skip
+    out = [
+        f"{len(langs)} languages, {len(doms)} domains, {len(index.cells)} cells "
+        f"(treebank x domain), {sum(index.sentences(c) for c in index.cells)} sentences, "
+        f"{sum(index.words(c) for c in index.cells)} words",
+        "",
+        "sentences / words per language and domain (* = held-out target cell)",
+        "",
+        "| lang | script | " + " | ".join(doms) + " | total |",
+        "|---|---|" + "---:|" * (len(doms) + 1),
+    ]
     scripts = {tb.lang: tb.script for tb in reg.treebanks}
     for lang in langs:
         row = [lang, scripts.get(lang, "?")]
@@ -49,14 +53,23 @@ def format_summary(index: CellIndex, domains: list[str], languages: list[str]) -
         row.append(f"{sum(index.sentences(c) for c in cells)} / {sum(index.words(c) for c in cells)}")
         out.append("| " + " | ".join(row) + " |")
     legal = [c for c in index.cells if c.domain == "legal"]
-    out += ["", f"legal cells: {len(legal)} in {len({c.lang for c in legal})} languages "
-            f"({' '.join(sorted({c.lang for c in legal}))})", "",
-            "| cell | train | dev | test |", "|---|---:|---:|---:|"]  # fmt: skip
-    out += [f"| {c} | {index.sentences(c, 'train')} | {index.sentences(c, 'dev')} | {index.sentences(c, 'test')} |"
-            for c in legal]  # fmt: skip
+    out += [
+        "",
+        f"legal cells: {len(legal)} in {len({c.lang for c in legal})} languages "
+        f"({' '.join(sorted({c.lang for c in legal}))})",
+        "",
+        "| cell | train | dev | test |",
+        "|---|---:|---:|---:|",
+    ]
+    for c in legal:
+        train, dev, test = (index.sentences(c, s) for s in ("train", "dev", "test"))
+        out.append(f"| {c} | {train} | {dev} | {test} |")
     if targets:
-        out += ["", f"held out ({', '.join(domains + languages)}): {len(targets)} target cells, "
-                f"{len(index.cells) - len(targets)} source cells"]  # fmt: skip
+        out += [
+            "",
+            f"held out ({', '.join(domains + languages)}): {len(targets)} target cells, "
+            f"{len(index.cells) - len(targets)} source cells",
+        ]
     return "\n".join(out)
 
 
@@ -86,8 +99,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m metasparse.data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m metasparse.data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fetch", help="download and verify the pinned treebank files")
     p.add_argument("--treebank", action="append", help="only this treebank (repeatable)")

@@ -71,7 +71,9 @@ class EpisodeSampler:
         on_small: str = "skip",
     ) -> None:
         if shots < 1 or queries < 1:
-            raise ConfigValueError(f"episodes.shots and episodes.queries must be >= 1, got {shots} and {queries}")
+            raise ConfigValueError(
+                f"episodes.shots and episodes.queries must be >= 1, got {shots} and {queries}"
+            )
         if not tasks:
             raise ConfigValueError("episodes.tasks is empty; give at least one of: upos, deprel")
         if on_small not in ON_SMALL:
@@ -84,12 +86,19 @@ class EpisodeSampler:
                 + ", ".join(f"{c} ({index.sentences(c, split)})" for c in small)
             )
         if small:
-            log.warning("skipping %d cell(s) with fewer than %d %s sentences: %s", len(small), need, split,
-                        ", ".join(f"{c} ({index.sentences(c, split)})" for c in small))  # fmt: skip
+            log.warning(
+                "skipping %d cell(s) with fewer than %d %s sentences: %s",
+                len(small),
+                need,
+                split,
+                ", ".join(f"{c} ({index.sentences(c, split)})" for c in small),
+            )
         self.cells: list[Cell] = sorted(c for c in cells if c not in set(small))
         self.skipped: list[Cell] = sorted(small)
         if not self.cells:
-            raise ConfigValueError(f"no cell has {need} {split} sentences; lower episodes.shots or episodes.queries")
+            raise ConfigValueError(
+                f"no cell has {need} {split} sentences; lower episodes.shots or episodes.queries"
+            )
         self.index, self.tasks = index, list(tasks)
         self.shots, self.queries, self.split, self.seed = shots, queries, split, seed
 
@@ -100,8 +109,13 @@ class EpisodeSampler:
         task = self.tasks[int(rng.integers(len(self.tasks)))]
         rows = self.index.rows(cell, self.split)
         pick = rows[rng.choice(len(rows), self.shots + self.queries, replace=False)]
-        return Episode(i, task, cell, tuple(int(r) for r in pick[: self.shots]),
-                       tuple(int(r) for r in pick[self.shots :]))  # fmt: skip
+        return Episode(
+            i,
+            task,
+            cell,
+            tuple(int(r) for r in pick[: self.shots]),
+            tuple(int(r) for r in pick[self.shots :]),
+        )
 
     def __iter__(self) -> Iterator[Episode]:
         i = 0

@@ -103,20 +103,23 @@ def fetch(
             present[f.relpath] = path
     if bad:
         raise ChecksumError(
-            f"{len(bad)} data file(s) differ from the pinned version and will not be used:\n" + "\n".join(bad)
+            f"{len(bad)} data file(s) differ from the pinned version and will not be used:\n"
+            + "\n".join(bad)
             + "\nDelete them to download the pinned files again, or point "
             f"{DATA_DIR_ENV} at an unmodified copy."
-        )  # fmt: skip
+        )
     if not missing:
         return present
     if offline:
         raise _unavailable(missing, root, f"{OFFLINE_ENV} is set, so nothing is downloaded")
 
     store = pooch.create(
-        path=root, base_url="", retry_if_failed=2,
+        path=root,
+        base_url="",
+        retry_if_failed=2,
         registry={f.relpath: f"sha256:{f.sha256}" for f in missing},
         urls={f.relpath: reg[f.treebank].url(f, template) for f in missing},
-    )  # fmt: skip
+    )
     for i, f in enumerate(missing):
         log.info("downloading %s (%d/%d)", f.relpath, i + 1, len(missing))
         try:
@@ -129,7 +132,9 @@ def fetch(
                 f"the file was discarded ({exc})"
             ) from exc
         except OSError as exc:  # requests' connection and HTTP errors are OSErrors
-            raise _unavailable(missing[i:], root, f"download of {store.get_url(f.relpath)} failed: {exc}") from exc
+            raise _unavailable(
+                missing[i:], root, f"download of {store.get_url(f.relpath)} failed: {exc}"
+            ) from exc
     return present
 
 

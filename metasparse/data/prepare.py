@@ -43,8 +43,16 @@ class DataBundle:
     def source_sampler(self, cfg: MetaTrainConfig) -> EpisodeSampler:
         """Meta-training episodes: source cells, train split."""
         e = cfg.episodes
-        return EpisodeSampler(self.index, self.sources, e.tasks, e.shots, e.queries, split="train",
-                              seed=cfg.seed, on_small=e.on_small)  # fmt: skip
+        return EpisodeSampler(
+            self.index,
+            self.sources,
+            e.tasks,
+            e.shots,
+            e.queries,
+            split="train",
+            seed=cfg.seed,
+            on_small=e.on_small,
+        )
 
 
 def held_out(cfg: MetaTrainConfig) -> tuple[list[str], list[str]]:
@@ -59,8 +67,13 @@ def prepare(cfg: MetaTrainConfig) -> DataBundle:
     language leaks into it.
     """
     d = cfg.data
-    ds = load_ud(d.treebanks, root=Path(d.root) if d.root else None, split_seed=d.split_seed,
-                 fractions=tuple(d.split_fractions), offline=d.offline)  # fmt: skip
+    ds = load_ud(
+        d.treebanks,
+        root=Path(d.root) if d.root else None,
+        split_seed=d.split_seed,
+        fractions=tuple(d.split_fractions),
+        offline=d.offline,
+    )
     index = CellIndex(ds)
     domains, languages = held_out(cfg)
     sources, targets = partition_cells(index.cells, domains, languages)

@@ -135,18 +135,40 @@ def load_registry() -> Registry:
     files: dict[str, list[RegistryFile]] = {}
     for row in _read_tsv("files.tsv"):
         files.setdefault(row["treebank"], []).append(
-            RegistryFile(row["treebank"], row["name"], row["split"], int(row["sentences"]),
-                         int(row["tokens"]), row["sha256"])
-        )  # fmt: skip
+            RegistryFile(
+                row["treebank"],
+                row["name"],
+                row["split"],
+                int(row["sentences"]),
+                int(row["tokens"]),
+                row["sha256"],
+            )
+        )
     rules: dict[str, list[DomainRule]] = {}
     for row in _read_tsv("domains.tsv"):
         rules.setdefault(row["treebank"], []).append(
-            DomainRule(row["treebank"], row["field"], re.compile(row["rule"]), row["domain"],
-                       int(row["sentences"]), int(row["tokens"]))
-        )  # fmt: skip
+            DomainRule(
+                row["treebank"],
+                row["field"],
+                re.compile(row["rule"]),
+                row["domain"],
+                int(row["sentences"]),
+                int(row["tokens"]),
+            )
+        )
     treebanks = tuple(
-        Treebank(row["treebank"], row["lang"], row["language"], row["family"], row["script"], row["commit"],
-                 row["ud_release"], row["license"], tuple(files[row["treebank"]]), tuple(rules[row["treebank"]]))
+        Treebank(
+            row["treebank"],
+            row["lang"],
+            row["language"],
+            row["family"],
+            row["script"],
+            row["commit"],
+            row["ud_release"],
+            row["license"],
+            tuple(files[row["treebank"]]),
+            tuple(rules[row["treebank"]]),
+        )
         for row in _read_tsv("treebanks.tsv")
-    )  # fmt: skip
+    )
     return Registry(treebanks)

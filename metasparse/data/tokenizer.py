@@ -23,6 +23,7 @@ import numpy as np
 import sentencepiece as spm
 
 from metasparse.data.fetch import cache_dir
+from metasparse.errors import ConfigValueError
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +166,34 @@ def train_tokenizer(
     if path.exists() and Path(f"{path}.json").exists():
         log.info("tokenizer cache hit: %s", path)
         return SubwordTokenizer.load(path), path
-    log.info("training a %d-piece %s tokenizer on %d sentences", settings.vocab_size, settings.model_type, len(sample))
+    log.info(
+        "training a %d-piece %s tokenizer on %d sentences",
+        settings.vocab_size,
+        settings.model_type,
+        len(sample),
+    )
     buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sample), model_writer=buf, vocab_size=settings.vocab_size,
-        model_type=settings.model_type, character_coverage=settings.character_coverage,
-        byte_fallback=settings.byte_fallback, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-        hard_vocab_limit=False, num_threads=1, minloglevel=2,
-    )  # fmt: skip
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sample),
+            model_writer=buf,
+            vocab_size=settings.vocab_size,
+            model_type=settings.model_type,
+            character_coverage=settings.character_coverage,
+            byte_fallback=settings.byte_fallback,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            hard_vocab_limit=False,
+            num_threads=1,
+            minloglevel=2,
+        )
+    except RuntimeError as exc:  # sentencepiece's C++ message, e.g. a vocabulary smaller than the alphabet
+        raise ConfigValueError(
+            f"tokenizer training failed with tokenizer.vocab_size={settings.vocab_size}, "
+            f"character_coverage={settings.character_coverage}: {exc}"
+        ) from exc
     tok = SubwordTokenizer(buf.getvalue(), settings.hash_buckets)
     tok.save(path)
     return tok, path

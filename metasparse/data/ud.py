@@ -117,8 +117,13 @@ def read_conllu(
 
 
 def _cache_key(treebanks: list[str], split_seed: int, fractions: tuple[float, float, float]) -> str:
-    spec = {"v": READER_VERSION, "registry": load_registry().fingerprint(), "treebanks": treebanks,
-            "seed": split_seed, "fractions": list(fractions)}  # fmt: skip
+    spec = {
+        "v": READER_VERSION,
+        "registry": load_registry().fingerprint(),
+        "treebanks": treebanks,
+        "seed": split_seed,
+        "fractions": list(fractions),
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -169,8 +174,15 @@ def load_ud(
         tb = reg[name]
         assigner = DomainAssigner(tb.rules)
         for f in tb.files:
-            rows += read_conllu(paths[f.relpath], treebank=tb.name, lang=tb.lang, domain_of=assigner.assign,
-                                ud_split=f.split, split_seed=split_seed, fractions=fractions)  # fmt: skip
+            rows += read_conllu(
+                paths[f.relpath],
+                treebank=tb.name,
+                lang=tb.lang,
+                domain_of=assigner.assign,
+                ud_split=f.split,
+                split_seed=split_seed,
+                fractions=fractions,
+            )
     ds = datasets.Dataset.from_list(rows, features=FEATURES)
     if use_cache:
         save_dataset_atomic(ds, target)
@@ -203,6 +215,13 @@ def load_folder(
     rows: list[dict] = []
     for f in conllu_files(p):
         ud_split = next((s for s in ("train", "dev", "test") if f"-{s}" in f.stem), "")
-        rows += read_conllu(f, treebank=name, lang=lang, domain_of=lambda *_: domain, ud_split=ud_split,
-                            split_seed=split_seed, fractions=tuple(fractions))  # fmt: skip
+        rows += read_conllu(
+            f,
+            treebank=name,
+            lang=lang,
+            domain_of=lambda *_: domain,
+            ud_split=ud_split,
+            split_seed=split_seed,
+            fractions=tuple(fractions),
+        )
     return datasets.Dataset.from_list(rows, features=FEATURES)

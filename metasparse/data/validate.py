@@ -44,7 +44,9 @@ def iter_errors(text: str, path: str | Path) -> Iterator[ConlluFormatError]:
         line = raw.rstrip("\r")
         if not line.strip():
             if block_start is not None and words == 0:
-                yield ConlluFormatError(path, block_start, "empty sentence: no word lines before the blank line")
+                yield ConlluFormatError(
+                    path, block_start, "empty sentence: no word lines before the blank line"
+                )
             block_start, words, expected_id = None, 0, 1
             continue
         if block_start is None:
@@ -54,6 +56,8 @@ def iter_errors(text: str, path: str | Path) -> Iterator[ConlluFormatError]:
         cols = line.split("\t")
         if len(cols) != 10:
             yield ConlluFormatError(path, lineno, f"expected 10 tab-separated columns, found {len(cols)}")
+            if _WORD_ID.fullmatch(cols[0]):  # keep the ID sequence so one bad line gives one error
+                expected_id, words = int(cols[0]) + 1, words + 1
             continue
         tok_id, upos, head, deprel = cols[0], cols[3], cols[6], cols[7]
         if _RANGE_ID.fullmatch(tok_id) or _EMPTY_ID.fullmatch(tok_id):
@@ -64,18 +68,20 @@ def iter_errors(text: str, path: str | Path) -> Iterator[ConlluFormatError]:
             )
             continue
         if int(tok_id) != expected_id:
-            yield ConlluFormatError(path, lineno, f"word ID {tok_id} out of sequence (expected {expected_id})")
+            yield ConlluFormatError(
+                path, lineno, f"word ID {tok_id} out of sequence (expected {expected_id})"
+            )
         expected_id = int(tok_id) + 1
         words += 1
         if upos not in _UPOS:
             yield ConlluFormatError(path, lineno, f"unknown UPOS {upos!r}; allowed: {' '.join(UPOS_TAGS)}")
         if not head.isdigit():
             yield ConlluFormatError(path, lineno, f"HEAD {head!r} is not a non-negative integer")
-        if deprel_base(deprel) not in _DEPREL:
+        if (base := deprel_base(deprel)) not in _DEPREL:
+            allowed = " ".join(DEPREL_BASES)
             yield ConlluFormatError(
-                path, lineno,
-                f"unknown DEPREL base {deprel_base(deprel)!r} (from {deprel!r}); allowed: {' '.join(DEPREL_BASES)}",
-            )  # fmt: skip
+                path, lineno, f"unknown DEPREL base {base!r} (from {deprel!r}); allowed: {allowed}"
+            )
 
 
 def validate_text(text: str, path: str | Path) -> None:

@@ -1,0 +1,58 @@
+"""Shared fixtures: the real UD data read in place, and a per-session cache so tests never touch ~/.cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _shared_ud() -> Path:
+    env = os.environ.get("METASPARSE_DATA_DIR")
+    path = Path(env) if env else REPO.parent / "shared" / "data" / "ud"
+    if not (path / "MANIFEST.tsv").exists():
+        raise RuntimeError(
+            f"the UD data is not at {path}: set METASPARSE_DATA_DIR to the shared copy (../shared/data/ud)"
+        )
+    return path.resolve()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Point the cache at a session temp dir and the data at the shared copy; quiet progress bars."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    os.environ["METASPARSE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["METASPARSE_DATA_DIR"] = str(_shared_ud())
+    os.environ.pop("METASPARSE_OFFLINE", None)
+
+
+@pytest.fixture(scope="session")
+def shared_ud() -> Path:
+    """The shared, read-only UD folder."""
+    return _shared_ud()
+
+
+@pytest.fixture(scope="session")
+def ud_dataset(_isolated_env):
+    """All 44,715 real sentences (parsed once per session)."""
+    from metasparse.data.ud import load_ud
+
+    return load_ud()
+
+
+@pytest.fixture(scope="session")
+def cell_index(ud_dataset):
+    from metasparse.data.cells import CellIndex
+
+    return CellIndex(ud_dataset)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,72 @@
+"""Tokenizer: even per-language sampling, caching by inputs, and word alignment on real sentences."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+import sentencepiece as spm
+
+from metasparse.data.tokenizer import (
+    SubwordTokenizer,
+    TokenizerSettings,
+    sample_training_sentences,
+    train_tokenizer,
+)
+
+SMALL = TokenizerSettings(vocab_size=1500, sentences_per_language=60)
+
+
+@pytest.fixture(scope="module")
+def corpus(ud_dataset, cell_index):
+    words = ud_dataset["words"]
+    by_lang: dict[str, list[list[str]]] = {}
+    for cell in cell_index.cells:
+        if cell.lang in {"fi", "en", "zh", "ru", "hy"}:
+            by_lang.setdefault(cell.lang, []).extend(words[i] for i in cell_index.rows(cell, "train"))
+    return by_lang
+
+
+def test_even_sampling_caps_every_language(corpus):
+    sample = sample_training_sentences(corpus, per_language=60, seed=0)
+    assert len(sample) == 60 * len(corpus)
+    assert sample == sample_training_sentences(corpus, per_language=60, seed=0)
+    assert sample != sample_training_sentences(corpus, per_language=60, seed=1)
+    tiny = {"a": [["x"]] * 3, "b": [["y"]] * 100}
+    assert len(sample_training_sentences(tiny, per_language=10, seed=0)) == 13  # small languages give all
+
+
+def test_cached_by_inputs(corpus, tmp_path, monkeypatch):
+    tok, path = train_tokenizer(corpus, SMALL, cache=tmp_path)
+    assert path.exists() and path.parent == tmp_path
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cache hit must not train again")
+
+    monkeypatch.setattr(spm.SentencePieceTrainer, "train", no_training)
+    tok2, path2 = train_tokenizer(corpus, SMALL, cache=tmp_path)
+    assert path2 == path and tok2.model_proto == tok.model_proto
+    with pytest.raises(AssertionError, match="must not train"):  # other inputs: a new key, so it trains
+        train_tokenizer(corpus, TokenizerSettings(vocab_size=1501, sentences_per_language=60), cache=tmp_path)
+
+
+def test_alignment_on_real_sentences(corpus, tmp_path):
+    tok, path = train_tokenizer(corpus, SMALL, cache=tmp_path)
+    tok = SubwordTokenizer.load(path)
+    for lang, sents in corpus.items():
+        for words in sents[:50]:
+            enc = tok.encode_words(words)
+            assert len(enc.input_ids) == len(enc.word_index) >= len(words)
+            assert enc.word_index == sorted(enc.word_index)  # words stay in order
+            assert set(enc.word_index) == set(range(len(words)))  # every word has a subword
+            for w, word in enumerate(words):  # a word's own pieces decode back to it (byte fallback: no unk)
+                ids = [i for i, j in zip(enc.input_ids, enc.word_index, strict=True) if j == w]
+                expected = unicodedata.normalize("NFKC", word).strip()  # sentencepiece normalizes with NFKC
+                assert tok.sp.decode(ids) == expected, (lang, word)
+            assert len(enc.word_hash) == len(words) and all(0 < h < tok.hash_buckets for h in enc.word_hash)
+
+
+def test_word_hash_is_process_independent(corpus, tmp_path):
+    tok, _ = train_tokenizer(corpus, SMALL, cache=tmp_path)
+    # crc32 is fixed by its definition, unlike Python's salted hash(); casefolding merges case variants.
+    assert tok.word_bucket("Court") == tok.word_bucket("court") == 1_672_354_111 % 65535 + 1

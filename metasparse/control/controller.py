@@ -1,0 +1,111 @@
+"""Lightweight per-layer controllers that pick an execution pattern per input and route tokens.
+
+Each layer has its own tiny MLP over the layer input pooled across words, plus one uncertainty
+feature: the mean entropy of an early tag distribution (the model's own UPOS head applied to the
+layer input). Uncertain inputs can so be given broader patterns. Token routing scores come from a
+linear router plus the per-token entropy, so uncertain tokens are the ones the FFN keeps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metasparse.control.relax import gumbel_softmax_st, hard_argmax
+from metasparse.model.encoder import Decision, GatedEncoder
+
+
+@dataclass
+class ControllerSpec:
+    """Controller size and inputs.
+
+    Attributes:
+        hidden: hidden width of each layer's MLP.
+        uncertainty_task: task whose head gives the early tag distribution (None: no uncertainty feature).
+        token_router: learn per-token routing scores (used by patterns with tokens < 1).
+    """
+
+    hidden: int = 64
+    uncertainty_task: str | None = "upos"
+    token_router: bool = True
+
+
+class Controller(nn.Module):
+    """One small decision network per layer of a :class:`GatedEncoder`.
+
+    Args:
+        model: the encoder it will control (sizes are read from it; it is not registered as a child).
+        spec: controller settings.
+    """
+
+    def __init__(self, model: GatedEncoder, spec: ControllerSpec | None = None) -> None:
+        super().__init__()
+        self.spec = spec or ControllerSpec()
+        d, L, P = model.spec.d_model, model.spec.layers, model.n_patterns
+        if self.spec.uncertainty_task is not None and self.spec.uncertainty_task not in model.spec.tasks:
+            raise ValueError(f"controller.uncertainty_task={self.spec.uncertainty_task!r} is not a model task; "
+                             f"available: {', '.join(model.spec.tasks)}")  # fmt: skip
+        n_in = d + (1 if self.spec.uncertainty_task else 0)
+        self.nets = nn.ModuleList(
+            nn.Sequential(nn.Linear(n_in, self.spec.hidden), nn.ReLU(), nn.Linear(self.spec.hidden, P))
+            for _ in range(L)
+        )
+        self.routers = nn.ModuleList(nn.Linear(d, 1) for _ in range(L)) if self.spec.token_router else None
+        for net in self.nets:  # start near "all patterns equally likely", with a lean to the full one
+            nn.init.zeros_(net[2].weight)
+            nn.init.zeros_(net[2].bias)
+
+    def flops_per_layer(self, model: GatedEncoder, n: int) -> int:
+        """Matmul FLOPs the controller spends on one layer of a sentence of ``n`` words."""
+        d = model.spec.d_model
+        n_in = self.nets[0][0].in_features
+        f = 2 * n_in * self.spec.hidden + 2 * self.spec.hidden * model.n_patterns
+        if self.spec.uncertainty_task:
+            f += 2 * n * d * model.spec.tasks[self.spec.uncertainty_task]
+        if self.routers is not None:
+            f += 2 * n * d
+        return f
+
+    def logits(self, model: GatedEncoder, layer: int, x: torch.Tensor, mask: torch.Tensor):
+        """Pattern logits ``[B, P]`` and token scores ``[B, T]`` (or None) for one layer's input."""
+        m = mask.to(x.dtype)
+        pooled = (x * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
+        feats, tok_scores = [pooled], None
+        if self.spec.uncertainty_task:
+            probs = F.softmax(model.heads[self.spec.uncertainty_task](x), dim=-1)
+            ent = -(probs * probs.clamp_min(1e-9).log()).sum(-1) / math.log(
+                probs.shape[-1]
+            )  # [B, T] in [0, 1]
+            feats.append(((ent * m).sum(1) / m.sum(1).clamp(min=1))[:, None])
+            tok_scores = ent
+        if self.routers is not None:
+            r = self.routers[layer](x).squeeze(-1)
+            tok_scores = r if tok_scores is None else tok_scores + r
+        return self.nets[layer](torch.cat(feats, dim=-1)), tok_scores
+
+    def policy(self, model: GatedEncoder, *, hard: bool = True, tau: float = 1.0, record: list | None = None):
+        """A policy for ``model.forward``.
+
+        Args:
+            model: the controlled encoder.
+            hard: deterministic argmax decisions (inference); else straight-through Gumbel samples.
+            tau: Gumbel temperature.
+            record: if given, each layer's pattern probabilities ``[B, P]`` are appended (for the budget).
+        """
+
+        def decide(layer: int, x: torch.Tensor, mask: torch.Tensor) -> Decision:
+            logits, tok = self.logits(model, layer, x, mask)
+            if record is not None:
+                record.append(F.softmax(logits, dim=-1))
+            w = hard_argmax(logits) if hard else gumbel_softmax_st(logits, tau)
+            gate = None
+            if tok is not None and not hard:  # straight-through gradient into the router
+                s = torch.sigmoid(tok)
+                gate = 1.0 + s - s.detach()
+            return Decision(w, tok, gate)
+
+        return decide

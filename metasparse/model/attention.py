@@ -1,0 +1,42 @@
+"""Attention kernels in plain matmuls (second-order meta-learning needs double backward, which SDPA's
+CPU flash kernel lacks), with an exact top-k variant that only multiplies the kept values."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def scores(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """Scaled scores ``[B, h, T, T]`` with padded keys at -inf."""
+    s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    return s.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+
+
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor, topk: int | None
+) -> torch.Tensor:
+    """Multi-head attention context ``[B, h, T, dh]``.
+
+    Args:
+        q, k, v: ``[B, h, T, dh]``.
+        key_mask: ``[B, T]`` True for real tokens.
+        topk: keep the k largest scores per query; None or k >= T is full attention.
+    """
+    s = scores(q, k, key_mask)
+    if topk is None or topk >= s.shape[-1]:
+        return torch.softmax(s, dim=-1) @ v
+    top, ix = s.topk(topk, dim=-1)  # [B, h, T, k]
+    B, h, T, dh = v.shape
+    vg = torch.gather(v.unsqueeze(2).expand(B, h, T, T, dh), 3, ix.unsqueeze(-1).expand(B, h, T, topk, dh))
+    return (torch.softmax(top, dim=-1).unsqueeze(-2) @ vg).squeeze(-2)
+
+
+def attend_topk_masked(q, k, v, key_mask, topk: int | None) -> torch.Tensor:
+    """Reference for :func:`attend`: full scores, everything outside the top-k set to -inf."""
+    s = scores(q, k, key_mask)
+    if topk is not None and topk < s.shape[-1]:
+        kth = s.topk(topk, dim=-1).values[..., -1:]
+        s = s.masked_fill(s < kth, float("-inf"))
+    return torch.softmax(s, dim=-1) @ v

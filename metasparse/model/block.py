@@ -1,0 +1,146 @@
+"""One pre-LN transformer block whose heads, FFN channel groups, FFN tokens and attention span can be
+switched off per input.
+
+Two execution paths share the weights:
+
+* ``forward_sliced``: one hard :class:`Pattern` for a (sub-)batch. Heads and FFN channels are prefixes,
+  so the weights used are zero-copy slices (``W[:n]``); fewer units means smaller matmuls. This is
+  what inference and benchmarks run.
+* ``forward_masked``: per-example pattern weights (one-hot, or relaxed for training) multiply masks
+  onto a full computation. It saves nothing; it is the differentiable training path and the reference
+  the sliced path is tested against.
+
+The output projections are stored input-major (``[units, d]``) so their prefixes are contiguous too.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metasparse.model.attention import attend, attend_topk_masked
+from metasparse.model.patterns import Pattern
+from metasparse.model.tokens import select_tokens
+
+
+class GatedBlock(nn.Module):
+    """Pre-LN block with gateable units.
+
+    Args:
+        d_model: width.
+        n_heads: attention heads.
+        d_ffn: FFN hidden channels.
+        n_groups: FFN channel groups (``d_ffn`` must divide evenly).
+        dropout: dropout on the residual branches.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ffn: int, n_groups: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if d_model % n_heads or d_ffn % n_groups:
+            raise ValueError(
+                f"d_model={d_model} must divide by heads={n_heads}, ffn={d_ffn} by groups={n_groups}"
+            )
+        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.n_groups, self.group_size = n_groups, d_ffn // n_groups
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.q, self.k, self.v = (nn.Linear(d_model, d_model) for _ in range(3))
+        self.o_weight = nn.Parameter(torch.empty(d_model, d_model))  # [heads * d_head, d_model]
+        self.o_bias = nn.Parameter(torch.zeros(d_model))
+        self.w1 = nn.Linear(d_model, d_ffn)
+        self.w2_weight = nn.Parameter(torch.empty(d_ffn, d_model))  # [channels, d_model]
+        self.w2_bias = nn.Parameter(torch.zeros(d_model))
+        self.drop = nn.Dropout(dropout)
+        for w in (self.q.weight, self.k.weight, self.v.weight, self.o_weight, self.w1.weight, self.w2_weight):
+            nn.init.normal_(w, std=0.02)
+        for b in (self.q.bias, self.k.bias, self.v.bias, self.w1.bias):
+            nn.init.zeros_(b)
+
+    # ----- hard, sliced -------------------------------------------------------------------------
+    def forward_sliced(
+        self, x: torch.Tensor, mask: torch.Tensor, p: Pattern, token_scores: torch.Tensor | None
+    ):
+        """Run ``x`` ``[B, T, d]`` under one pattern with sliced weights."""
+        if p.skip:
+            return x
+        B, T, _ = x.shape
+        n = p.heads * self.d_head
+        h = self.ln1(x)
+        q = F.linear(h, self.q.weight[:n], self.q.bias[:n]).view(B, T, p.heads, self.d_head).transpose(1, 2)
+        k = F.linear(h, self.k.weight[:n], self.k.bias[:n]).view(B, T, p.heads, self.d_head).transpose(1, 2)
+        v = F.linear(h, self.v.weight[:n], self.v.bias[:n]).view(B, T, p.heads, self.d_head).transpose(1, 2)
+        ctx = attend(q, k, v, mask, p.topk).transpose(1, 2).reshape(B, T, n)
+        x = x + self.drop(torch.addmm(self.o_bias, ctx.reshape(B * T, n), self.o_weight[:n]).view(B, T, -1))
+        f = p.groups * self.group_size
+        h2 = self.ln2(x)
+        if p.tokens >= 1.0:
+            a = F.gelu(F.linear(h2, self.w1.weight[:f], self.w1.bias[:f]))
+            y = torch.addmm(self.w2_bias, a.reshape(B * T, f), self.w2_weight[:f]).view(B, T, -1)
+            return x + self.drop(y)
+        if token_scores is None:
+            raise ValueError("a pattern with tokens < 1 needs token scores from the policy")
+        flat = select_tokens(token_scores, mask, p.tokens).reshape(-1).nonzero().squeeze(1)
+        hs = h2.reshape(B * T, -1).index_select(0, flat)
+        a = F.gelu(F.linear(hs, self.w1.weight[:f], self.w1.bias[:f]))
+        y = self.drop(torch.addmm(self.w2_bias, a, self.w2_weight[:f]))
+        return x.reshape(B * T, -1).index_add(0, flat, y).view(B, T, -1)
+
+    # ----- per-example weights over a codebook, masked (reference and relaxed training) ---------
+    def forward_masked(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        codebook: list[Pattern],
+        weights: torch.Tensor,
+        token_scores: torch.Tensor | None,
+        token_gate: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Full computation with per-example masks mixed by ``weights`` ``[B, len(codebook)]``.
+
+        With one-hot weights this equals :meth:`forward_sliced` of each example's pattern. ``token_gate``
+        (``[B, T]``, optional) multiplies the FFN token masks, so a router can get a straight-through
+        gradient.
+        """
+        B, T, _ = x.shape
+        H, dh = self.n_heads, self.d_head
+        dev = x.device
+        alive = weights.new_zeros(B)
+        head_masks: dict[int | None, torch.Tensor] = {}
+        unit_h = torch.arange(H, device=dev)
+        for i, p in enumerate(codebook):
+            if p.skip:
+                continue
+            alive = alive + weights[:, i]
+            hm = (unit_h < p.heads).to(x.dtype)[None, :] * weights[:, i : i + 1]
+            head_masks[p.topk] = head_masks.get(p.topk, 0) + hm
+        h = self.ln1(x)
+        q = self.q(h).view(B, T, H, dh).transpose(1, 2)
+        k = self.k(h).view(B, T, H, dh).transpose(1, 2)
+        v = self.v(h).view(B, T, H, dh).transpose(1, 2)
+        ctx = x.new_zeros(B, H, T, dh)
+        for topk, hm in head_masks.items():
+            ctx = ctx + attend_topk_masked(q, k, v, mask, topk) * hm[:, :, None, None]
+        ctx = ctx.transpose(1, 2).reshape(B, T, H * dh)
+        x = x + self.drop(ctx @ self.o_weight + self.o_bias * alive[:, None, None])
+
+        h2 = self.ln2(x)
+        a = F.gelu(self.w1(h2))  # [B, T, F]
+        unit_f = torch.arange(a.shape[-1], device=dev) // self.group_size
+        m = a.new_zeros(B, T, a.shape[-1])
+        tok_alive = a.new_zeros(B, T)
+        for i, p in enumerate(codebook):
+            if p.skip:
+                continue
+            if p.tokens >= 1.0:
+                tok = mask.to(x.dtype)
+            else:
+                if token_scores is None:
+                    raise ValueError("a pattern with tokens < 1 needs token scores from the policy")
+                tok = select_tokens(token_scores, mask, p.tokens).to(x.dtype)
+                if token_gate is not None:
+                    tok = tok * token_gate
+            wt = weights[:, i, None] * tok  # [B, T]
+            m = m + wt[:, :, None] * (unit_f < p.groups).to(x.dtype)[None, None, :]
+            tok_alive = tok_alive + wt
+        y = (a * m) @ self.w2_weight + self.w2_bias * tok_alive[:, :, None]
+        return x + self.drop(y)

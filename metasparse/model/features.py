@@ -1,0 +1,108 @@
+"""Turn sentences into padded model inputs: subwords with word alignment, hashed word forms and suffixes."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from metasparse.data.tokenizer import PAD_ID, SubwordTokenizer
+
+SUFFIX_LENGTHS = (1, 2, 3)
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Batch:
+    """Padded inputs of B sentences with up to T words and S subwords.
+
+    Attributes:
+        input_ids: ``[B, S]`` subword ids (0 = padding).
+        word_index: ``[B, S]`` word of each subword (-1 = padding).
+        word_hash: ``[B, T]`` hashed word-form bucket (0 = padding).
+        suffix_hash: ``[B, T, len(SUFFIX_LENGTHS)]`` hashed suffix buckets (0 = padding).
+        word_mask: ``[B, T]`` True for real words.
+        labels: task name -> ``[B, T]`` label ids (-100 = padding).
+    """
+
+    input_ids: torch.Tensor
+    word_index: torch.Tensor
+    word_hash: torch.Tensor
+    suffix_hash: torch.Tensor
+    word_mask: torch.Tensor
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return self.word_mask.shape[0]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.word_mask.sum(1)
+
+    def select(self, idx: torch.Tensor | Sequence[int]) -> Batch:
+        """The sub-batch of rows ``idx`` (padding kept as is)."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return Batch(self.input_ids[idx], self.word_index[idx], self.word_hash[idx], self.suffix_hash[idx],
+                     self.word_mask[idx], {k: v[idx] for k, v in self.labels.items()})  # fmt: skip
+
+
+def suffix_buckets(word: str, buckets: int) -> list[int]:
+    """Hashed buckets of the word's last 1, 2 and 3 characters (case-folded), in ``[1, buckets)``."""
+    w = word.casefold()
+    return [zlib.crc32(f"{n}\x1f{w[-n:]}".encode()) % (buckets - 1) + 1 for n in SUFFIX_LENGTHS]
+
+
+def collate(
+    sentences: Sequence[Sequence[str]],
+    tokenizer: SubwordTokenizer,
+    *,
+    suffix_bucket_count: int,
+    labels: Mapping[str, Sequence[Sequence[int]]] | None = None,
+    max_subwords_per_word: int = 8,
+) -> Batch:
+    """Encode and pad sentences (lists of words) into a :class:`Batch`.
+
+    Args:
+        sentences: words of each sentence.
+        tokenizer: the subword tokenizer.
+        suffix_bucket_count: size of the suffix hash table.
+        labels: optional task name -> label ids per sentence.
+        max_subwords_per_word: longer words keep their first pieces (rare: long numbers, URLs).
+    """
+    encs = [tokenizer.encode_words(s) for s in sentences]
+    ids_l, idx_l = [], []
+    for e in encs:
+        ids, idx, count, last = [], [], 0, -1
+        for i, w in zip(e.input_ids, e.word_index, strict=True):
+            count = count + 1 if w == last else 1
+            last = w
+            if count <= max_subwords_per_word:
+                ids.append(i)
+                idx.append(w)
+        ids_l.append(ids)
+        idx_l.append(idx)
+    B = len(sentences)
+    S = max((len(x) for x in ids_l), default=1) or 1
+    T = max((len(s) for s in sentences), default=1) or 1
+    input_ids = torch.full((B, S), PAD_ID, dtype=torch.long)
+    word_index = torch.full((B, S), -1, dtype=torch.long)
+    word_hash = torch.zeros((B, T), dtype=torch.long)
+    suffix = torch.zeros((B, T, len(SUFFIX_LENGTHS)), dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.bool)
+    for b, (e, ids, idx, words) in enumerate(zip(encs, ids_l, idx_l, sentences, strict=True)):
+        input_ids[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        word_index[b, : len(idx)] = torch.tensor(idx, dtype=torch.long)
+        word_hash[b, : len(words)] = torch.tensor(e.word_hash, dtype=torch.long)
+        if words:
+            suffix[b, : len(words)] = torch.tensor([suffix_buckets(w, suffix_bucket_count) for w in words])
+        mask[b, : len(words)] = True
+    out = {}
+    for task, seqs in (labels or {}).items():
+        t = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+        for b, seq in enumerate(seqs):
+            t[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        out[task] = t
+    return Batch(input_ids, word_index, word_hash, suffix, mask, out)

@@ -1,0 +1,40 @@
+"""Analytic FLOPs of the gated encoder, counted the way ``torch.utils.flop_counter`` counts them.
+
+Only matmul-like work is counted (2 FLOPs per multiply-add): projections, attention products, FFN,
+task heads and the controller's layers. Embedding lookups, layer norms, softmax and activations are
+left out, as FlopCounterMode leaves them out, so the two can be cross-checked.
+"""
+
+from __future__ import annotations
+
+from metasparse.model.encoder import EncoderSpec
+from metasparse.model.patterns import Pattern
+
+
+def block_flops(spec: EncoderSpec, p: Pattern, n: int) -> int:
+    """FLOPs of one block under pattern ``p`` on a sentence of ``n`` words."""
+    if p.skip or n == 0:
+        return 0
+    d, dh = spec.d_model, spec.d_model // spec.heads
+    a = p.heads * dh
+    span = n if p.topk is None else min(p.topk, n)
+    f = p.groups * (spec.d_ffn // spec.ffn_groups)
+    attn = 3 * 2 * n * d * a + 2 * n * n * a + 2 * n * span * a + 2 * n * a * d
+    ffn = 2 * 2 * p.kept_tokens(n) * d * f
+    return attn + ffn
+
+
+def heads_flops(spec: EncoderSpec, n: int) -> int:
+    """FLOPs of the task heads on ``n`` words."""
+    return sum(2 * n * spec.d_model * k for k in spec.tasks.values())
+
+
+def dense_flops(spec: EncoderSpec, n: int) -> int:
+    """FLOPs of the dense model (every unit on) on a sentence of ``n`` words."""
+    full = Pattern(spec.heads, spec.ffn_groups)
+    return spec.layers * block_flops(spec, full, n) + heads_flops(spec, n)
+
+
+def gated_flops(spec: EncoderSpec, patterns: list[Pattern], n: int, controller_per_layer: int = 0) -> int:
+    """FLOPs of one sentence under one pattern per layer, plus the controller's cost per layer."""
+    return sum(block_flops(spec, p, n) + controller_per_layer for p in patterns) + heads_flops(spec, n)

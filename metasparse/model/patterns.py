@@ -1,0 +1,93 @@
+"""Execution patterns: the few hard choices a controller picks from per input and layer.
+
+A pattern fixes, for one layer, how many attention heads run (a prefix of the importance-ordered
+heads), how many FFN channel groups run (a prefix too), which share of tokens the FFN sees, the k of
+top-k attention, or that the layer is skipped. Few patterns per layer is what makes per-input decisions
+cheap at batch > 1: inputs that chose the same pattern run together as one sliced matmul.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from metasparse.model.tokens import kept_count
+
+
+@dataclass(frozen=True)
+class PatternSpec:
+    """A codebook entry as written in config: fractions of the layer's units.
+
+    Attributes:
+        heads: fraction of attention heads (0 with ``ffn=0`` skips the layer).
+        ffn: fraction of FFN channel groups.
+        tokens: fraction of each sentence's tokens the FFN sees (1.0: all).
+        topk: keep the k largest attention scores per query (None: all).
+    """
+
+    heads: float
+    ffn: float
+    tokens: float = 1.0
+    topk: int | None = None
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A codebook entry resolved for one model: unit counts.
+
+    Attributes:
+        heads: number of heads run (prefix).
+        groups: number of FFN channel groups run (prefix).
+        tokens: fraction of valid tokens routed through the FFN.
+        topk: top-k attention (None: full attention).
+    """
+
+    heads: int
+    groups: int
+    tokens: float = 1.0
+    topk: int | None = None
+
+    @property
+    def skip(self) -> bool:
+        """True when the layer does nothing (identity)."""
+        return self.heads == 0 and self.groups == 0
+
+    def kept_tokens(self, n: int) -> int:
+        """Tokens the FFN sees in a sentence of ``n`` tokens (at least one)."""
+        return kept_count(n, self.tokens)
+
+
+def resolve_codebook(specs: Sequence[PatternSpec], n_heads: int, n_groups: int) -> list[Pattern]:
+    """Turn fractional specs into unit counts for a model with ``n_heads`` and ``n_groups``.
+
+    Raises:
+        ValueError: a fraction outside [0, 1], a half-skipped layer, or duplicate entries.
+    """
+    out: list[Pattern] = []
+    for i, s in enumerate(specs):
+        for key in ("heads", "ffn", "tokens"):
+            v = getattr(s, key)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"codebook[{i}].{key}={v} is out of range; allowed: [0, 1]")
+        if s.topk is not None and s.topk < 1:
+            raise ValueError(f"codebook[{i}].topk={s.topk} is out of range; allowed: null or >= 1")
+        p = Pattern(round(s.heads * n_heads), round(s.ffn * n_groups), s.tokens, s.topk)
+        if (p.heads == 0) != (p.groups == 0):
+            raise ValueError(f"codebook[{i}]={s}: heads and ffn must be both 0 (skip the layer) or both > 0")
+        if s.tokens <= 0 and not p.skip:
+            raise ValueError(f"codebook[{i}].tokens must be > 0 unless the layer is skipped")
+        out.append(p)
+    if len(set(out)) != len(out):
+        raise ValueError(f"codebook has duplicate entries after rounding to units: {out}")
+    if not out:
+        raise ValueError("codebook is empty")
+    return out
+
+
+DEFAULT_CODEBOOK: tuple[PatternSpec, ...] = (
+    PatternSpec(0.0, 0.0),
+    PatternSpec(0.25, 0.25),
+    PatternSpec(0.5, 0.5),
+    PatternSpec(0.75, 0.75),
+    PatternSpec(1.0, 1.0),
+)

@@ -1,0 +1,53 @@
+"""Tiny random models and batches for fast model tests."""
+
+from __future__ import annotations
+
+import torch
+
+from metasparse.model.encoder import EncoderSpec, GatedEncoder
+from metasparse.model.features import Batch
+from metasparse.model.patterns import PatternSpec
+
+EVERY_UNIT = [
+    PatternSpec(0.0, 0.0),  # whole layer skipped
+    PatternSpec(0.5, 1.0),  # fewer heads
+    PatternSpec(1.0, 0.25),  # fewer FFN channel groups
+    PatternSpec(0.5, 0.5),  # both
+    PatternSpec(1.0, 1.0, tokens=0.5),  # FFN on half the tokens
+    PatternSpec(0.75, 0.75, topk=2),  # top-k attention
+    PatternSpec(1.0, 1.0),  # dense
+]
+
+
+def tiny_model(codebook=EVERY_UNIT, seed: int = 0, scale: float = 0.3) -> GatedEncoder:
+    """A 3-layer d=32 encoder with weights large enough that every unit matters."""
+    torch.manual_seed(seed)
+    spec = EncoderSpec(vocab_size=100, tasks={"upos": 17, "deprel": 37}, word_buckets=64, suffix_buckets=64,
+                       layers=3, d_model=32, heads=4, d_ffn=64, ffn_groups=4, dropout=0.0,
+                       codebook=list(codebook))  # fmt: skip
+    model = GatedEncoder(spec).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            for name, p in block.named_parameters():
+                if "ln" not in name:
+                    p.normal_(0, scale)
+    return model
+
+
+def random_batch(lengths: list[int], seed: int = 0) -> Batch:
+    """Padded batch of sentences with the given word counts, 1-3 subwords per word."""
+    g = torch.Generator().manual_seed(seed)
+    B, T = len(lengths), max(lengths)
+    idx_rows = []
+    for n in lengths:
+        idx_rows.append([w for w in range(n) for _ in range(int(torch.randint(1, 4, (1,), generator=g)))])
+    S = max(len(r) for r in idx_rows)
+    ids = torch.zeros(B, S, dtype=torch.long)
+    wi = torch.full((B, S), -1, dtype=torch.long)
+    for b, r in enumerate(idx_rows):
+        wi[b, : len(r)] = torch.tensor(r)
+        ids[b, : len(r)] = torch.randint(4, 100, (len(r),), generator=g)
+    mask = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
+    wh = torch.randint(1, 64, (B, T), generator=g) * mask
+    sh = torch.randint(1, 64, (B, T, 3), generator=g) * mask[..., None]
+    return Batch(ids, wi, wh, sh, mask)

@@ -1,0 +1,115 @@
+"""Sliced execution equals the masked reference for every unit type, in mixed batches, and FLOPs agree
+with torch's FlopCounterMode on what actually runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from model_utils import EVERY_UNIT, random_batch, tiny_model
+from torch.utils.flop_counter import FlopCounterMode
+
+from metasparse.control.controller import Controller
+from metasparse.model.encoder import Decision
+from metasparse.model.flops import dense_flops, gated_flops
+
+LENGTHS = [7, 3, 5, 1, 6, 4, 7, 2]
+
+
+def _fixed_policy(levels, scores, n_patterns):
+    return lambda i, x, mask: Decision(F.one_hot(levels[i], n_patterns).to(x.dtype), scores[i])
+
+
+def _valid(t, mask):
+    return t[mask]
+
+
+@pytest.mark.parametrize("pattern", range(len(EVERY_UNIT)))
+def test_sliced_equals_masked_for_each_unit_type(pattern):
+    model, batch = tiny_model(), random_batch(LENGTHS)
+    B, T = batch.word_mask.shape
+    g = torch.Generator().manual_seed(pattern)
+    levels = [torch.full((B,), pattern) for _ in model.blocks]
+    scores = [torch.randn(B, T, generator=g) for _ in model.blocks]
+    pol = _fixed_policy(levels, scores, model.n_patterns)
+    with torch.no_grad():
+        sliced = model(batch, pol, mode="sliced").logits
+        masked = model(batch, pol, mode="masked").logits
+        dense = model(batch).logits
+    m = batch.word_mask
+    for task in sliced:
+        torch.testing.assert_close(_valid(sliced[task], m), _valid(masked[task], m), atol=1e-5, rtol=0)
+    if model.codebook[pattern] != model.full:  # the pattern really changes the output (test is not vacuous)
+        assert (_valid(sliced["upos"], m) - _valid(dense["upos"], m)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mixed_patterns_in_one_batch(seed):
+    model, batch = tiny_model(), random_batch(LENGTHS, seed=seed)
+    B, T = batch.word_mask.shape
+    g = torch.Generator().manual_seed(100 + seed)
+    levels = [torch.randint(0, model.n_patterns, (B,), generator=g) for _ in model.blocks]
+    assert all(len(torch.unique(lv)) > 2 for lv in levels)
+    scores = [torch.randn(B, T, generator=g) for _ in model.blocks]
+    pol = _fixed_policy(levels, scores, model.n_patterns)
+    with torch.no_grad():
+        sliced = model(batch, pol, mode="sliced").logits["deprel"]
+        masked = model(batch, pol, mode="masked").logits["deprel"]
+        for b in range(B):  # grouping does not change any example's result: batch 1 gives the same
+            one = _fixed_policy(
+                [lv[b : b + 1] for lv in levels], [s[b : b + 1] for s in scores], model.n_patterns
+            )
+            alone = model(batch.select([b]), one).logits["deprel"][0, : LENGTHS[b]]
+            torch.testing.assert_close(alone, sliced[b, : LENGTHS[b]], atol=1e-5, rtol=0)
+    torch.testing.assert_close(sliced[batch.word_mask], masked[batch.word_mask], atol=1e-5, rtol=0)
+
+
+def test_controller_decisions_sliced_equal_masked():
+    model, batch = tiny_model(), random_batch(LENGTHS)
+    ctrl = Controller(model)
+    with torch.no_grad():
+        for net in ctrl.nets:
+            net[2].weight.normal_(0, 1.0)
+        sliced = model(batch, ctrl.policy(model), mode="sliced")
+        masked = model(batch, ctrl.policy(model), mode="masked")
+    assert len({int(v) for d in sliced.decisions for v in d.levels}) > 2  # the controller mixes patterns
+    m = batch.word_mask
+    torch.testing.assert_close(sliced.logits["upos"][m], masked.logits["upos"][m], atol=1e-5, rtol=0)
+
+
+def _counted(fn) -> int:
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        fn()
+    return fc.get_total_flops()
+
+
+@pytest.mark.parametrize("n", [1, 5, 9])
+def test_analytic_flops_match_flop_counter_on_sliced_execution(n):
+    model = tiny_model()
+    batch = random_batch([n])
+    ctrl = Controller(model)
+    assert abs(_counted(lambda: model(batch)) - dense_flops(model.spec, n)) <= 0.02 * dense_flops(
+        model.spec, n
+    )
+    for seed in range(4):
+        g = torch.Generator().manual_seed(seed)
+        levels = [torch.randint(0, model.n_patterns, (1,), generator=g) for _ in model.blocks]
+        scores = [torch.randn(1, n, generator=g) for _ in model.blocks]
+        counted = _counted(lambda: model(batch, _fixed_policy(levels, scores, model.n_patterns)))
+        analytic = gated_flops(model.spec, [model.codebook[int(lv)] for lv in levels], n)
+        assert abs(counted - analytic) <= 0.02 * max(analytic, 1), (levels, counted, analytic)
+    # With the controller in the loop: its MLPs, uncertainty head and router are counted too.
+    with torch.no_grad():
+        out = model(batch, ctrl.policy(model))
+    patterns = [model.codebook[int(d.levels[0])] for d in out.decisions]
+    counted = _counted(lambda: model(batch, ctrl.policy(model)))
+    analytic = gated_flops(model.spec, patterns, n, ctrl.flops_per_layer(model, n))
+    assert abs(counted - analytic) <= 0.02 * analytic, (counted, analytic)
+
+
+def test_fewer_units_means_fewer_counted_flops():
+    model, batch = tiny_model(), random_batch([9])
+    full = _counted(lambda: model(batch, plan=[model.codebook.index(model.full)] * 3))
+    half = _counted(lambda: model(batch, plan=[3] * 3))  # 0.5 heads, 0.5 FFN
+    skip = _counted(lambda: model(batch, plan=[0] * 3))
+    assert skip < half < 0.6 * full

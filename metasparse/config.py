@@ -137,6 +137,145 @@ class LanguageConfig:
 
 
 @dataclass
+class PatternConfig:
+    """One codebook entry: fractions of heads, FFN groups and tokens, and top-k (see PatternSpec)."""
+
+    heads: float = 1.0
+    ffn: float = 1.0
+    tokens: float = 1.0
+    topk: Optional[int] = None  # noqa: UP045
+
+
+def _default_codebook() -> list:
+    return [
+        PatternConfig(0.0, 0.0),
+        PatternConfig(0.25, 0.25),
+        PatternConfig(0.5, 0.5),
+        PatternConfig(0.75, 0.75),
+        PatternConfig(1.0, 1.0),
+    ]
+
+
+@dataclass
+class ModelConfig:
+    """Encoder architecture (``conf/model/*.yaml``)."""
+
+    name: str = "small"
+    layers: int = 4
+    d_model: int = 256
+    heads: int = 8
+    d_ffn: int = 1024
+    ffn_groups: int = 8
+    dropout: float = 0.1
+    max_positions: int = 256
+    suffix_buckets: int = 32768
+    codebook: List[PatternConfig] = field(default_factory=_default_codebook)  # noqa: UP006
+
+    def __post_init__(self) -> None:
+        for key in ("layers", "d_model", "heads", "d_ffn", "ffn_groups", "max_positions", "suffix_buckets"):
+            _require(getattr(self, key) >= 1, f"model.{key}", ">= 1", getattr(self, key))
+        _require(
+            self.d_model % self.heads == 0, "model.heads", f"a divisor of d_model={self.d_model}", self.heads
+        )
+        _require(
+            self.d_ffn % self.ffn_groups == 0,
+            "model.ffn_groups",
+            f"a divisor of d_ffn={self.d_ffn}",
+            self.ffn_groups,
+        )
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", "[0, 1)", self.dropout)
+
+
+@dataclass
+class PretrainOptimConfig:
+    """Sparsity-aware pretraining of the backbone.
+
+    Attributes:
+        epochs: passes over the source train split (the learning-rate schedule spans them).
+        max_words: padded words per batch.
+        lr, warmup, weight_decay, grad_clip: AdamW with linear warmup and linear decay.
+        sparse_weight: weight of the loss under a random pattern per layer, added every step to the
+            dense loss so narrower prefixes keep working (0 trains dense only).
+        eval_every: steps between dev evaluations (0: only at the end).
+        checkpoint_every: steps between resumable checkpoints.
+        max_minutes: stop early (with a warning) past this wall-clock time; the cache is still written.
+        threads: torch threads (null: leave torch's default).
+    """
+
+    epochs: float = 6.0
+    max_words: int = 2048
+    lr: float = 2e-3
+    warmup: float = 0.05
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    sparse_weight: float = 1.0
+    eval_every: int = 0
+    checkpoint_every: int = 500
+    max_minutes: float = 30.0
+    threads: Optional[int] = None  # noqa: UP045
+
+    def __post_init__(self) -> None:
+        _require(self.epochs > 0, "pretrain.epochs", "> 0", self.epochs)
+        _require(self.max_words >= 256, "pretrain.max_words", ">= 256", self.max_words)
+        _require(self.lr > 0, "pretrain.lr", "> 0", self.lr)
+        _require(0 <= self.warmup < 1, "pretrain.warmup", "[0, 1)", self.warmup)
+        _require(self.sparse_weight >= 0, "pretrain.sparse_weight", ">= 0", self.sparse_weight)
+        _require(self.max_minutes > 0, "pretrain.max_minutes", "> 0", self.max_minutes)
+        _require(self.checkpoint_every >= 1, "pretrain.checkpoint_every", ">= 1", self.checkpoint_every)
+
+
+@dataclass
+class PretrainConfig:
+    """Schema of ``conf/pretrain.yaml``."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainOptimConfig = field(default_factory=PretrainOptimConfig)
+    tasks: List[str] = field(default_factory=lambda: ["upos", "deprel"])  # noqa: UP006
+    domain: Optional[DomainConfig] = None  # noqa: UP045
+    language: Optional[LanguageConfig] = None  # noqa: UP045
+
+
+@dataclass
+class SpeedBenchOptions:
+    """What ``metasparse.bench.speed`` measures.
+
+    Attributes:
+        batches: batch sizes.
+        targets: FLOPs targets (fractions of dense, controller included).
+        repeats: timed rounds per (batch, target), dense and gated interleaved.
+        sentences: sentences timed per round at batch 1; batch > 1 uses ``sentences`` rows too.
+        controller_steps: controller training steps per target (frozen backbone).
+        threads: torch threads for timing.
+        int8: add a row with int8 dynamic quantization of the sliced linears at target 0.5.
+    """
+
+    batches: List[int] = field(default_factory=lambda: [1, 32])  # noqa: UP006
+    targets: List[float] = field(default_factory=lambda: [0.75, 0.5, 0.25])  # noqa: UP006
+    repeats: int = 15
+    sentences: int = 64
+    controller_steps: int = 150
+    threads: int = 2
+    int8: bool = True
+
+    def __post_init__(self) -> None:
+        _require(all(0 < t <= 1 for t in self.targets), "bench.targets", "fractions in (0, 1]", self.targets)
+        _require(all(b >= 1 for b in self.batches), "bench.batches", "sizes >= 1", self.batches)
+        _require(self.repeats >= 3, "bench.repeats", ">= 3", self.repeats)
+
+
+@dataclass
+class SpeedBenchConfig(PretrainConfig):
+    """Schema of ``conf/bench_speed.yaml``: the backbone's config plus what to measure."""
+
+    quick: bool = False
+    out: Optional[str] = None  # noqa: UP045
+    bench: SpeedBenchOptions = field(default_factory=SpeedBenchOptions)
+
+
+@dataclass
 class MetaTrainConfig:
     """Schema of ``conf/meta_train.yaml``."""
 
@@ -152,6 +291,9 @@ def register_configs() -> None:
     """Store the schemas under the names the YAML defaults lists use."""
     cs = ConfigStore.instance()
     cs.store(name="meta_train_schema", node=MetaTrainConfig)
+    cs.store(name="pretrain_schema", node=PretrainConfig)
+    cs.store(name="bench_speed_schema", node=SpeedBenchConfig)
+    cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="domain", name="schema", node=DomainConfig)
     cs.store(group="language", name="schema", node=LanguageConfig)
 

@@ -22,9 +22,19 @@ EVERY_UNIT = [
 def tiny_model(codebook=EVERY_UNIT, seed: int = 0, scale: float = 0.3) -> GatedEncoder:
     """A 3-layer d=32 encoder with weights large enough that every unit matters."""
     torch.manual_seed(seed)
-    spec = EncoderSpec(vocab_size=100, tasks={"upos": 17, "deprel": 37}, word_buckets=64, suffix_buckets=64,
-                       layers=3, d_model=32, heads=4, d_ffn=64, ffn_groups=4, dropout=0.0,
-                       codebook=list(codebook))  # fmt: skip
+    spec = EncoderSpec(
+        vocab_size=100,
+        tasks={"upos": 17, "deprel": 37},
+        word_buckets=64,
+        suffix_buckets=64,
+        layers=3,
+        d_model=32,
+        heads=4,
+        d_ffn=64,
+        ffn_groups=4,
+        dropout=0.0,
+        codebook=list(codebook),
+    )
     model = GatedEncoder(spec).eval()
     with torch.no_grad():
         for block in model.blocks:

@@ -95,7 +95,8 @@ def test_analytic_flops_match_flop_counter_on_sliced_execution(n):
         g = torch.Generator().manual_seed(seed)
         levels = [torch.randint(0, model.n_patterns, (1,), generator=g) for _ in model.blocks]
         scores = [torch.randn(1, n, generator=g) for _ in model.blocks]
-        counted = _counted(lambda: model(batch, _fixed_policy(levels, scores, model.n_patterns)))
+        pol = _fixed_policy(levels, scores, model.n_patterns)
+        counted = _counted(lambda pol=pol: model(batch, pol))
         analytic = gated_flops(model.spec, [model.codebook[int(lv)] for lv in levels], n)
         assert abs(counted - analytic) <= 0.02 * max(analytic, 1), (levels, counted, analytic)
     # With the controller in the loop: its MLPs, uncertainty head and router are counted too.

@@ -47,8 +47,10 @@ class Controller(nn.Module):
         self.spec = spec or ControllerSpec()
         d, L, P = model.spec.d_model, model.spec.layers, model.n_patterns
         if self.spec.uncertainty_task is not None and self.spec.uncertainty_task not in model.spec.tasks:
-            raise ValueError(f"controller.uncertainty_task={self.spec.uncertainty_task!r} is not a model task; "
-                             f"available: {', '.join(model.spec.tasks)}")  # fmt: skip
+            raise ValueError(
+                f"controller.uncertainty_task={self.spec.uncertainty_task!r} is not a model task; "
+                f"available: {', '.join(model.spec.tasks)}"
+            )
         n_in = d + (1 if self.spec.uncertainty_task else 0)
         self.nets = nn.ModuleList(
             nn.Sequential(nn.Linear(n_in, self.spec.hidden), nn.ReLU(), nn.Linear(self.spec.hidden, P))

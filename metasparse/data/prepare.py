@@ -8,7 +8,7 @@ from pathlib import Path
 
 import datasets
 
-from metasparse.config import MetaTrainConfig
+from metasparse.config import MetaTrainConfig, PretrainConfig
 from metasparse.data.cells import Cell, CellIndex, partition_cells
 from metasparse.data.episodes import EpisodeSampler
 from metasparse.data.tokenizer import SubwordTokenizer, train_tokenizer
@@ -55,17 +55,23 @@ class DataBundle:
         )
 
 
-def held_out(cfg: MetaTrainConfig) -> tuple[list[str], list[str]]:
+def held_out(cfg: MetaTrainConfig | PretrainConfig) -> tuple[list[str], list[str]]:
     """Domains and languages the config holds out."""
     return ([cfg.domain.name] if cfg.domain else []), ([cfg.language.code] if cfg.language else [])
 
 
-def prepare(cfg: MetaTrainConfig) -> DataBundle:
+def prepare(cfg: MetaTrainConfig | PretrainConfig, task_names: list[str] | None = None) -> DataBundle:
     """Load sentences, partition cells into sources and targets, and train or load the tokenizer.
 
     The tokenizer sees only the train split of the source cells, so nothing of a held-out domain or
     language leaks into it.
+
+    Args:
+        cfg: a job config with ``data``, ``tokenizer``, ``seed``, ``domain`` and ``language``.
+        task_names: tasks to load; defaults to ``cfg.tasks`` or ``cfg.episodes.tasks``.
     """
+    if task_names is None:
+        task_names = list(cfg.tasks) if hasattr(cfg, "tasks") else list(cfg.episodes.tasks)
     d = cfg.data
     ds = load_ud(
         d.treebanks,
@@ -77,7 +83,7 @@ def prepare(cfg: MetaTrainConfig) -> DataBundle:
     index = CellIndex(ds)
     domains, languages = held_out(cfg)
     sources, targets = partition_cells(index.cells, domains, languages)
-    tasks = {name: load_task(name) for name in cfg.episodes.tasks}
+    tasks = {name: load_task(name) for name in task_names}
     by_lang: dict[str, list[list[str]]] = {}
     words = ds["words"]
     for cell in sources:

@@ -4,5 +4,14 @@ from metasparse.model.encoder import Decision, EncoderOutput, EncoderSpec, Gated
 from metasparse.model.features import Batch, collate
 from metasparse.model.patterns import DEFAULT_CODEBOOK, Pattern, PatternSpec
 
-__all__ = ["DEFAULT_CODEBOOK", "Batch", "Decision", "EncoderOutput", "EncoderSpec", "GatedEncoder", "Pattern",
-           "PatternSpec", "collate"]  # fmt: skip
+__all__ = [
+    "DEFAULT_CODEBOOK",
+    "Batch",
+    "Decision",
+    "EncoderOutput",
+    "EncoderSpec",
+    "GatedEncoder",
+    "Pattern",
+    "PatternSpec",
+    "collate",
+]

@@ -22,6 +22,7 @@ from torch import nn
 from metasparse.model.attention import attend, attend_topk_masked
 from metasparse.model.patterns import Pattern
 from metasparse.model.tokens import select_tokens
+from metasparse.runtime.profiling import region
 
 
 class GatedBlock(nn.Module):
@@ -65,25 +66,45 @@ class GatedBlock(nn.Module):
             return x
         B, T, _ = x.shape
         n = p.heads * self.d_head
-        h = self.ln1(x)
-        q = F.linear(h, self.q.weight[:n], self.q.bias[:n]).view(B, T, p.heads, self.d_head).transpose(1, 2)
-        k = F.linear(h, self.k.weight[:n], self.k.bias[:n]).view(B, T, p.heads, self.d_head).transpose(1, 2)
-        v = F.linear(h, self.v.weight[:n], self.v.bias[:n]).view(B, T, p.heads, self.d_head).transpose(1, 2)
-        ctx = attend(q, k, v, mask, p.topk).transpose(1, 2).reshape(B, T, n)
-        x = x + self.drop(torch.addmm(self.o_bias, ctx.reshape(B * T, n), self.o_weight[:n]).view(B, T, -1))
+        with region("attention"):
+            h = self.ln1(x)
+            q = self.out_prefix("q", h, n).view(B, T, p.heads, self.d_head).transpose(1, 2)
+            k = self.out_prefix("k", h, n).view(B, T, p.heads, self.d_head).transpose(1, 2)
+            v = self.out_prefix("v", h, n).view(B, T, p.heads, self.d_head).transpose(1, 2)
+            ctx = attend(q, k, v, mask, p.topk).transpose(1, 2).reshape(B * T, n)
+            x = x + self.drop(self.in_prefix("o", ctx, n).view(B, T, -1))
+        with region("ffn"):
+            return self._ffn_sliced(x, mask, p, token_scores)
+
+    def _ffn_sliced(self, x: torch.Tensor, mask: torch.Tensor, p: Pattern, token_scores: torch.Tensor | None):
+        B, T, _ = x.shape
         f = p.groups * self.group_size
         h2 = self.ln2(x)
         if p.tokens >= 1.0:
-            a = F.gelu(F.linear(h2, self.w1.weight[:f], self.w1.bias[:f]))
-            y = torch.addmm(self.w2_bias, a.reshape(B * T, f), self.w2_weight[:f]).view(B, T, -1)
-            return x + self.drop(y)
+            a = F.gelu(self.out_prefix("w1", h2.reshape(B * T, -1), f))
+            return x + self.drop(self.in_prefix("w2", a, f).view(B, T, -1))
         if token_scores is None:
             raise ValueError("a pattern with tokens < 1 needs token scores from the policy")
         flat = select_tokens(token_scores, mask, p.tokens).reshape(-1).nonzero().squeeze(1)
         hs = h2.reshape(B * T, -1).index_select(0, flat)
-        a = F.gelu(F.linear(hs, self.w1.weight[:f], self.w1.bias[:f]))
-        y = self.drop(torch.addmm(self.w2_bias, a, self.w2_weight[:f]))
+        y = self.drop(self.in_prefix("w2", F.gelu(self.out_prefix("w1", hs, f)), f))
         return x.reshape(B * T, -1).index_add(0, flat, y).view(B, T, -1)
+
+    # ----- the four kinds of sliced linear; an int8 runtime replaces them per prefix -------------
+    packed: dict | None = None  # (name, units) -> prepacked int8 weights (metasparse.runtime.quantized)
+
+    def out_prefix(self, name: str, x: torch.Tensor, n: int) -> torch.Tensor:
+        """``x @ W[:n].T + b[:n]`` for q, k, v, w1 (a prefix of output units: contiguous rows)."""
+        if self.packed is not None:
+            return torch.ops.quantized.linear_dynamic(x, self.packed[name, n])
+        lin = getattr(self, name)
+        return F.linear(x, lin.weight[:n], lin.bias[:n])
+
+    def in_prefix(self, name: str, x: torch.Tensor, n: int) -> torch.Tensor:
+        """``x @ W[:n] + b`` for o, w2 (stored input-major, so a prefix of input units is contiguous rows)."""
+        if self.packed is not None:
+            return torch.ops.quantized.linear_dynamic(x, self.packed[name, n])
+        return torch.addmm(getattr(self, f"{name}_bias"), x, getattr(self, f"{name}_weight")[:n])
 
     # ----- per-example weights over a codebook, masked (reference and relaxed training) ---------
     def forward_masked(

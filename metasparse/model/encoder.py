@@ -8,6 +8,7 @@ what moved UPOS most in the measurements behind the design, the hashed forms act
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ from torch import nn
 from metasparse.model.block import GatedBlock
 from metasparse.model.features import Batch
 from metasparse.model.patterns import DEFAULT_CODEBOOK, Pattern, PatternSpec, resolve_codebook
+from metasparse.runtime.grouped import run_grouped
+from metasparse.runtime.profiling import region
 
 
 @dataclass
@@ -111,6 +114,13 @@ class GatedEncoder(nn.Module):
         """Index of the all-units pattern in the codebook (raises if the codebook lacks one)."""
         return self.codebook.index(self.full)
 
+    def token_uncertainty(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised entropy ``[B, T]`` of the UPOS head (else the first task's) applied to ``x``: a
+        training-free token score (static plans route the most uncertain tokens through the FFN)."""
+        head = self.heads["upos"] if "upos" in self.heads else next(iter(self.heads.values()))
+        probs = torch.softmax(head(x), dim=-1)
+        return -(probs * probs.clamp_min(1e-9).log()).sum(-1) / math.log(probs.shape[-1])
+
     def embed(self, batch: Batch) -> torch.Tensor:
         """Word inputs ``[B, T, d]``: mean of subword embeddings + word-form + suffix + position."""
         B, T = batch.word_mask.shape
@@ -152,9 +162,14 @@ class GatedEncoder(nn.Module):
         for i, block in enumerate(self.blocks):
             dec = None
             if policy is not None:
-                dec = policy(i, x, mask)
+                with region("controller"):
+                    dec = policy(i, x, mask)
             elif plan is not None:
-                dec = Decision(F.one_hot(torch.full((x.shape[0],), plan[i]), self.n_patterns).to(x.dtype))
+                routed = self.codebook[plan[i]].tokens < 1.0
+                dec = Decision(
+                    F.one_hot(torch.full((x.shape[0],), plan[i]), self.n_patterns).to(x.dtype),
+                    self.token_uncertainty(x) if routed else None,
+                )
             decisions.append(dec)
             if dec is None:
                 x = block.forward_sliced(x, mask, self.full, None)
@@ -163,25 +178,6 @@ class GatedEncoder(nn.Module):
                     x, mask, self.codebook, dec.weights, dec.token_scores, dec.token_gate
                 )
             else:
-                x = self._run_grouped(block, x, mask, dec)
+                x = run_grouped(block.forward_sliced, x, mask, dec.levels, self.codebook, dec.token_scores)
         h = self.final_ln(x)
         return EncoderOutput({t: head(h) for t, head in self.heads.items()}, h, decisions)
-
-    def _run_grouped(
-        self, block: GatedBlock, x: torch.Tensor, mask: torch.Tensor, dec: Decision
-    ) -> torch.Tensor:
-        """Hard decisions: examples that chose the same pattern run together on sliced weights."""
-        levels = dec.levels
-        uniq = torch.unique(levels).tolist()
-        if len(uniq) == 1:  # the whole batch agrees: no gather/scatter at all
-            return block.forward_sliced(x, mask, self.codebook[uniq[0]], dec.token_scores)
-        out = x
-        for lv in uniq:
-            idx = (levels == lv).nonzero().squeeze(1)
-            p = self.codebook[lv]
-            if p.skip:
-                continue
-            scores = None if dec.token_scores is None else dec.token_scores.index_select(0, idx)
-            y = block.forward_sliced(x.index_select(0, idx), mask.index_select(0, idx), p, scores)
-            out = out.index_copy(0, idx, y)
-        return out

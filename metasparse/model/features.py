@@ -45,14 +45,82 @@ class Batch:
     def select(self, idx: torch.Tensor | Sequence[int]) -> Batch:
         """The sub-batch of rows ``idx`` (padding kept as is)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return Batch(self.input_ids[idx], self.word_index[idx], self.word_hash[idx], self.suffix_hash[idx],
-                     self.word_mask[idx], {k: v[idx] for k, v in self.labels.items()})  # fmt: skip
+        return Batch(
+            self.input_ids[idx],
+            self.word_index[idx],
+            self.word_hash[idx],
+            self.suffix_hash[idx],
+            self.word_mask[idx],
+            {k: v[idx] for k, v in self.labels.items()},
+        )
 
 
 def suffix_buckets(word: str, buckets: int) -> list[int]:
     """Hashed buckets of the word's last 1, 2 and 3 characters (case-folded), in ``[1, buckets)``."""
     w = word.casefold()
     return [zlib.crc32(f"{n}\x1f{w[-n:]}".encode()) % (buckets - 1) + 1 for n in SUFFIX_LENGTHS]
+
+
+@dataclass
+class EncodedSentence:
+    """Model inputs of one sentence before padding."""
+
+    input_ids: list[int]
+    word_index: list[int]
+    word_hash: list[int]
+    suffix_hash: list[list[int]]
+
+    @property
+    def n_words(self) -> int:
+        return len(self.word_hash)
+
+
+def encode_sentence(
+    words: Sequence[str],
+    tokenizer: SubwordTokenizer,
+    suffix_bucket_count: int,
+    max_subwords_per_word: int = 8,
+) -> EncodedSentence:
+    """Encode one pre-tokenized sentence; a word over ``max_subwords_per_word`` pieces keeps its first."""
+    e = tokenizer.encode_words(words)
+    ids, idx, count, last = [], [], 0, -1
+    for i, w in zip(e.input_ids, e.word_index, strict=True):
+        count = count + 1 if w == last else 1
+        last = w
+        if count <= max_subwords_per_word:
+            ids.append(i)
+            idx.append(w)
+    return EncodedSentence(ids, idx, e.word_hash, [suffix_buckets(w, suffix_bucket_count) for w in words])
+
+
+def pad(
+    items: Sequence[EncodedSentence], labels: Mapping[str, Sequence[Sequence[int]]] | None = None
+) -> Batch:
+    """Pad encoded sentences (and optional label ids per task) into a :class:`Batch`."""
+    B = len(items)
+    S = max((len(x.input_ids) for x in items), default=1) or 1
+    T = max((x.n_words for x in items), default=1) or 1
+    input_ids = torch.full((B, S), PAD_ID, dtype=torch.long)
+    word_index = torch.full((B, S), -1, dtype=torch.long)
+    word_hash = torch.zeros((B, T), dtype=torch.long)
+    suffix = torch.zeros((B, T, len(SUFFIX_LENGTHS)), dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.bool)
+    for b, x in enumerate(items):
+        n, s = x.n_words, len(x.input_ids)
+        if s:
+            input_ids[b, :s] = torch.tensor(x.input_ids, dtype=torch.long)
+            word_index[b, :s] = torch.tensor(x.word_index, dtype=torch.long)
+        if n:
+            word_hash[b, :n] = torch.tensor(x.word_hash, dtype=torch.long)
+            suffix[b, :n] = torch.tensor(x.suffix_hash, dtype=torch.long)
+        mask[b, :n] = True
+    out = {}
+    for task, seqs in (labels or {}).items():
+        t = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+        for b, seq in enumerate(seqs):
+            t[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        out[task] = t
+    return Batch(input_ids, word_index, word_hash, suffix, mask, out)
 
 
 def collate(
@@ -63,46 +131,6 @@ def collate(
     labels: Mapping[str, Sequence[Sequence[int]]] | None = None,
     max_subwords_per_word: int = 8,
 ) -> Batch:
-    """Encode and pad sentences (lists of words) into a :class:`Batch`.
-
-    Args:
-        sentences: words of each sentence.
-        tokenizer: the subword tokenizer.
-        suffix_bucket_count: size of the suffix hash table.
-        labels: optional task name -> label ids per sentence.
-        max_subwords_per_word: longer words keep their first pieces (rare: long numbers, URLs).
-    """
-    encs = [tokenizer.encode_words(s) for s in sentences]
-    ids_l, idx_l = [], []
-    for e in encs:
-        ids, idx, count, last = [], [], 0, -1
-        for i, w in zip(e.input_ids, e.word_index, strict=True):
-            count = count + 1 if w == last else 1
-            last = w
-            if count <= max_subwords_per_word:
-                ids.append(i)
-                idx.append(w)
-        ids_l.append(ids)
-        idx_l.append(idx)
-    B = len(sentences)
-    S = max((len(x) for x in ids_l), default=1) or 1
-    T = max((len(s) for s in sentences), default=1) or 1
-    input_ids = torch.full((B, S), PAD_ID, dtype=torch.long)
-    word_index = torch.full((B, S), -1, dtype=torch.long)
-    word_hash = torch.zeros((B, T), dtype=torch.long)
-    suffix = torch.zeros((B, T, len(SUFFIX_LENGTHS)), dtype=torch.long)
-    mask = torch.zeros((B, T), dtype=torch.bool)
-    for b, (e, ids, idx, words) in enumerate(zip(encs, ids_l, idx_l, sentences, strict=True)):
-        input_ids[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        word_index[b, : len(idx)] = torch.tensor(idx, dtype=torch.long)
-        word_hash[b, : len(words)] = torch.tensor(e.word_hash, dtype=torch.long)
-        if words:
-            suffix[b, : len(words)] = torch.tensor([suffix_buckets(w, suffix_bucket_count) for w in words])
-        mask[b, : len(words)] = True
-    out = {}
-    for task, seqs in (labels or {}).items():
-        t = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
-        for b, seq in enumerate(seqs):
-            t[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        out[task] = t
-    return Batch(input_ids, word_index, word_hash, suffix, mask, out)
+    """Encode and pad sentences (lists of words) into a :class:`Batch`."""
+    items = [encode_sentence(s, tokenizer, suffix_bucket_count, max_subwords_per_word) for s in sentences]
+    return pad(items, labels)

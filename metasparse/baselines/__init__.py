@@ -1,0 +1,1 @@
+"""Comparison methods: the lookup baseline (the anchor a dense model must beat), later sparsity baselines."""

@@ -1,0 +1,279 @@
+"""Dense vs gated wall-clock at FLOPs targets, batch 1 and 32, on real UD sentence lengths.
+
+    python -m metasparse.bench.speed +domain=legal
+    python -m metasparse.bench.speed +domain=legal quick=true out=/tmp/speed.json
+
+For each target a controller is trained on the frozen backbone (source train split) and its bias
+calibrated so hard decisions meet the target on source dev sentences. Timing then alternates dense and
+gated runs over the same sentences (source test split) in one process; the ratio of medians and the
+interquartile range of per-round ratios are reported, with the controller's share of dense latency and
+a profiled breakdown of where gated time goes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from metasparse.config import SpeedBenchConfig
+from metasparse.control.controller import Controller
+from metasparse.control.train import ControllerTrainConfig, calibrate_bias, train_controller
+from metasparse.data.prepare import prepare
+from metasparse.model.encoder import GatedEncoder
+from metasparse.model.flops import dense_flops, gated_flops
+from metasparse.runtime.latency import interleaved, quantiles
+from metasparse.runtime.profiling import labels_enabled
+from metasparse.train.corpus import EncodedCorpus
+from metasparse.train.evaluate import evaluate
+from metasparse.train.pretraining import _rows, pretrain
+
+log = logging.getLogger(__name__)
+REGIONS = ("attention", "ffn", "controller", "grouping")
+
+
+class TimedPolicy:
+    """Wraps a policy and accumulates the seconds spent deciding."""
+
+    def __init__(self, policy) -> None:
+        self.policy, self.seconds = policy, 0.0
+
+    def __call__(self, i, x, mask):
+        import time
+
+        t0 = time.perf_counter()
+        d = self.policy(i, x, mask)
+        self.seconds += time.perf_counter() - t0
+        return d
+
+
+def _batches(corpus: EncodedCorpus, batch: int, n: int, seed: int) -> list:
+    rng = np.random.default_rng([seed, batch])
+    if batch == 1:
+        return [corpus.batch([int(i)]) for i in rng.choice(len(corpus), n, replace=False)]
+    rounds = max(1, n // batch)
+    return [
+        corpus.batch([int(i) for i in rng.choice(len(corpus), batch, replace=False)]) for _ in range(rounds)
+    ]
+
+
+def _breakdown(model: GatedEncoder, policy, batches) -> dict[str, float]:
+    """Seconds per labelled region over one profiled pass of ``batches`` (CPU self+children time)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with labels_enabled(), torch.profiler.profile(activities=activities) as prof, torch.no_grad():
+        for b in batches:
+            model(b, policy)
+    out = defaultdict(float)
+    for evt in prof.key_averages():
+        if evt.key in REGIONS:
+            out[evt.key] += evt.cpu_time_total / 1e6
+    return dict(out)
+
+
+def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
+    """Run the benchmark; writes ``speed.json`` and ``speed.md`` to ``out_dir`` (and ``cfg.out`` if set)."""
+    b = cfg.bench
+    if cfg.quick:
+        b.repeats, b.sentences, b.controller_steps = (
+            min(b.repeats, 5),
+            min(b.sentences, 16),
+            min(b.controller_steps, 20),
+        )
+    torch.set_num_threads(b.threads)
+    bundle = prepare(cfg)
+    model, _, folder = pretrain(cfg, bundle)
+    model.eval()
+    sb = model.spec.suffix_buckets
+    train_rows, dev_rows, test_rows = (_rows(bundle, s) for s in ("train", "dev", "test"))
+    rng = np.random.default_rng(cfg.seed)
+    pick = lambda rows, n: sorted(rng.choice(rows, min(n, len(rows)), replace=False).tolist())  # noqa: E731
+    train = EncodedCorpus.build(bundle.dataset, pick(train_rows, 20000), bundle.tokenizer, bundle.tasks, sb)
+    dev = EncodedCorpus.build(
+        bundle.dataset, pick(dev_rows, 300 if cfg.quick else 1500), bundle.tokenizer, bundle.tasks, sb
+    )
+    test = EncodedCorpus.build(
+        bundle.dataset, pick(test_rows, 400 if cfg.quick else 4000), bundle.tokenizer, bundle.tasks, sb
+    )
+    dense_eval = evaluate(model, test)
+    tasks = sorted(bundle.tasks)
+    timing_batches = {
+        bs: _batches(
+            test, bs, b.sentences if bs == 1 else max(b.sentences, bs) * (1 if cfg.quick else 4), cfg.seed
+        )
+        for bs in b.batches
+    }
+
+    rows, controllers = [], {}
+    for target in b.targets:
+        torch.manual_seed(cfg.seed)
+        ctrl = Controller(model)
+        train_controller(
+            model, ctrl, train, ControllerTrainConfig(target=target, steps=b.controller_steps), seed=cfg.seed
+        )
+        calibrate_bias(model, ctrl, dev, target)
+        controllers[target] = ctrl
+        acc = evaluate(
+            model,
+            test,
+            policy=ctrl.policy(model),
+            controller_flops=lambda n, c=ctrl: c.flops_per_layer(model, n),
+        )
+        for bs, batches in timing_batches.items():
+            timed = TimedPolicy(ctrl.policy(model))
+            used = dense = 0
+            with torch.no_grad():  # FLOPs of exactly the timed sentences, decisions as timed
+                for batch in batches:
+                    out = model(batch, ctrl.policy(model))
+                    for e, n in enumerate(batch.lengths.tolist()):
+                        pats = [model.codebook[int(d.levels[e])] for d in out.decisions]
+                        used += gated_flops(model.spec, pats, n, ctrl.flops_per_layer(model, n))
+                        dense += dense_flops(model.spec, n)
+
+            def run_dense(batches=batches):
+                with torch.no_grad():
+                    for x in batches:
+                        model(x)
+
+            def run_gated(batches=batches, timed=timed):
+                with torch.no_grad():
+                    for x in batches:
+                        model(x, timed)
+
+            timed.seconds = 0.0
+            times = interleaved({"dense": run_dense, "gated": run_gated}, repeats=b.repeats)
+            ctrl_seconds = timed.seconds / (b.repeats + 2)  # warm-up rounds included in the accumulator
+            ratios = [g / d for g, d in zip(times["gated"], times["dense"], strict=True)]
+            qd, qg, qr = quantiles(times["dense"]), quantiles(times["gated"]), quantiles(ratios)
+            sents = sum(x.size for x in batches)
+            rows.append(
+                {
+                    "batch": bs,
+                    "target": target,
+                    "flops_ratio": used / dense,
+                    "wall_ratio": qg["median"] / qd["median"],
+                    "wall_ratio_p25": qr["p25"],
+                    "wall_ratio_p75": qr["p75"],
+                    "controller_share": ctrl_seconds / qd["median"],
+                    "dense_ms_per_sentence": 1000 * qd["median"] / sents,
+                    "gated_ms_per_sentence": 1000 * qg["median"] / sents,
+                    "breakdown_s": _breakdown(model, ctrl.policy(model), batches),
+                    "accuracy": {t: acc.by_lang.macro(t) for t in tasks},
+                    "dense_accuracy": {t: dense_eval.by_lang.macro(t) for t in tasks},
+                    "eval_flops_ratio": acc.flops_fraction,
+                    "sentences": sents,
+                    "repeats": b.repeats,
+                }
+            )
+            log.info(
+                "batch %d target %.2f: flops %.3f wall %.3f (IQR %.3f-%.3f) controller %.1f%%",
+                bs,
+                target,
+                rows[-1]["flops_ratio"],
+                rows[-1]["wall_ratio"],
+                qr["p25"],
+                qr["p75"],
+                100 * rows[-1]["controller_share"],
+            )
+    if b.int8 and 0.5 in controllers:
+        rows += _int8_rows(model, controllers[0.5], timing_batches, b.repeats)
+    result = {
+        "rows": rows,
+        "backbone": str(folder),
+        "threads": b.threads,
+        "quick": cfg.quick,
+        "model": cfg.model.name,
+        "torch": torch.__version__,
+    }
+    md = format_table(result)
+    print(md)
+    _write(out_dir / "speed.json", json.dumps(result, indent=2))
+    _write(out_dir / "speed.md", md)
+    if cfg.out:
+        _write(Path(cfg.out), json.dumps(result, indent=2))
+    return result
+
+
+def _int8_rows(model, ctrl, timing_batches, repeats) -> list[dict]:
+    from metasparse.runtime.quantized import QuantizedSlices
+
+    qmodel = QuantizedSlices.wrap(model)
+    out = []
+    for bs, batches in timing_batches.items():
+
+        def run_dense(batches=batches):
+            with torch.no_grad():
+                for x in batches:
+                    model(x)
+
+        def run_q(batches=batches):
+            with torch.no_grad():
+                for x in batches:
+                    qmodel(x, ctrl.policy(model))
+
+        times = interleaved({"dense": run_dense, "gated_int8": run_q}, repeats=repeats)
+        ratios = [g / d for g, d in zip(times["gated_int8"], times["dense"], strict=True)]
+        qr = quantiles(ratios)
+        out.append(
+            {
+                "batch": bs,
+                "target": 0.5,
+                "variant": "int8",
+                "wall_ratio": statistics.median(times["gated_int8"]) / statistics.median(times["dense"]),
+                "wall_ratio_p25": qr["p25"],
+                "wall_ratio_p75": qr["p75"],
+                "flops_ratio": float("nan"),
+                "controller_share": float("nan"),
+            }
+        )
+    return out
+
+
+def format_table(result: dict) -> str:
+    lines = [
+        "| batch | target | variant | FLOPs ratio | wall ratio (IQR) | controller share "
+        "| attention / ffn / controller / grouping (s) | acc (dense) |",
+        "|---:|---:|---|---:|---:|---:|---|---|",
+    ]
+    for r in result["rows"]:
+        bd = r.get("breakdown_s", {})
+        parts = " / ".join(f"{bd.get(k, 0.0):.3f}" for k in REGIONS) if bd else "-"
+        acc = (
+            ", ".join(
+                f"{t} {100 * v:.1f} ({100 * r['dense_accuracy'][t]:.1f})" for t, v in r["accuracy"].items()
+            )
+            if "accuracy" in r
+            else "-"
+        )
+        lines.append(
+            f"| {r['batch']} | {r['target']} | {r.get('variant', 'fp32')} | {r['flops_ratio']:.3f} | "
+            f"{r['wall_ratio']:.3f} ({r['wall_ratio_p25']:.3f}-{r['wall_ratio_p75']:.3f}) | "
+            f"{100 * r['controller_share']:.1f}% | {parts} | {acc} |"
+        )
+    return "\n".join(lines)
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="bench_speed")
+def main(cfg: DictConfig) -> None:
+    run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

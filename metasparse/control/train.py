@@ -1,0 +1,143 @@
+"""Train a controller on a frozen backbone toward a FLOPs budget (non-episodic, "multitask" training).
+
+Loss = task cross-entropy under relaxed decisions (straight-through Gumbel-softmax on the masked
+path, temperature annealed) + ``budget_weight`` x (expected FLOPs fraction - target)^2. The budget
+is annealed from dense (1.0) to the target over the first ``budget_warmup`` share of steps, so the
+controller first learns which inputs need width, then gives width up.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from metasparse.control.budget import budget_penalty, expected_flops_fraction
+from metasparse.control.controller import Controller
+from metasparse.control.relax import anneal_temperature
+from metasparse.model.encoder import GatedEncoder
+from metasparse.model.features import IGNORE_INDEX
+from metasparse.train.corpus import EncodedCorpus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ControllerTrainConfig:
+    """Controller training settings.
+
+    Attributes:
+        target: FLOPs budget as a fraction of dense (controller included).
+        steps: optimisation steps.
+        max_words: padded words per batch.
+        lr: Adam learning rate.
+        budget_weight: weight of the squared budget gap.
+        budget_warmup: share of steps over which the target anneals from 1.0.
+        tau_start, tau_end: Gumbel temperature schedule.
+    """
+
+    target: float = 0.5
+    steps: int = 150
+    max_words: int = 1024
+    lr: float = 3e-3
+    budget_weight: float = 20.0
+    budget_warmup: float = 0.3
+    tau_start: float = 2.0
+    tau_end: float = 0.3
+
+
+def controller_loss(
+    model: GatedEncoder, ctrl: Controller, batch, target: float, tau: float, budget_weight: float
+):
+    """Task loss + budget penalty for one batch; returns (loss, expected fraction [B])."""
+    probs: list[torch.Tensor] = []
+    out = model(batch, ctrl.policy(model, hard=False, tau=tau, record=probs), mode="masked")
+    task = sum(
+        F.cross_entropy(lg.flatten(0, 1), batch.labels[t].flatten(), ignore_index=IGNORE_INDEX)
+        for t, lg in out.logits.items()
+        if t in batch.labels
+    )
+    lengths = batch.lengths
+    ctrl_cost = torch.tensor([float(ctrl.flops_per_layer(model, int(n))) for n in lengths.tolist()])
+    frac = expected_flops_fraction(model, probs, lengths, ctrl_cost)
+    return task + budget_weight * budget_penalty(frac, target, "square"), frac
+
+
+def train_controller(
+    model: GatedEncoder,
+    ctrl: Controller,
+    corpus: EncodedCorpus,
+    cfg: ControllerTrainConfig,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """Fit ``ctrl`` on ``corpus`` with the backbone frozen; returns the per-step log."""
+    model.eval()  # no dropout; the backbone is frozen
+    for p in model.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(ctrl.parameters(), lr=cfg.lr)
+    history, epoch, order = [], 0, []
+    torch.manual_seed(seed)
+    bar = tqdm(range(cfg.steps), desc=f"controller@{cfg.target}", disable=not progress, mininterval=5.0)
+    for step in bar:
+        if not order:
+            order = corpus.batches(cfg.max_words, shuffle=True, seed=seed, epoch=epoch)
+            epoch += 1
+        batch = corpus.batch(order.pop())
+        warm = max(1, int(cfg.budget_warmup * cfg.steps))
+        target = 1.0 - (1.0 - cfg.target) * min(1.0, (step + 1) / warm)
+        tau = anneal_temperature(step, cfg.steps, cfg.tau_start, cfg.tau_end)
+        loss, frac = controller_loss(model, ctrl, batch, target, tau, cfg.budget_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(
+            {"step": step, "loss": float(loss.detach()), "flops": float(frac.mean().detach()), "tau": tau}
+        )
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", flops=f"{history[-1]['flops']:.3f}", refresh=False)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return history
+
+
+def calibrate_bias(
+    model: GatedEncoder,
+    ctrl: Controller,
+    corpus: EncodedCorpus,
+    target: float,
+    *,
+    max_words: int = 4096,
+    iters: int = 12,
+) -> float:
+    """Shift every layer's logits by ``s * flops_share(pattern)`` (bisection on ``s``) so that hard
+    decisions on ``corpus`` meet ``target``; the relaxed training only meets it in expectation."""
+    from metasparse.train.evaluate import evaluate
+
+    share = torch.tensor(
+        [(p.heads / model.spec.heads + p.groups / model.spec.ffn_groups) / 2 for p in model.codebook]
+    )
+    base = [net[2].bias.detach().clone() for net in ctrl.nets]
+
+    def shift(s: float) -> None:
+        with torch.no_grad():
+            for net, b in zip(ctrl.nets, base, strict=True):
+                net[2].bias.copy_(b + s * share)
+
+    lo, hi = -20.0, 20.0  # FLOPs grow with the shift: keep the largest shift that stays within target
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        shift(mid)
+        r = evaluate(
+            model,
+            corpus,
+            policy=ctrl.policy(model),
+            max_words=max_words,
+            controller_flops=lambda n: ctrl.flops_per_layer(model, n),
+        )
+        lo, hi = (lo, mid) if r.flops_fraction > target else (mid, hi)
+    shift(lo)
+    return lo

@@ -1,0 +1,1 @@
+"""Runtime: latency measurement and the profiling labels of the execution paths."""

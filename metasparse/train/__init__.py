@@ -1,0 +1,1 @@
+"""Training machinery shared by the entry points: encoded corpora, batching, evaluation, checkpoints."""

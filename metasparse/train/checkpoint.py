@@ -1,0 +1,79 @@
+"""Checkpoints without pickles: tensors in safetensors, state in JSON, written atomically, verified on load.
+
+A checkpoint is a folder with ``tensors.safetensors`` and ``state.json``; ``state.json`` stores the
+sha256 of the tensor file, so a truncated or altered file is detected before it is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from metasparse.errors import MetasparseError
+
+
+class CheckpointError(MetasparseError, ValueError):
+    """A checkpoint is missing, truncated or altered."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(folder: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
+    """Write ``folder`` atomically (a new temporary folder renamed into place); replaces an older one."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "tensors.safetensors")
+        )
+        full = {**state, "tensors_sha256": _sha256(tmp / "tensors.safetensors")}
+        (tmp / "state.json").write_text(json.dumps(full, indent=2, sort_keys=True))
+        old = None
+        if folder.exists():  # move the old one aside first so a crash never leaves neither
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read and verify a checkpoint folder.
+
+    Raises:
+        CheckpointError: files missing, unreadable, or the tensor file's hash differs from the stored one.
+    """
+    folder = Path(folder)
+    tensors_path, state_path = folder / "tensors.safetensors", folder / "state.json"
+    if not tensors_path.exists() or not state_path.exists():
+        raise CheckpointError(f"{folder}: not a checkpoint (needs tensors.safetensors and state.json)")
+    try:
+        state = json.loads(state_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{state_path}: not valid JSON ({exc})") from None
+    want, got = state.get("tensors_sha256"), _sha256(tensors_path)
+    if want != got:
+        raise CheckpointError(
+            f"{tensors_path}: sha256 {got} differs from the stored {want}: truncated or altered"
+        )
+    return load_file(str(tensors_path)), state

@@ -1,0 +1,106 @@
+"""Encode dataset rows once and serve length-bucketed batches from them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+
+from metasparse.data.tokenizer import SubwordTokenizer
+from metasparse.model.features import Batch, EncodedSentence, encode_sentence, pad
+from metasparse.tasks import Task
+
+
+@dataclass
+class EncodedCorpus:
+    """Encoded sentences and label ids for a set of dataset rows.
+
+    Attributes:
+        rows: dataset row of each item.
+        items: encoded inputs.
+        labels: task name -> label ids per item.
+        langs: language of each item.
+        cells: cell name of each item.
+    """
+
+    rows: np.ndarray
+    items: list[EncodedSentence]
+    labels: dict[str, list[list[int]]]
+    langs: list[str]
+    cells: list[str]
+
+    @classmethod
+    def build(
+        cls,
+        ds: datasets.Dataset,
+        rows: Sequence[int],
+        tokenizer: SubwordTokenizer,
+        tasks: dict[str, Task],
+        suffix_buckets: int,
+    ) -> EncodedCorpus:
+        sub = ds.select(list(rows))
+        cols = sub.select_columns(
+            ["words", "lang", "domain", "treebank", *{t.column for t in tasks.values()}]
+        )
+        data = cols.to_dict()
+        items = [encode_sentence(w, tokenizer, suffix_buckets) for w in data["words"]]
+        labels = {name: [t.encode(seq) for seq in data[t.column]] for name, t in tasks.items()}
+        cells = [
+            f"{lang}/{dom}/{tb.removeprefix('UD_')}"
+            for lang, dom, tb in zip(data["lang"], data["domain"], data["treebank"], strict=True)
+        ]
+        return cls(np.asarray(rows, dtype=np.int64), items, labels, data["lang"], cells)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def lengths(self) -> np.ndarray:
+        return np.array([x.n_words for x in self.items])
+
+    def batch(self, idx: Sequence[int]) -> Batch:
+        return pad([self.items[i] for i in idx], {k: [v[i] for i in idx] for k, v in self.labels.items()})
+
+    def batches(self, max_words: int, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> list[list[int]]:
+        """Index lists of about ``max_words`` padded words each, grouped by similar length.
+
+        Shuffled runs sort within random chunks (so batches differ between epochs but padding stays low)
+        and shuffle the batch order; the result depends only on ``(seed, epoch)``.
+        """
+        n = len(self.items)
+        lengths = self.lengths()
+        if shuffle:
+            rng = np.random.default_rng([seed, epoch])
+            order = rng.permutation(n)
+            chunk = 50 * max(1, max_words // max(1, int(lengths.mean())))
+            order = (
+                np.concatenate(
+                    [
+                        c[np.argsort(lengths[c], kind="stable")]
+                        for c in np.array_split(order, max(1, n // chunk))
+                    ]
+                )
+                if n
+                else order
+            )
+        else:
+            order = np.argsort(lengths, kind="stable")
+        out, cur, longest = [], [], 0
+        for i in order.tolist():
+            longest_if = max(longest, int(lengths[i]), 1)
+            if cur and longest_if * (len(cur) + 1) > max_words:
+                out.append(cur)
+                cur, longest_if = [], max(int(lengths[i]), 1)
+            cur.append(i)
+            longest = longest_if
+        if cur:
+            out.append(cur)
+        if shuffle:
+            perm = np.random.default_rng([seed, epoch, 1]).permutation(len(out))
+            out = [out[j] for j in perm]
+        return out
+
+    def iter_batches(self, max_words: int, **kw) -> Iterator[Batch]:
+        for idx in self.batches(max_words, **kw):
+            yield self.batch(idx)

@@ -1,0 +1,379 @@
+"""Sparsity-aware pretraining of the gated backbone, cached by a hash of its config and data.
+
+Every step trains the batch dense and, with ``sparse_weight > 0``, once more under a random pattern
+per layer drawn from the codebook (a two-sample "sandwich"). Because narrower widths are prefixes,
+the first heads and channels are in every sampled sub-network and become the important ones: a
+narrower width is a zero-copy slice of weights that were trained to work alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from metasparse.baselines.lookup import LookupTagger
+from metasparse.config import ModelConfig, PretrainConfig
+from metasparse.data.fetch import cache_dir
+from metasparse.data.prepare import DataBundle
+from metasparse.data.registry import load_registry
+from metasparse.model.encoder import Decision, EncoderSpec, GatedEncoder
+from metasparse.model.features import IGNORE_INDEX
+from metasparse.model.patterns import PatternSpec
+from metasparse.train.checkpoint import load_checkpoint, save_checkpoint
+from metasparse.train.corpus import EncodedCorpus
+from metasparse.train.evaluate import evaluate
+from metasparse.train.metrics import AccuracyTable
+
+log = logging.getLogger(__name__)
+
+
+def encoder_spec(model_cfg: ModelConfig, bundle: DataBundle) -> EncoderSpec:
+    """The architecture for this config, tokenizer and task set."""
+    return EncoderSpec(
+        vocab_size=bundle.tokenizer.vocab_size,
+        tasks={n: t.num_labels for n, t in bundle.tasks.items()},
+        word_buckets=bundle.tokenizer.hash_buckets,
+        suffix_buckets=model_cfg.suffix_buckets,
+        layers=model_cfg.layers,
+        d_model=model_cfg.d_model,
+        heads=model_cfg.heads,
+        d_ffn=model_cfg.d_ffn,
+        ffn_groups=model_cfg.ffn_groups,
+        dropout=model_cfg.dropout,
+        max_positions=model_cfg.max_positions,
+        codebook=[PatternSpec(c.heads, c.ffn, c.tokens, c.topk) for c in model_cfg.codebook],
+    )
+
+
+def spec_to_json(spec: EncoderSpec) -> dict:
+    d = dataclasses.asdict(spec)
+    d["tasks"] = [
+        [name, n] for name, n in spec.tasks.items()
+    ]  # a list: JSON key sorting must not reorder heads
+    return d
+
+
+def spec_from_json(d: dict) -> EncoderSpec:
+    d = dict(d)
+    d["codebook"] = [PatternSpec(**c) for c in d["codebook"]]
+    d["tasks"] = dict(d["tasks"])
+    return EncoderSpec(**d)
+
+
+def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
+    """Hash of everything the trained weights depend on: model, optimisation, data, tokenizer, seed."""
+    spec = {
+        "model": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
+        "pretrain": {
+            k: v
+            for k, v in dataclasses.asdict(cfg.pretrain).items()
+            if k not in ("eval_every", "threads", "max_minutes", "checkpoint_every")
+        },
+        "tasks": sorted(bundle.tasks),
+        "seed": cfg.seed,
+        "registry": load_registry().fingerprint(),
+        "split": [cfg.data.split_seed, list(cfg.data.split_fractions)],
+        "treebanks": cfg.data.treebanks,
+        "sources": [c.name for c in bundle.sources],
+        "tokenizer": hashlib.sha256(bundle.tokenizer.model_proto).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_backbone(folder: Path) -> tuple[GatedEncoder, dict[str, Any]]:
+    """Load a finished backbone checkpoint folder (verified by hash)."""
+    tensors, state = load_checkpoint(folder)
+    model = GatedEncoder(spec_from_json(state["spec"]))
+    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    return model.eval(), state
+
+
+def _task_loss(out, batch) -> torch.Tensor:
+    return sum(
+        F.cross_entropy(lg.flatten(0, 1), batch.labels[t].flatten(), ignore_index=IGNORE_INDEX)
+        for t, lg in out.logits.items()
+    )
+
+
+def _random_plan_policy(model: GatedEncoder, step: int, seed: int, B: int, T: int):
+    """One random codebook pattern per layer for the whole batch, random token scores for routing."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    levels = torch.randint(0, model.n_patterns, (len(model.blocks),), generator=g)
+    scores = torch.rand(len(model.blocks), B, T, generator=g)
+
+    def policy(i: int, x: torch.Tensor, mask: torch.Tensor) -> Decision:
+        return Decision(F.one_hot(levels[i].expand(B), model.n_patterns).to(x.dtype), scores[i])
+
+    return policy
+
+
+def _lookup_table(bundle: DataBundle, split_rows, task: str, fit_rows) -> AccuracyTable:
+    ds = bundle.dataset
+    col = bundle.tasks[task].column
+    fit = ds.select(fit_rows).select_columns(["lang", "words", col]).to_dict()
+    tagger = LookupTagger().fit(fit["lang"], fit["words"], fit[col])
+    ev = ds.select(split_rows).select_columns(["lang", "words", col]).to_dict()
+    table = AccuracyTable()
+    for lang, words, gold in zip(ev["lang"], ev["words"], ev[col], strict=True):
+        pred = tagger.predict(lang, words)
+        table.add(lang, task, sum(p == g for p, g in zip(pred, gold, strict=True)), len(gold))
+    return table
+
+
+def _rows(bundle: DataBundle, split: str) -> list[int]:
+    return sorted(int(r) for c in bundle.sources for r in bundle.index.rows(c, split))
+
+
+def pretrain(
+    cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False
+) -> tuple[GatedEncoder, dict, Path]:
+    """Train the backbone, or load it from the cache when the same config and data were trained before.
+
+    Resumes from the last periodic checkpoint of an interrupted run with the same key.
+
+    Returns:
+        The model (eval mode), its metrics (dense accuracy per language vs the lookup baseline, accuracy
+        under each static pattern) and the checkpoint folder.
+    """
+    key = backbone_key(cfg, bundle)
+    folder = cache_dir() / "backbones" / key
+    if (folder / "state.json").exists() and not force:
+        model, state = load_backbone(folder)
+        log.info("backbone cache hit: %s", folder)
+        return model, state["metrics"], folder
+    p = cfg.pretrain
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    torch.manual_seed(cfg.seed)
+    spec = encoder_spec(cfg.model, bundle)
+    model = GatedEncoder(spec)
+    log.info(
+        "pretraining backbone %s (%.1fM parameters) -> %s",
+        cfg.model.name,
+        sum(x.numel() for x in model.parameters()) / 1e6,
+        folder,
+    )
+    t0 = time.time()
+    train = EncodedCorpus.build(
+        bundle.dataset, _rows(bundle, "train"), bundle.tokenizer, bundle.tasks, spec.suffix_buckets
+    )
+    dev = EncodedCorpus.build(
+        bundle.dataset, _rows(bundle, "dev"), bundle.tokenizer, bundle.tasks, spec.suffix_buckets
+    )
+    log.info("encoded %d train / %d dev sentences in %.1fs", len(train), len(dev), time.time() - t0)
+
+    decay = [x for n, x in model.named_parameters() if x.ndim >= 2 and "emb" not in n]
+    no_decay = [x for n, x in model.named_parameters() if not (x.ndim >= 2 and "emb" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=p.lr,
+    )
+    per_epoch = len(train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=0))
+    total = max(1, int(p.epochs * per_epoch))
+    warm = max(1, int(p.warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
+    )
+
+    start, partial = 0, folder.with_name(f"{key}.partial")
+    if partial.exists():
+        tensors, state = load_checkpoint(partial)
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        _load_optimizer(opt, model, tensors, state["optimizer"])
+        start = state["step"]
+        sched.last_epoch = start - 1
+        sched.step()
+        log.info("resuming pretraining from step %d/%d (%s)", start, total, partial)
+
+    model.train()
+    batches: dict[int, list[list[int]]] = {}
+    bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", mininterval=5.0)
+    t_start, stopped_early, loss_ema = time.time(), False, None
+    for step in range(start, total):
+        epoch, pos = divmod(step, per_epoch)
+        if epoch not in batches:
+            batches = {epoch: train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=epoch)}
+        order = batches[epoch]
+        batch = train.batch(order[pos % len(order)])
+        torch.manual_seed(cfg.seed * 7919 + step)  # dropout: a function of the step, so resume is exact
+        loss = _task_loss(model(batch), batch)
+        if p.sparse_weight > 0:
+            B, T = batch.word_mask.shape
+            loss = loss + p.sparse_weight * _task_loss(
+                model(batch, _random_plan_policy(model, step, cfg.seed, B, T)), batch
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+        opt.step()
+        sched.step()
+        lv = float(loss.detach())
+        loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_ema:.3f}", epoch=epoch, refresh=False)
+        done = step + 1
+        if p.eval_every and done % p.eval_every == 0:
+            r = evaluate(model, dev)
+            log.info("step %d dev macro %s", done, {t: round(r.by_lang.macro(t), 4) for t in bundle.tasks})
+            model.train()
+        if done % p.checkpoint_every == 0 and done < total:
+            _save_partial(partial, model, opt, done, total)
+        if (time.time() - t_start) / 60 > p.max_minutes and done < total:
+            log.warning(
+                "pretrain.max_minutes=%s reached at step %d/%d: stopping early", p.max_minutes, done, total
+            )
+            stopped_early = True
+            break
+    bar.close()
+    train_minutes = (time.time() - t_start) / 60
+    metrics = _final_metrics(cfg, bundle, model, spec)
+    metrics.update(
+        steps=done, planned_steps=total, train_minutes=round(train_minutes, 2), stopped_early=stopped_early
+    )
+    save_checkpoint(
+        folder,
+        {f"model.{k}": v for k, v in model.state_dict().items()},
+        {
+            "spec": spec_to_json(spec),
+            "metrics": metrics,
+            "key": key,
+            "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
+        },
+    )
+    (folder / "report.md").write_text(format_report(metrics))
+    if partial.exists():
+        import shutil
+
+        shutil.rmtree(partial)
+    return model.eval(), metrics, folder
+
+
+def _save_partial(folder: Path, model, opt, step: int, total: int) -> None:
+    names = {id(x): n for n, x in model.named_parameters()}
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_state = {}
+    for x, st in opt.state.items():
+        n = names[id(x)]
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.ndim > 0:
+                tensors[f"opt.{n}.{k}"] = v
+            else:
+                opt_state.setdefault(n, {})[k] = float(v)
+    save_checkpoint(folder, tensors, {"step": step, "total": total, "optimizer": opt_state})
+
+
+def _load_optimizer(opt, model, tensors: dict, scalars: dict) -> None:
+    params = dict(model.named_parameters())
+    for n, x in params.items():
+        st = {
+            k.split(".")[-1]: v
+            for k, v in tensors.items()
+            if k.startswith(f"opt.{n}.") and k.count(".") == n.count(".") + 2
+        }
+        for k, v in scalars.get(n, {}).items():
+            st[k] = torch.tensor(v)
+        if st:
+            opt.state[x] = st
+
+
+def _final_metrics(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, spec: EncoderSpec) -> dict:
+    """Dense accuracy per language on the source test cells, the lookup baseline, and static patterns."""
+    test_rows = _rows(bundle, "test")
+    test = EncodedCorpus.build(bundle.dataset, test_rows, bundle.tokenizer, bundle.tasks, spec.suffix_buckets)
+    dense = evaluate(model, test)
+    tasks = sorted(bundle.tasks)
+    lookup = {t: _lookup_table(bundle, test_rows, t, _rows(bundle, "train")) for t in tasks}
+    per_lang = {
+        lang: {t: {"dense": dense.by_lang.acc(lang, t), "lookup": lookup[t].acc(lang, t)} for t in tasks}
+        for lang in dense.by_lang.groups()
+    }
+    static = []
+    for i, pat in enumerate(model.codebook):
+        r = evaluate(model, test, plan=[i] * spec.layers)
+        static.append(
+            {
+                "pattern": dataclasses.asdict(pat),
+                "flops_fraction": r.flops_fraction,
+                **{t: r.by_lang.macro(t) for t in tasks},
+            }
+        )
+    return {
+        "macro": {t: {"dense": dense.by_lang.macro(t), "lookup": lookup[t].macro(t)} for t in tasks},
+        "micro": {t: {"dense": dense.by_lang.micro(t), "lookup": lookup[t].micro(t)} for t in tasks},
+        "per_language": per_lang,
+        "languages_below_lookup": {
+            t: [lg for lg, v in per_lang.items() if v[t]["dense"] <= v[t]["lookup"]] for t in tasks
+        },
+        "static_patterns": static,
+        "test_sentences": len(test_rows),
+    }
+
+
+def format_report(m: dict) -> str:
+    """Markdown: dense vs lookup per language and macro, then accuracy under each static pattern."""
+    tasks = sorted(m["macro"])
+    lines = [
+        "# Backbone: dense accuracy on the source test cells",
+        "",
+        "| language | " + " | ".join(f"{t} dense | {t} lookup" for t in tasks) + " |",
+        "|---|" + "---:|---:|" * len(tasks),
+    ]
+    for lang, v in sorted(m["per_language"].items()):
+        lines.append(
+            f"| {lang} | "
+            + " | ".join(f"{100 * v[t]['dense']:.1f} | {100 * v[t]['lookup']:.1f}" for t in tasks)
+            + " |"
+        )
+    lines.append(
+        "| **macro** | "
+        + " | ".join(
+            f"**{100 * m['macro'][t]['dense']:.1f}** | {100 * m['macro'][t]['lookup']:.1f}" for t in tasks
+        )
+        + " |"
+    )
+    lines.append(
+        "| micro | "
+        + " | ".join(
+            f"{100 * m['micro'][t]['dense']:.1f} | {100 * m['micro'][t]['lookup']:.1f}" for t in tasks
+        )
+        + " |"
+    )
+    lines += [
+        "",
+        "Languages at or below the lookup baseline: "
+        + "; ".join(f"{t}: {', '.join(v) or 'none'}" for t, v in m["languages_below_lookup"].items()),
+        "",
+        "## Every layer on one static pattern",
+        "",
+        "| pattern | FLOPs fraction | " + " | ".join(tasks) + " |",
+        "|---|---:|" + "---:|" * len(tasks),
+    ]
+    for s in m["static_patterns"]:
+        p = s["pattern"]
+        name = (
+            "skip"
+            if p["heads"] == 0
+            else f"heads {p['heads']}, groups {p['groups']}"
+            + (f", tokens {p['tokens']}" if p["tokens"] < 1 else "")
+            + (f", top-{p['topk']}" if p["topk"] else "")
+        )
+        lines.append(
+            f"| {name} | {s['flops_fraction']:.3f} | " + " | ".join(f"{100 * s[t]:.1f}" for t in tasks) + " |"
+        )
+    if "steps" in m:
+        lines += [
+            "",
+            f"{m['steps']} of {m['planned_steps']} steps in {m['train_minutes']} min"
+            + (" (stopped early at pretrain.max_minutes)" if m.get("stopped_early") else ""),
+        ]
+    return "\n".join(lines) + "\n"

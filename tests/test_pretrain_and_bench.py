@@ -1,0 +1,125 @@
+"""Pretraining (cache, resume, CLI) and the speed benchmark's output on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import metasparse.train.pretraining as P
+from metasparse.config import CONF_DIR
+from metasparse.data.prepare import prepare
+
+TINY = [
+    "model=tiny",
+    "data.treebanks=[UD_Korean-PUD,UD_Turkish-PUD]",
+    "tokenizer.vocab_size=2500",
+    "pretrain.max_words=512",
+    "pretrain.epochs=0.5",
+    "pretrain.checkpoint_every=3",
+]
+
+
+def _cfg(name="pretrain", *extra):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_object(compose(name, overrides=[*TINY, *extra]))
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_pretrain_caches_and_resumes_exactly(monkeypatch, tmp_path):
+    monkeypatch.setenv("METASPARSE_CACHE_DIR", str(tmp_path))
+    cfg = _cfg()
+    bundle = prepare(cfg)
+    model, metrics, folder = P.pretrain(cfg, bundle)
+    assert set(metrics["per_language"]) == {"ko", "tr"}
+    assert set(metrics["macro"]) == {"upos", "deprel"} and metrics["steps"] == metrics["planned_steps"] > 6
+    assert len(metrics["static_patterns"]) == len(model.codebook)
+    assert "| **macro** |" in (folder / "report.md").read_text()
+
+    # Cache hit: same config and data never train again.
+    monkeypatch.setattr(P, "_task_loss", lambda *a: (_ for _ in ()).throw(AssertionError("trained again")))
+    again, _, folder2 = P.pretrain(cfg, bundle)
+    assert folder2 == folder
+    assert list(again.heads) == list(model.heads)  # task order survives the JSON round trip
+    state, state2 = model.state_dict(), again.state_dict()
+    assert state.keys() == state2.keys() and all(torch.equal(state[k], state2[k]) for k in state)
+    monkeypatch.undo()
+    monkeypatch.setenv("METASPARSE_CACHE_DIR", str(tmp_path))
+
+    # Interrupted after its second periodic checkpoint, then resumed: identical weights.
+    import shutil
+
+    shutil.rmtree(folder)
+    real, calls = P._save_partial, []
+
+    def save_then_die(*a, **k):
+        real(*a, **k)
+        calls.append(a[3])
+        if len(calls) == 2:
+            raise _Killed
+
+    monkeypatch.setattr(P, "_save_partial", save_then_die)
+    with pytest.raises(_Killed):
+        P.pretrain(cfg, bundle)
+    monkeypatch.setattr(P, "_save_partial", real)
+    assert folder.with_name(f"{folder.name}.partial").exists() and not folder.exists()
+    resumed, metrics2, _ = P.pretrain(cfg, bundle)
+    assert calls == [3, 6]
+    state3 = resumed.state_dict()
+    assert all(torch.equal(state[k], state3[k]) for k in state)
+    assert metrics2["macro"] == metrics["macro"]
+
+
+@pytest.mark.slow
+def test_pretrain_and_speed_bench_clis(tmp_path):
+    env = {**__import__("os").environ, "METASPARSE_CACHE_DIR": str(tmp_path / "cache")}
+    res = subprocess.run(
+        [sys.executable, "-m", "metasparse.pretrain", *TINY, f"hydra.run.dir={tmp_path / 'pt'}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((tmp_path / "pt" / "metrics.json").read_text())
+    assert {"macro", "per_language", "static_patterns", "checkpoint"} <= set(metrics)
+    assert "dense" in (tmp_path / "pt" / "report.md").read_text()
+
+    out = tmp_path / "speed.json"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metasparse.bench.speed",
+            *TINY,
+            "quick=true",
+            "bench.batches=[1,4]",
+            "bench.targets=[0.5]",
+            "bench.repeats=3",
+            f"out={out}",
+            f"hydra.run.dir={tmp_path / 'b'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "pretraining backbone" not in res.stderr  # reused the cached backbone
+    rows = json.loads(out.read_text())["rows"]
+    fp32 = [r for r in rows if r.get("variant", "fp32") == "fp32"]
+    assert [(r["batch"], r["target"]) for r in fp32] == [(1, 0.5), (4, 0.5)]
+    for r in fp32:
+        assert {"batch", "target", "flops_ratio", "wall_ratio", "controller_share", "breakdown_s"} <= set(r)
+        assert 0 < r["flops_ratio"] <= 1.0 and r["wall_ratio"] > 0 and r["controller_share"] >= 0
+    assert any(r.get("variant") == "int8" for r in rows)
+    assert "| batch | target |" in (tmp_path / "b" / "speed.md").read_text()

@@ -1,0 +1,134 @@
+"""Batching, lookup baseline, checkpoints, controller budget and int8 slices."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from model_utils import random_batch, tiny_model
+
+from metasparse.baselines.lookup import LookupTagger
+from metasparse.control.controller import Controller
+from metasparse.control.train import ControllerTrainConfig, calibrate_bias, train_controller
+from metasparse.runtime.quantized import QuantizedSlices
+from metasparse.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from metasparse.train.corpus import EncodedCorpus
+from metasparse.train.evaluate import evaluate
+from metasparse.train.metrics import AccuracyTable
+
+
+def test_lookup_tagger_by_hand():
+    tagger = LookupTagger().fit(
+        ["fi", "fi", "en"],
+        [["kissa", "juoksee", "kissa"], ["kissa"], ["run"]],
+        [["NOUN", "VERB", "NOUN"], ["PROPN"], ["VERB"]],
+    )
+    assert tagger.predict("fi", ["kissa", "juoksee", "koira"]) == [
+        "NOUN",
+        "VERB",
+        "NOUN",
+    ]  # OOV: fi's top tag
+    assert tagger.predict("en", ["run", "walk"]) == ["VERB", "VERB"]
+    assert tagger.predict("xx", ["a"]) == ["NOUN"]  # unknown language: overall most frequent
+
+
+def test_accuracy_table_macro_and_micro():
+    t = AccuracyTable()
+    t.add("fi", "upos", 9, 10)
+    t.add("en", "upos", 50, 100)
+    assert t.macro("upos") == pytest.approx((0.9 + 0.5) / 2)
+    assert t.micro("upos") == pytest.approx(59 / 110)
+
+
+def test_checkpoint_roundtrip_and_tamper_detection(tmp_path):
+    folder = save_checkpoint(tmp_path / "ck", {"w": torch.arange(6.0).view(2, 3)}, {"step": 3})
+    tensors, state = load_checkpoint(folder)
+    assert torch.equal(tensors["w"], torch.arange(6.0).view(2, 3)) and state["step"] == 3
+    save_checkpoint(folder, {"w": torch.ones(2)}, {"step": 4})  # replaces atomically
+    assert load_checkpoint(folder)[1]["step"] == 4
+    data = (folder / "tensors.safetensors").read_bytes()
+    (folder / "tensors.safetensors").write_bytes(data[:-3])
+    with pytest.raises(CheckpointError, match="truncated or altered"):
+        load_checkpoint(folder)
+    (folder / "state.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(folder)
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        load_checkpoint(tmp_path / "nothing")
+
+
+def test_checkpoint_state_is_json_not_pickle(tmp_path):
+    folder = save_checkpoint(tmp_path / "ck", {"w": torch.zeros(1)}, {"note": "x"})
+    assert json.loads((folder / "state.json").read_text())["note"] == "x"
+    assert sorted(p.name for p in folder.iterdir()) == ["state.json", "tensors.safetensors"]
+
+
+@pytest.fixture(scope="module")
+def fi_corpus(ud_dataset, cell_index):
+    from metasparse.data.tokenizer import TokenizerSettings, train_tokenizer
+    from metasparse.tasks import load_task
+
+    rows = sorted(int(r) for c in cell_index.cells if c.lang == "fi" for r in cell_index.rows(c, "train"))
+    words = ud_dataset["words"]
+    tok, _ = train_tokenizer({"fi": [words[i] for i in rows]}, TokenizerSettings(vocab_size=1000))
+    return EncodedCorpus.build(ud_dataset, rows, tok, {"upos": load_task("upos")}, 64), tok
+
+
+def test_batches_cover_every_sentence_once_within_budget(fi_corpus):
+    corpus, _ = fi_corpus
+    for shuffle in (False, True):
+        batches = corpus.batches(512, shuffle=shuffle, seed=1, epoch=2)
+        flat = sorted(i for b in batches for i in b)
+        assert flat == list(range(len(corpus)))
+        lengths = corpus.lengths()
+        assert all(max(lengths[b]) * len(b) <= 512 or len(b) == 1 for b in batches)
+    assert corpus.batches(512, shuffle=True, seed=1, epoch=2) == corpus.batches(
+        512, shuffle=True, seed=1, epoch=2
+    )
+    assert corpus.batches(512, shuffle=True, seed=1, epoch=2) != corpus.batches(
+        512, shuffle=True, seed=1, epoch=3
+    )
+
+
+def test_controller_learns_to_meet_a_budget(fi_corpus):
+    from metasparse.model.encoder import EncoderSpec, GatedEncoder
+
+    corpus, tok = fi_corpus
+    torch.manual_seed(0)
+    model = GatedEncoder(
+        EncoderSpec(
+            vocab_size=tok.vocab_size,
+            tasks={"upos": 17},
+            word_buckets=tok.hash_buckets,
+            suffix_buckets=64,
+            layers=2,
+            d_model=32,
+            heads=4,
+            d_ffn=64,
+            ffn_groups=4,
+        )
+    )
+    ctrl = Controller(model)
+    hist = train_controller(
+        model, ctrl, corpus, ControllerTrainConfig(target=0.5, steps=25, max_words=512), progress=False
+    )
+    assert hist[-1]["flops"] < hist[0]["flops"]  # expected FLOPs fell from dense toward the target
+    assert all(p.requires_grad for p in model.parameters())  # backbone unfrozen again afterwards
+    calibrate_bias(model, ctrl, corpus, 0.5, iters=10)
+    r = evaluate(
+        model, corpus, policy=ctrl.policy(model), controller_flops=lambda n: ctrl.flops_per_layer(model, n)
+    )
+    assert 0.3 < r.flops_fraction <= 0.5 + 1e-9  # hard decisions meet the budget
+
+
+def test_int8_slices_follow_fp32_closely():
+    model, batch = tiny_model(scale=0.1), random_batch([7, 3, 5, 6])
+    q = QuantizedSlices.wrap(model)
+    assert all(b.packed is None for b in model.blocks)  # the original is untouched
+    m = batch.word_mask
+    with torch.no_grad():
+        for plan in ([6, 6, 6], [3, 3, 3], [0, 1, 4]):
+            a, c = model(batch, plan=plan).logits["upos"][m], q(batch, plan=plan).logits["upos"][m]
+            assert (a - c).abs().max() < 0.05 * a.abs().max()
+            assert (a.argmax(-1) == c.argmax(-1)).float().mean() > 0.9

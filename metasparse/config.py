@@ -70,9 +70,7 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         _require(self.vocab_size >= 300, "tokenizer.vocab_size", ">= 300", self.vocab_size)
-        _require(
-            self.model_type in ("unigram", "bpe"), "tokenizer.model_type", "unigram, bpe", self.model_type
-        )
+        _require(self.model_type in ("unigram", "bpe"), "tokenizer.model_type", "unigram, bpe", self.model_type)
         _require(
             self.sentences_per_language >= 1,
             "tokenizer.sentences_per_language",
@@ -174,9 +172,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for key in ("layers", "d_model", "heads", "d_ffn", "ffn_groups", "max_positions", "suffix_buckets"):
             _require(getattr(self, key) >= 1, f"model.{key}", ">= 1", getattr(self, key))
-        _require(
-            self.d_model % self.heads == 0, "model.heads", f"a divisor of d_model={self.d_model}", self.heads
-        )
+        _require(self.d_model % self.heads == 0, "model.heads", f"a divisor of d_model={self.d_model}", self.heads)
         _require(
             self.d_ffn % self.ffn_groups == 0,
             "model.ffn_groups",
@@ -276,15 +272,143 @@ class SpeedBenchConfig(PretrainConfig):
 
 
 @dataclass
-class MetaTrainConfig:
-    """Schema of ``conf/meta_train.yaml``."""
+class ControllerConfig:
+    """Per-layer controllers (see :class:`metasparse.control.controller.ControllerSpec`)."""
 
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    hidden: int = 64
+    uncertainty_task: Optional[str] = "upos"  # noqa: UP045
+    token_router: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.hidden >= 1, "controller.hidden", ">= 1", self.hidden)
+
+
+ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
+ADAPT_SETS = ("controller", "controller+head", "controller+head+norm")
+
+
+@dataclass
+class MetaConfig:
+    """The outer loop.
+
+    Attributes:
+        algorithm: maml (second order), fomaml, anil (inner loop on the controller's output layers only),
+            metasgd (learned inner rates), reptile.
+        adapt: what the inner loop changes: ``controller``, ``controller+head``, ``controller+head+norm``.
+        steps: outer steps.
+        meta_batch: episodes per outer step.
+        inner_steps: inner steps per episode.
+        inner_lr: inner learning rate.
+        outer_lr: Adam learning rate of the outer loop.
+        val_fraction: share of source cells held out for validation (never meta-trained on).
+        val_every: outer steps between validations (0: only at the end).
+        val_episodes: episodes per validation.
+        restore_margin: if validation accuracy falls this much below the best, restore the best state.
+        restore_lr_factor: and multiply the outer learning rate by this.
+        checkpoint_every: outer steps between checkpoints.
+        stability_weight: weight of the term that rewards the same pathways for similar inputs.
+        tau_start, tau_end: Gumbel temperature schedule over the outer steps.
+    """
+
+    algorithm: str = "fomaml"
+    adapt: str = "controller"
+    steps: int = 150
+    meta_batch: int = 4
+    inner_steps: int = 3
+    inner_lr: float = 0.5
+    outer_lr: float = 3e-3
+    val_fraction: float = 0.15
+    val_every: int = 25
+    val_episodes: int = 12
+    restore_margin: float = 0.02
+    restore_lr_factor: float = 0.5
+    checkpoint_every: int = 25
+    stability_weight: float = 0.1
+    tau_start: float = 2.0
+    tau_end: float = 0.3
+
+    def __post_init__(self) -> None:
+        _require(self.algorithm in ALGORITHMS, "meta.algorithm", ", ".join(ALGORITHMS), self.algorithm)
+        _require(self.adapt in ADAPT_SETS, "meta.adapt", ", ".join(ADAPT_SETS), self.adapt)
+        for key in ("steps", "meta_batch", "inner_steps", "val_episodes", "checkpoint_every"):
+            _require(getattr(self, key) >= 1, f"meta.{key}", ">= 1", getattr(self, key))
+        _require(
+            self.inner_lr > 0 and self.outer_lr > 0,
+            "meta.inner_lr/outer_lr",
+            "> 0",
+            (self.inner_lr, self.outer_lr),
+        )
+        _require(0 < self.val_fraction < 1, "meta.val_fraction", "(0, 1)", self.val_fraction)
+        _require(self.val_every >= 0, "meta.val_every", ">= 0", self.val_every)
+        _require(0 < self.restore_lr_factor <= 1, "meta.restore_lr_factor", "(0, 1]", self.restore_lr_factor)
+
+
+@dataclass
+class BudgetConfig:
+    """Compute budget: target FLOPs fraction (controller included), weight, and the dense-to-target schedule."""
+
+    target: float = 0.5
+    weight: float = 20.0
+    warmup: float = 0.3
+    calibrate: bool = True
+
+    def __post_init__(self) -> None:
+        _require(0 < self.target <= 1, "budget.target", "(0, 1]", self.target)
+        _require(self.weight >= 0, "budget.weight", ">= 0", self.weight)
+        _require(0 <= self.warmup <= 1, "budget.warmup", "[0, 1]", self.warmup)
+
+
+@dataclass
+class AdaptConfig:
+    """Few-step adaptation on each target cell: ``steps`` inner steps on ``shots`` support sentences."""
+
+    steps: int = 20
+    shots: int = 16
+    lr: Optional[float] = None  # noqa: UP045  (null: meta.inner_lr)
+    max_test_sentences: Optional[int] = None  # noqa: UP045
+    calibrate: bool = True  # after adapting, shift the bias so hard decisions meet the budget on the support set
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 0, "adapt.steps", ">= 0", self.steps)
+        _require(self.shots >= 1, "adapt.shots", ">= 1", self.shots)
+
+
+@dataclass
+class MetaTrainConfig(PretrainConfig):
+    """Schema of ``conf/meta_train.yaml``: the backbone's config plus episodes, controller, outer loop."""
+
     episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
-    domain: Optional[DomainConfig] = None  # noqa: UP045
-    language: Optional[LanguageConfig] = None  # noqa: UP045
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    resume: Optional[str] = None  # noqa: UP045
+    max_source_test_sentences: Optional[int] = None  # noqa: UP045
+
+
+@dataclass
+class TargetDataConfig:
+    """Data from outside the registry: a UD treebank folder (or file), one language and one domain."""
+
+    path: str = MISSING
+    lang: str = MISSING
+    domain: str = MISSING
+
+
+@dataclass
+class AdaptRunConfig:
+    """Schema of ``conf/adapt.yaml``: adapt a meta-trained run to new data in a few steps."""
+
+    run_dir: str = MISSING
+    target: TargetDataConfig = field(default_factory=TargetDataConfig)
+    steps: int = 20
+    shots: int = 16
+    seed: int = 0
+    max_test_sentences: Optional[int] = None  # noqa: UP045
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 0, "steps", ">= 0", self.steps)
+        _require(self.shots >= 1, "shots", ">= 1", self.shots)
 
 
 def register_configs() -> None:
@@ -293,6 +417,7 @@ def register_configs() -> None:
     cs.store(name="meta_train_schema", node=MetaTrainConfig)
     cs.store(name="pretrain_schema", node=PretrainConfig)
     cs.store(name="bench_speed_schema", node=SpeedBenchConfig)
+    cs.store(name="adapt_schema", node=AdaptRunConfig)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="domain", name="schema", node=DomainConfig)
     cs.store(group="language", name="schema", node=LanguageConfig)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metasparse.config import PretrainConfig
 from metasparse.data.prepare import prepare
+from metasparse.io import atomic_write
 from metasparse.train.pretraining import format_report, pretrain
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,9 @@ def run(cfg: PretrainConfig, out_dir: Path) -> dict:
     bundle = prepare(cfg)
     _, metrics, folder = pretrain(cfg, bundle)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps({**metrics, "checkpoint": str(folder)}, indent=2))
+    atomic_write(out_dir / "metrics.json", json.dumps({**metrics, "checkpoint": str(folder)}, indent=2))
     report = format_report(metrics)
-    (out_dir / "report.md").write_text(report)
+    atomic_write(out_dir / "report.md", report)
     log.info("backbone at %s\n%s", folder, report)
     return metrics
 

@@ -7,18 +7,14 @@ import sys
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "metasparse.data", *args], capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "metasparse.data", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_summary_shows_19_languages_10_domains_and_7_legal_languages(ud_dataset):
     res = _run("summary", "--domain", "legal")
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert out.startswith(
-        "19 languages, 10 domains, 79 cells (treebank x domain), 44715 sentences, 834620 words"
-    )
+    assert out.startswith("19 languages, 10 domains, 79 cells (treebank x domain), 44715 sentences, 834620 words")
     assert "legal cells: 7 in 7 languages (be en fi hy lt lv ro)" in out
     assert "| fi | Latin |" in out and "227 / 4822*" in out  # Finnish legal, marked as a target
     assert "held out (legal): 7 target cells, 72 source cells" in out

@@ -29,9 +29,7 @@ def test_plus_domain_and_language_append_typed_configs():
 
 
 def test_domain_without_plus_is_refused_with_hydras_hint():
-    with pytest.raises(
-        ConfigCompositionException, match=r"To append to your default list use \+domain=legal"
-    ):
+    with pytest.raises(ConfigCompositionException, match=r"To append to your default list use \+domain=legal"):
         _compose("domain=legal")
 
 
@@ -95,8 +93,6 @@ def test_task_files_declare_the_ud_inventories():
 def test_unknown_or_malformed_task(tmp_path):
     with pytest.raises(ConfigValueError, match="unknown task 'ner'; available .*: deprel, upos"):
         load_task("ner")
-    (tmp_path / "bad.yaml").write_text(
-        "name: bad\ncolumn: upos\nmetric: accuracy\nlabels: [A]\ncolour: red\n"
-    )
+    (tmp_path / "bad.yaml").write_text("name: bad\ncolumn: upos\nmetric: accuracy\nlabels: [A]\ncolour: red\n")
     with pytest.raises(ConfigValueError, match=r"bad.yaml: unknown key\(s\) \['colour'\]"):
         load_task("bad", tmp_path)

@@ -39,9 +39,7 @@ BAD = {
 
 
 def test_good_file_reads_syntactic_words_only(tmp_path):
-    rows = read_conllu(
-        write(tmp_path / "x.conllu", GOOD), treebank="T", lang="fi", domain_of=lambda *_: "news"
-    )
+    rows = read_conllu(write(tmp_path / "x.conllu", GOOD), treebank="T", lang="fi", domain_of=lambda *_: "news")
     assert [r["sent_id"] for r in rows] == ["s1", "s2"]
     assert rows[0]["words"] == ["Ei", "se", "mitään", "."]  # no range token "Eise", no empty node 2.1
     assert rows[0]["upos"] == ["AUX", "PRON", "PRON", "PUNCT"]

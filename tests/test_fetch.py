@@ -108,6 +108,4 @@ def test_present_file_with_wrong_hash_is_never_used(tmp_path, shared_ud):
 
 def test_default_data_dir_from_env(shared_ud):
     paths = fetch(["UD_Korean-PUD"], offline=True)  # conftest points METASPARSE_DATA_DIR at the shared copy
-    assert (
-        paths["UD_Korean-PUD/ko_pud-ud-test.conllu"] == shared_ud / "UD_Korean-PUD" / "ko_pud-ud-test.conllu"
-    )
+    assert paths["UD_Korean-PUD/ko_pud-ud-test.conllu"] == shared_ud / "UD_Korean-PUD" / "ko_pud-ud-test.conllu"

@@ -56,9 +56,7 @@ def test_mixed_patterns_in_one_batch(seed):
         sliced = model(batch, pol, mode="sliced").logits["deprel"]
         masked = model(batch, pol, mode="masked").logits["deprel"]
         for b in range(B):  # grouping does not change any example's result: batch 1 gives the same
-            one = _fixed_policy(
-                [lv[b : b + 1] for lv in levels], [s[b : b + 1] for s in scores], model.n_patterns
-            )
+            one = _fixed_policy([lv[b : b + 1] for lv in levels], [s[b : b + 1] for s in scores], model.n_patterns)
             alone = model(batch.select([b]), one).logits["deprel"][0, : LENGTHS[b]]
             torch.testing.assert_close(alone, sliced[b, : LENGTHS[b]], atol=1e-5, rtol=0)
     torch.testing.assert_close(sliced[batch.word_mask], masked[batch.word_mask], atol=1e-5, rtol=0)
@@ -88,9 +86,7 @@ def test_analytic_flops_match_flop_counter_on_sliced_execution(n):
     model = tiny_model()
     batch = random_batch([n])
     ctrl = Controller(model)
-    assert abs(_counted(lambda: model(batch)) - dense_flops(model.spec, n)) <= 0.02 * dense_flops(
-        model.spec, n
-    )
+    assert abs(_counted(lambda: model(batch)) - dense_flops(model.spec, n)) <= 0.02 * dense_flops(model.spec, n)
     for seed in range(4):
         g = torch.Generator().manual_seed(seed)
         levels = [torch.randint(0, model.n_patterns, (1,), generator=g) for _ in model.blocks]

@@ -28,8 +28,7 @@ def test_every_pinned_hash_matches_the_shared_file(shared_ud):
 def test_registry_matches_manifest_and_domain_tables(shared_ud):
     reg = load_registry()
     manifest = {
-        r["file"]: r
-        for r in csv.DictReader((shared_ud / "MANIFEST.tsv").read_text().splitlines(), delimiter="\t")
+        r["file"]: r for r in csv.DictReader((shared_ud / "MANIFEST.tsv").read_text().splitlines(), delimiter="\t")
     }
     assert set(manifest) == {f.relpath for f in reg.files}
     for f in reg.files:

@@ -83,12 +83,8 @@ def test_batches_cover_every_sentence_once_within_budget(fi_corpus):
         assert flat == list(range(len(corpus)))
         lengths = corpus.lengths()
         assert all(max(lengths[b]) * len(b) <= 512 or len(b) == 1 for b in batches)
-    assert corpus.batches(512, shuffle=True, seed=1, epoch=2) == corpus.batches(
-        512, shuffle=True, seed=1, epoch=2
-    )
-    assert corpus.batches(512, shuffle=True, seed=1, epoch=2) != corpus.batches(
-        512, shuffle=True, seed=1, epoch=3
-    )
+    assert corpus.batches(512, shuffle=True, seed=1, epoch=2) == corpus.batches(512, shuffle=True, seed=1, epoch=2)
+    assert corpus.batches(512, shuffle=True, seed=1, epoch=2) != corpus.batches(512, shuffle=True, seed=1, epoch=3)
 
 
 def test_controller_learns_to_meet_a_budget(fi_corpus):
@@ -116,9 +112,7 @@ def test_controller_learns_to_meet_a_budget(fi_corpus):
     assert hist[-1]["flops"] < hist[0]["flops"]  # expected FLOPs fell from dense toward the target
     assert all(p.requires_grad for p in model.parameters())  # backbone unfrozen again afterwards
     calibrate_bias(model, ctrl, corpus, 0.5, iters=10)
-    r = evaluate(
-        model, corpus, policy=ctrl.policy(model), controller_flops=lambda n: ctrl.flops_per_layer(model, n)
-    )
+    r = evaluate(model, corpus, policy=ctrl.policy(model), controller_flops=lambda n: ctrl.flops_per_layer(model, n))
     assert 0.3 < r.flops_fraction <= 0.5 + 1e-9  # hard decisions meet the budget
 
 

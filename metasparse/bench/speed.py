@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import statistics
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from metasparse.config import SpeedBenchConfig
 from metasparse.control.controller import Controller
 from metasparse.control.train import ControllerTrainConfig, calibrate_bias, train_controller
 from metasparse.data.prepare import prepare
+from metasparse.io import atomic_write
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.flops import dense_flops, gated_flops
 from metasparse.runtime.latency import interleaved, quantiles
@@ -62,9 +61,7 @@ def _batches(corpus: EncodedCorpus, batch: int, n: int, seed: int) -> list:
     if batch == 1:
         return [corpus.batch([int(i)]) for i in rng.choice(len(corpus), n, replace=False)]
     rounds = max(1, n // batch)
-    return [
-        corpus.batch([int(i) for i in rng.choice(len(corpus), batch, replace=False)]) for _ in range(rounds)
-    ]
+    return [corpus.batch([int(i) for i in rng.choice(len(corpus), batch, replace=False)]) for _ in range(rounds)]
 
 
 def _breakdown(model: GatedEncoder, policy, batches) -> dict[str, float]:
@@ -107,9 +104,7 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
     dense_eval = evaluate(model, test)
     tasks = sorted(bundle.tasks)
     timing_batches = {
-        bs: _batches(
-            test, bs, b.sentences if bs == 1 else max(b.sentences, bs) * (1 if cfg.quick else 4), cfg.seed
-        )
+        bs: _batches(test, bs, b.sentences if bs == 1 else max(b.sentences, bs) * (1 if cfg.quick else 4), cfg.seed)
         for bs in b.batches
     }
 
@@ -196,10 +191,10 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
     }
     md = format_table(result)
     print(md)
-    _write(out_dir / "speed.json", json.dumps(result, indent=2))
-    _write(out_dir / "speed.md", md)
+    atomic_write(out_dir / "speed.json", json.dumps(result, indent=2))
+    atomic_write(out_dir / "speed.md", md)
     if cfg.out:
-        _write(Path(cfg.out), json.dumps(result, indent=2))
+        atomic_write(Path(cfg.out), json.dumps(result, indent=2))
     return result
 
 
@@ -248,9 +243,7 @@ def format_table(result: dict) -> str:
         bd = r.get("breakdown_s", {})
         parts = " / ".join(f"{bd.get(k, 0.0):.3f}" for k in REGIONS) if bd else "-"
         acc = (
-            ", ".join(
-                f"{t} {100 * v:.1f} ({100 * r['dense_accuracy'][t]:.1f})" for t, v in r["accuracy"].items()
-            )
+            ", ".join(f"{t} {100 * v:.1f} ({100 * r['dense_accuracy'][t]:.1f})" for t, v in r["accuracy"].items())
             if "accuracy" in r
             else "-"
         )
@@ -260,14 +253,6 @@ def format_table(result: dict) -> str:
             f"{100 * r['controller_share']:.1f}% | {parts} | {acc} |"
         )
     return "\n".join(lines)
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="bench_speed")

@@ -79,9 +79,7 @@ class Controller(nn.Module):
         feats, tok_scores = [pooled], None
         if self.spec.uncertainty_task:
             probs = F.softmax(model.heads[self.spec.uncertainty_task](x), dim=-1)
-            ent = -(probs * probs.clamp_min(1e-9).log()).sum(-1) / math.log(
-                probs.shape[-1]
-            )  # [B, T] in [0, 1]
+            ent = -(probs * probs.clamp_min(1e-9).log()).sum(-1) / math.log(probs.shape[-1])  # [B, T] in [0, 1]
             feats.append(((ent * m).sum(1) / m.sum(1).clamp(min=1))[:, None])
             tok_scores = ent
         if self.routers is not None:

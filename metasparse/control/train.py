@@ -49,9 +49,7 @@ class ControllerTrainConfig:
     tau_end: float = 0.3
 
 
-def controller_loss(
-    model: GatedEncoder, ctrl: Controller, batch, target: float, tau: float, budget_weight: float
-):
+def controller_loss(model: GatedEncoder, ctrl: Controller, batch, target: float, tau: float, budget_weight: float):
     """Task loss + budget penalty for one batch; returns (loss, expected fraction [B])."""
     probs: list[torch.Tensor] = []
     out = model(batch, ctrl.policy(model, hard=False, tau=tau, record=probs), mode="masked")
@@ -95,9 +93,7 @@ def train_controller(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        history.append(
-            {"step": step, "loss": float(loss.detach()), "flops": float(frac.mean().detach()), "tau": tau}
-        )
+        history.append({"step": step, "loss": float(loss.detach()), "flops": float(frac.mean().detach()), "tau": tau})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", flops=f"{history[-1]['flops']:.3f}", refresh=False)
     for p in model.parameters():
         p.requires_grad_(True)
@@ -117,9 +113,7 @@ def calibrate_bias(
     decisions on ``corpus`` meet ``target``; the relaxed training only meets it in expectation."""
     from metasparse.train.evaluate import evaluate
 
-    share = torch.tensor(
-        [(p.heads / model.spec.heads + p.groups / model.spec.ffn_groups) / 2 for p in model.codebook]
-    )
+    share = torch.tensor([(p.heads / model.spec.heads + p.groups / model.spec.ffn_groups) / 2 for p in model.codebook])
     base = [net[2].bias.detach().clone() for net in ctrl.nets]
 
     def shift(s: float) -> None:

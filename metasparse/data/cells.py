@@ -89,14 +89,10 @@ def partition_cells(
     have_langs = sorted({c.lang for c in cells})
     for d in domains:
         if d not in have_domains:
-            raise ConfigValueError(
-                f"domain.name={d!r} is not in the data; available: {', '.join(have_domains)}"
-            )
+            raise ConfigValueError(f"domain.name={d!r} is not in the data; available: {', '.join(have_domains)}")
     for lang in languages:
         if lang not in have_langs:
-            raise ConfigValueError(
-                f"language.code={lang!r} is not in the data; available: {', '.join(have_langs)}"
-            )
+            raise ConfigValueError(f"language.code={lang!r} is not in the data; available: {', '.join(have_langs)}")
     targets = [c for c in cells if c.domain in domains or c.lang in languages]
     sources = [c for c in cells if c not in set(targets)]
     return sources, targets

@@ -71,9 +71,7 @@ class EpisodeSampler:
         on_small: str = "skip",
     ) -> None:
         if shots < 1 or queries < 1:
-            raise ConfigValueError(
-                f"episodes.shots and episodes.queries must be >= 1, got {shots} and {queries}"
-            )
+            raise ConfigValueError(f"episodes.shots and episodes.queries must be >= 1, got {shots} and {queries}")
         if not tasks:
             raise ConfigValueError("episodes.tasks is empty; give at least one of: upos, deprel")
         if on_small not in ON_SMALL:
@@ -96,9 +94,7 @@ class EpisodeSampler:
         self.cells: list[Cell] = sorted(c for c in cells if c not in set(small))
         self.skipped: list[Cell] = sorted(small)
         if not self.cells:
-            raise ConfigValueError(
-                f"no cell has {need} {split} sentences; lower episodes.shots or episodes.queries"
-            )
+            raise ConfigValueError(f"no cell has {need} {split} sentences; lower episodes.shots or episodes.queries")
         self.index, self.tasks = index, list(tasks)
         self.shots, self.queries, self.split, self.seed = shots, queries, split, seed
 

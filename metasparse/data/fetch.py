@@ -132,9 +132,7 @@ def fetch(
                 f"the file was discarded ({exc})"
             ) from exc
         except OSError as exc:  # requests' connection and HTTP errors are OSErrors
-            raise _unavailable(
-                missing[i:], root, f"download of {store.get_url(f.relpath)} failed: {exc}"
-            ) from exc
+            raise _unavailable(missing[i:], root, f"download of {store.get_url(f.relpath)} failed: {exc}") from exc
     return present
 
 

@@ -12,8 +12,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -24,6 +22,7 @@ import sentencepiece as spm
 
 from metasparse.data.fetch import cache_dir
 from metasparse.errors import ConfigValueError
+from metasparse.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -108,26 +107,14 @@ class SubwordTokenizer:
     def save(self, path: str | Path) -> None:
         """Write ``<path>`` (the .model) and ``<path>.json`` (settings) atomically."""
         path = Path(path)
-        _atomic_write(path, self.model_proto)
-        _atomic_write(Path(f"{path}.json"), json.dumps({"hash_buckets": self.hash_buckets}).encode())
+        atomic_write(path, self.model_proto)
+        atomic_write(Path(f"{path}.json"), json.dumps({"hash_buckets": self.hash_buckets}).encode())
 
     @classmethod
     def load(cls, path: str | Path) -> SubwordTokenizer:
         path = Path(path)
         meta = json.loads(Path(f"{path}.json").read_text())
         return cls(path.read_bytes(), hash_buckets=int(meta["hash_buckets"]))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sample_training_sentences(

@@ -44,9 +44,7 @@ def iter_errors(text: str, path: str | Path) -> Iterator[ConlluFormatError]:
         line = raw.rstrip("\r")
         if not line.strip():
             if block_start is not None and words == 0:
-                yield ConlluFormatError(
-                    path, block_start, "empty sentence: no word lines before the blank line"
-                )
+                yield ConlluFormatError(path, block_start, "empty sentence: no word lines before the blank line")
             block_start, words, expected_id = None, 0, 1
             continue
         if block_start is None:
@@ -68,9 +66,7 @@ def iter_errors(text: str, path: str | Path) -> Iterator[ConlluFormatError]:
             )
             continue
         if int(tok_id) != expected_id:
-            yield ConlluFormatError(
-                path, lineno, f"word ID {tok_id} out of sequence (expected {expected_id})"
-            )
+            yield ConlluFormatError(path, lineno, f"word ID {tok_id} out of sequence (expected {expected_id})")
         expected_id = int(tok_id) + 1
         words += 1
         if upos not in _UPOS:
@@ -79,9 +75,7 @@ def iter_errors(text: str, path: str | Path) -> Iterator[ConlluFormatError]:
             yield ConlluFormatError(path, lineno, f"HEAD {head!r} is not a non-negative integer")
         if (base := deprel_base(deprel)) not in _DEPREL:
             allowed = " ".join(DEPREL_BASES)
-            yield ConlluFormatError(
-                path, lineno, f"unknown DEPREL base {base!r} (from {deprel!r}); allowed: {allowed}"
-            )
+            yield ConlluFormatError(path, lineno, f"unknown DEPREL base {base!r} (from {deprel!r}); allowed: {allowed}")
 
 
 def validate_text(text: str, path: str | Path) -> None:

@@ -14,9 +14,7 @@ def scores(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor) -> torch.Te
     return s.masked_fill(~key_mask[:, None, None, :], float("-inf"))
 
 
-def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor, topk: int | None
-) -> torch.Tensor:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor, topk: int | None) -> torch.Tensor:
     """Multi-head attention context ``[B, h, T, dh]``.
 
     Args:

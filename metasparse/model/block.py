@@ -39,9 +39,7 @@ class GatedBlock(nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_ffn: int, n_groups: int, dropout: float = 0.0) -> None:
         super().__init__()
         if d_model % n_heads or d_ffn % n_groups:
-            raise ValueError(
-                f"d_model={d_model} must divide by heads={n_heads}, ffn={d_ffn} by groups={n_groups}"
-            )
+            raise ValueError(f"d_model={d_model} must divide by heads={n_heads}, ffn={d_ffn} by groups={n_groups}")
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
         self.n_groups, self.group_size = n_groups, d_ffn // n_groups
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
@@ -58,9 +56,7 @@ class GatedBlock(nn.Module):
             nn.init.zeros_(b)
 
     # ----- hard, sliced -------------------------------------------------------------------------
-    def forward_sliced(
-        self, x: torch.Tensor, mask: torch.Tensor, p: Pattern, token_scores: torch.Tensor | None
-    ):
+    def forward_sliced(self, x: torch.Tensor, mask: torch.Tensor, p: Pattern, token_scores: torch.Tensor | None):
         """Run ``x`` ``[B, T, d]`` under one pattern with sliced weights."""
         if p.skip:
             return x

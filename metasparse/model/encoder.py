@@ -130,9 +130,7 @@ class GatedEncoder(nn.Module):
         valid = batch.word_index >= 0
         flat = (torch.arange(B)[:, None] * T + batch.word_index.clamp(min=0))[valid]
         summed = sub.new_zeros(B * T, sub.shape[-1]).index_add(0, flat, sub[valid])
-        counts = torch.zeros(B * T, dtype=sub.dtype).index_add(
-            0, flat, torch.ones_like(flat, dtype=sub.dtype)
-        )
+        counts = torch.zeros(B * T, dtype=sub.dtype).index_add(0, flat, torch.ones_like(flat, dtype=sub.dtype))
         pooled = (summed / counts.clamp(min=1)[:, None]).view(B, T, -1)
         x = pooled + self.word_emb(batch.word_hash) + self.suffix_emb(batch.suffix_hash).sum(2)
         x = x + self.pos_emb(torch.arange(T))[None]
@@ -174,9 +172,7 @@ class GatedEncoder(nn.Module):
             if dec is None:
                 x = block.forward_sliced(x, mask, self.full, None)
             elif mode == "masked":
-                x = block.forward_masked(
-                    x, mask, self.codebook, dec.weights, dec.token_scores, dec.token_gate
-                )
+                x = block.forward_masked(x, mask, self.codebook, dec.weights, dec.token_scores, dec.token_gate)
             else:
                 x = run_grouped(block.forward_sliced, x, mask, dec.levels, self.codebook, dec.token_scores)
         h = self.final_ln(x)

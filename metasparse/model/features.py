@@ -93,9 +93,7 @@ def encode_sentence(
     return EncodedSentence(ids, idx, e.word_hash, [suffix_buckets(w, suffix_bucket_count) for w in words])
 
 
-def pad(
-    items: Sequence[EncodedSentence], labels: Mapping[str, Sequence[Sequence[int]]] | None = None
-) -> Batch:
+def pad(items: Sequence[EncodedSentence], labels: Mapping[str, Sequence[Sequence[int]]] | None = None) -> Batch:
     """Pad encoded sentences (and optional label ids per task) into a :class:`Batch`."""
     B = len(items)
     S = max((len(x.input_ids) for x in items), default=1) or 1

@@ -56,9 +56,7 @@ class GatedBertAdapter(nn.Module):
         self.act = _ACTS[cfg.hidden_act]
         self.codebook: list[Pattern] = resolve_codebook(codebook, self.n_heads, ffn_groups)
         self.full = Pattern(self.n_heads, ffn_groups)
-        self.o_t = [
-            layer.attention.output.dense.weight.detach().T.contiguous() for layer in bert.encoder.layer
-        ]
+        self.o_t = [layer.attention.output.dense.weight.detach().T.contiguous() for layer in bert.encoder.layer]
         self.w2_t = [layer.output.dense.weight.detach().T.contiguous() for layer in bert.encoder.layer]
 
     @property
@@ -139,11 +137,7 @@ class GatedBertAdapter(nn.Module):
                 out = out + w * x
                 continue
             hm = (torch.arange(H) < p.heads).to(x.dtype)[None, :, None, None]
-            ctx = (
-                (attend_topk_masked(q, k, v, mask, p.topk) * hm)
-                .transpose(1, 2)
-                .reshape(B, T, H * self.d_head)
-            )
+            ctx = (attend_topk_masked(q, k, v, mask, p.topk) * hm).transpose(1, 2).reshape(B, T, H * self.d_head)
             x1 = layer.attention.output.LayerNorm(ctx @ self.o_t[i] + layer.attention.output.dense.bias + x)
             cm = (torch.arange(self.w2_t[i].shape[0]) < p.groups * self.group_size).to(x.dtype)
             y = (self.act(layer.intermediate.dense(x1)) * cm) @ self.w2_t[i] + layer.output.dense.bias

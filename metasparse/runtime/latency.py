@@ -8,9 +8,7 @@ import time
 from collections.abc import Callable
 
 
-def interleaved(
-    fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2
-) -> dict[str, list[float]]:
+def interleaved(fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
     """Time each function ``repeats`` times, rotating their order every round.
 
     Returns:

@@ -16,9 +16,7 @@ from metasparse.model.encoder import GatedEncoder
 def _pack(weight_out_in: torch.Tensor, bias: torch.Tensor):
     w = weight_out_in.detach().contiguous()
     scale = w.abs().amax(1).clamp(min=1e-8) / 127.0
-    with (
-        warnings.catch_warnings()
-    ):  # torch marks quantized tensor constructors deprecated; still the CPU int8 path
+    with warnings.catch_warnings():  # torch marks quantized tensor constructors deprecated; still the CPU int8 path
         warnings.simplefilter("ignore")
         qw = torch.quantize_per_channel(w, scale, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
     return torch.ops.quantized.linear_prepack(qw, bias.detach().contiguous())

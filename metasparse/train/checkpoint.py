@@ -38,9 +38,7 @@ def save_checkpoint(folder: str | Path, tensors: dict[str, torch.Tensor], state:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "tensors.safetensors")
-        )
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "tensors.safetensors"))
         full = {**state, "tensors_sha256": _sha256(tmp / "tensors.safetensors")}
         (tmp / "state.json").write_text(json.dumps(full, indent=2, sort_keys=True))
         old = None
@@ -73,7 +71,5 @@ def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
         raise CheckpointError(f"{state_path}: not valid JSON ({exc})") from None
     want, got = state.get("tensors_sha256"), _sha256(tensors_path)
     if want != got:
-        raise CheckpointError(
-            f"{tensors_path}: sha256 {got} differs from the stored {want}: truncated or altered"
-        )
+        raise CheckpointError(f"{tensors_path}: sha256 {got} differs from the stored {want}: truncated or altered")
     return load_file(str(tensors_path)), state

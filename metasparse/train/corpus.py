@@ -41,9 +41,7 @@ class EncodedCorpus:
         suffix_buckets: int,
     ) -> EncodedCorpus:
         sub = ds.select(list(rows))
-        cols = sub.select_columns(
-            ["words", "lang", "domain", "treebank", *{t.column for t in tasks.values()}]
-        )
+        cols = sub.select_columns(["words", "lang", "domain", "treebank", *{t.column for t in tasks.values()}])
         data = cols.to_dict()
         items = [encode_sentence(w, tokenizer, suffix_buckets) for w in data["words"]]
         labels = {name: [t.encode(seq) for seq in data[t.column]] for name, t in tasks.items()}
@@ -76,10 +74,7 @@ class EncodedCorpus:
             chunk = 50 * max(1, max_words // max(1, int(lengths.mean())))
             order = (
                 np.concatenate(
-                    [
-                        c[np.argsort(lengths[c], kind="stable")]
-                        for c in np.array_split(order, max(1, n // chunk))
-                    ]
+                    [c[np.argsort(lengths[c], kind="stable")] for c in np.array_split(order, max(1, n // chunk))]
                 )
                 if n
                 else order

@@ -26,6 +26,7 @@ from metasparse.config import ModelConfig, PretrainConfig
 from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import DataBundle
 from metasparse.data.registry import load_registry
+from metasparse.io import atomic_write
 from metasparse.model.encoder import Decision, EncoderSpec, GatedEncoder
 from metasparse.model.features import IGNORE_INDEX
 from metasparse.model.patterns import PatternSpec
@@ -57,9 +58,7 @@ def encoder_spec(model_cfg: ModelConfig, bundle: DataBundle) -> EncoderSpec:
 
 def spec_to_json(spec: EncoderSpec) -> dict:
     d = dataclasses.asdict(spec)
-    d["tasks"] = [
-        [name, n] for name, n in spec.tasks.items()
-    ]  # a list: JSON key sorting must not reorder heads
+    d["tasks"] = [[name, n] for name, n in spec.tasks.items()]  # a list: JSON key sorting must not reorder heads
     return d
 
 
@@ -134,9 +133,7 @@ def _rows(bundle: DataBundle, split: str) -> list[int]:
     return sorted(int(r) for c in bundle.sources for r in bundle.index.rows(c, split))
 
 
-def pretrain(
-    cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False
-) -> tuple[GatedEncoder, dict, Path]:
+def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) -> tuple[GatedEncoder, dict, Path]:
     """Train the backbone, or load it from the cache when the same config and data were trained before.
 
     Resumes from the last periodic checkpoint of an interrupted run with the same key.
@@ -167,9 +164,7 @@ def pretrain(
     train = EncodedCorpus.build(
         bundle.dataset, _rows(bundle, "train"), bundle.tokenizer, bundle.tasks, spec.suffix_buckets
     )
-    dev = EncodedCorpus.build(
-        bundle.dataset, _rows(bundle, "dev"), bundle.tokenizer, bundle.tasks, spec.suffix_buckets
-    )
+    dev = EncodedCorpus.build(bundle.dataset, _rows(bundle, "dev"), bundle.tokenizer, bundle.tasks, spec.suffix_buckets)
     log.info("encoded %d train / %d dev sentences in %.1fs", len(train), len(dev), time.time() - t0)
 
     decay = [x for n, x in model.named_parameters() if x.ndim >= 2 and "emb" not in n]
@@ -229,17 +224,13 @@ def pretrain(
         if done % p.checkpoint_every == 0 and done < total:
             _save_partial(partial, model, opt, done, total)
         if (time.time() - t_start) / 60 > p.max_minutes and done < total:
-            log.warning(
-                "pretrain.max_minutes=%s reached at step %d/%d: stopping early", p.max_minutes, done, total
-            )
+            log.warning("pretrain.max_minutes=%s reached at step %d/%d: stopping early", p.max_minutes, done, total)
             stopped_early = True
             break
     bar.close()
     train_minutes = (time.time() - t_start) / 60
     metrics = _final_metrics(cfg, bundle, model, spec)
-    metrics.update(
-        steps=done, planned_steps=total, train_minutes=round(train_minutes, 2), stopped_early=stopped_early
-    )
+    metrics.update(steps=done, planned_steps=total, train_minutes=round(train_minutes, 2), stopped_early=stopped_early)
     save_checkpoint(
         folder,
         {f"model.{k}": v for k, v in model.state_dict().items()},
@@ -250,7 +241,7 @@ def pretrain(
             "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
         },
     )
-    (folder / "report.md").write_text(format_report(metrics))
+    atomic_write(folder / "report.md", format_report(metrics))
     if partial.exists():
         import shutil
 
@@ -330,22 +321,16 @@ def format_report(m: dict) -> str:
     ]
     for lang, v in sorted(m["per_language"].items()):
         lines.append(
-            f"| {lang} | "
-            + " | ".join(f"{100 * v[t]['dense']:.1f} | {100 * v[t]['lookup']:.1f}" for t in tasks)
-            + " |"
+            f"| {lang} | " + " | ".join(f"{100 * v[t]['dense']:.1f} | {100 * v[t]['lookup']:.1f}" for t in tasks) + " |"
         )
     lines.append(
         "| **macro** | "
-        + " | ".join(
-            f"**{100 * m['macro'][t]['dense']:.1f}** | {100 * m['macro'][t]['lookup']:.1f}" for t in tasks
-        )
+        + " | ".join(f"**{100 * m['macro'][t]['dense']:.1f}** | {100 * m['macro'][t]['lookup']:.1f}" for t in tasks)
         + " |"
     )
     lines.append(
         "| micro | "
-        + " | ".join(
-            f"{100 * m['micro'][t]['dense']:.1f} | {100 * m['micro'][t]['lookup']:.1f}" for t in tasks
-        )
+        + " | ".join(f"{100 * m['micro'][t]['dense']:.1f} | {100 * m['micro'][t]['lookup']:.1f}" for t in tasks)
         + " |"
     )
     lines += [
@@ -367,9 +352,7 @@ def format_report(m: dict) -> str:
             + (f", tokens {p['tokens']}" if p["tokens"] < 1 else "")
             + (f", top-{p['topk']}" if p["topk"] else "")
         )
-        lines.append(
-            f"| {name} | {s['flops_fraction']:.3f} | " + " | ".join(f"{100 * s[t]:.1f}" for t in tasks) + " |"
-        )
+        lines.append(f"| {name} | {s['flops_fraction']:.3f} | " + " | ".join(f"{100 * s[t]:.1f}" for t in tasks) + " |")
     if "steps" in m:
         lines += [
             "",

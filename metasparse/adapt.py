@@ -1,0 +1,119 @@
+"""Adapt a meta-trained run to data it never saw, in a few steps, and print the learning curve.
+
+    python -m metasparse.adapt run_dir=<meta_train run dir> target.path=<UD folder> \\
+        target.lang=de target.domain=legal steps=20 shots=16
+
+The folder's sentences are split by the same hash rule as the registry data: the support set comes from
+its train part, the curve is measured on its test part (everything, if it has no test part).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from metasparse.config import AdaptRunConfig, MetaTrainConfig
+from metasparse.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+def load_run_config(run_dir: Path) -> MetaTrainConfig:
+    """The resolved config a meta_train run was started with (its ``.hydra/config.yaml``)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"run_dir={run_dir}: no {path.relative_to(run_dir)}; is this a meta_train run dir?")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(MetaTrainConfig), OmegaConf.load(path)))
+
+
+def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
+    """Adapt and write ``adapt_metrics.json`` (``curve``, ``final_acc``, ``final_flops``) into ``out_dir``."""
+    import numpy as np
+    import torch
+
+    from metasparse.control.controller import Controller, ControllerSpec
+    from metasparse.data.prepare import prepare
+    from metasparse.data.ud import load_folder
+    from metasparse.meta.evaluation import adapt_and_score
+    from metasparse.meta.outer import build_algorithm
+    from metasparse.meta.system import GatedSystem
+    from metasparse.train.checkpoint import load_checkpoint
+    from metasparse.train.corpus import EncodedCorpus
+    from metasparse.train.pretraining import pretrain
+
+    run_dir = Path(cfg.run_dir)
+    mcfg = load_run_config(run_dir)
+    bundle = prepare(mcfg)  # the run's tokenizer and backbone come from the cache
+    backbone, _, _ = pretrain(mcfg, bundle)
+    c = mcfg.controller
+    system = GatedSystem(backbone, Controller(backbone, ControllerSpec(c.hidden, c.uncertainty_task, c.token_router)))
+    tensors, _ = load_checkpoint(run_dir / "ckpt" / "final")
+    params = dict(system.controller.named_parameters())
+    with torch.no_grad():
+        for k, v in tensors.items():
+            params[k.removeprefix("param.")].copy_(v)
+    algo = build_algorithm(system, mcfg)
+
+    t = cfg.target
+    ds = load_folder(
+        t.path,
+        lang=t.lang,
+        domain=t.domain,
+        split_seed=mcfg.data.split_seed,
+        fractions=tuple(mcfg.data.split_fractions),
+    )
+    splits = np.asarray(ds["split"])
+    train_rows = np.flatnonzero(splits == "train")
+    test_rows = np.flatnonzero(splits == "test")
+    if len(test_rows) == 0:
+        test_rows = np.arange(len(ds))
+    if len(train_rows) == 0:
+        raise ValueError(f"target.path={t.path}: no sentence falls in the train split to adapt on ({len(ds)} in all)")
+    rng = np.random.default_rng(cfg.seed)
+    support = sorted(rng.choice(train_rows, min(cfg.shots, len(train_rows)), replace=False).tolist())
+    test = test_rows[: cfg.max_test_sentences].tolist() if cfg.max_test_sentences else test_rows.tolist()
+
+    class _Data:  # the EpisodeData interface over this folder
+        corpus = EncodedCorpus.build(
+            ds, list(range(len(ds))), bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets
+        )
+        pos = {i: i for i in range(len(ds))}
+
+        def batch(self, rows):
+            return self.corpus.batch([int(r) for r in rows])
+
+    tasks = list(mcfg.episodes.tasks)
+    res = adapt_and_score(algo, system, _Data(), support, test, tasks, mcfg, steps=cfg.steps, curve=True)
+    for p in res["curve"]:
+        log.info("step %2d: acc %.4f  flops %.3f", p["step"], p["acc"], p["flops"])
+    out = {
+        "run_dir": str(run_dir),
+        "target": OmegaConf.to_container(OmegaConf.structured(t)),
+        "task": tasks[0],
+        "steps": cfg.steps,
+        "shots": len(support),
+        "test_sentences": len(test),
+        "curve": [{"step": p["step"], "acc": p["acc"], "flops": p["flops"]} for p in res["curve"]],
+        "final_acc": res["final"]["acc"],
+        "final_flops": res["final"]["flops"],
+    }
+    atomic_write(out_dir / "adapt_metrics.json", json.dumps(out, indent=2))
+    print(
+        "step | acc | flops\n"
+        + "\n".join(f"{p['step']:4d} | {100 * p['acc']:.1f} | {p['flops']:.3f}" for p in res["curve"])
+    )
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="adapt")
+def main(cfg: DictConfig) -> float:
+    return float(run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))["final_acc"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Dense, zero-shot and few-step-adapted accuracy and FLOPs per cell, with the learning curve."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import torch
+
+from metasparse.config import MetaTrainConfig
+from metasparse.control.train import calibrate_bias
+from metasparse.data.cells import Cell, CellIndex
+from metasparse.meta.maml import MAML
+from metasparse.meta.outer import EpisodeData, hard_accuracy, materialize
+from metasparse.meta.system import GatedSystem, episode_loss
+from metasparse.train.corpus import EncodedCorpus
+from metasparse.train.evaluate import evaluate
+
+
+def _sub(data: EpisodeData, rows) -> EncodedCorpus:
+    return EncodedCorpus(
+        np.asarray(rows),
+        [data.corpus.items[data.pos[int(r)]] for r in rows],
+        {t: [v[data.pos[int(r)]] for r in rows] for t, v in data.corpus.labels.items()},
+        ["x"] * len(rows),
+        ["x"] * len(rows),
+    )
+
+
+def support_rows(index: CellIndex, cell: Cell, shots: int, seed: int) -> list[int]:
+    """``shots`` train sentences of a cell, fixed by the seed and the cell (fewer if the cell is smaller)."""
+    rows = index.rows(cell, "train")
+    if len(rows) == 0:
+        rows = index.rows(cell, "dev")
+    rng = np.random.default_rng([seed, zlib.crc32(cell.name.encode())])
+    return sorted(int(r) for r in rng.choice(rows, min(shots, len(rows)), replace=False))
+
+
+def adapt_and_score(
+    algo: MAML,
+    system: GatedSystem,
+    data: EpisodeData,
+    support: list[int],
+    test: list[int],
+    tasks: list[str],
+    cfg: MetaTrainConfig,
+    *,
+    steps: int,
+    curve: bool = False,
+) -> dict:
+    """Adapt a clone on ``support`` for ``steps`` steps and score hard decisions on ``test``.
+
+    Returns the final accuracy per task and FLOPs, and with ``curve`` the same after every step.
+    """
+    lr = cfg.adapt.lr or cfg.meta.inner_lr
+    learner = algo.clone(first_order=True)
+    if lr != cfg.meta.inner_lr:
+        learner._step = lambda fast, grads: {n: fast[n] - lr * grads[n] for n in fast}
+    sup = data.batch(support)
+    points = []
+
+    def score(step: int) -> dict:
+        adapted = materialize(system, learner.fast)
+        if cfg.adapt.calibrate and step > 0:
+            calibrate_bias(adapted.backbone, adapted.controller, _sub(data, support), cfg.budget.target, iters=8)
+        accs = {t: hard_accuracy(adapted, data, test, t) for t in tasks}
+        return {
+            "step": step,
+            "acc": accs[tasks[0]][0],
+            "flops": accs[tasks[0]][1],
+            "by_task": {t: a for t, (a, _) in accs.items()},
+        }
+
+    if curve:
+        points.append(score(0))
+    for s in range(steps):
+        loss, _ = episode_loss(
+            learner,
+            sup,
+            tasks,
+            target=cfg.budget.target,
+            tau=cfg.meta.tau_end,
+            budget_weight=cfg.budget.weight,
+            stability_weight=cfg.meta.stability_weight,
+            backbone=system.backbone,
+            controller=system.controller,
+        )
+        learner.adapt(loss)
+        if curve:
+            points.append(score(s + 1))
+    final = points[-1] if curve else score(steps)
+    return {"final": final, "curve": points}
+
+
+@torch.no_grad()
+def dense_accuracy(system: GatedSystem, data: EpisodeData, rows, tasks: list[str]) -> dict[str, float]:
+    r = evaluate(system.backbone, _sub(data, rows))
+    return {t: r.by_lang.acc("x", t) for t in tasks}
+
+
+def evaluate_cell(algo, system, data, index, cell, cfg: MetaTrainConfig, *, adapt: bool) -> dict:
+    """The metrics.json entry of one cell."""
+    tasks = list(cfg.episodes.tasks)
+    test = [int(r) for r in index.rows(cell, "test")]
+    if cfg.adapt.max_test_sentences:
+        test = test[: cfg.adapt.max_test_sentences]
+    dense = dense_accuracy(system, data, test, tasks)
+    zero = {t: hard_accuracy(system, data, test, t) for t in tasks}
+    entry = {
+        "dense_acc": dense[tasks[0]],
+        "zero_shot_acc": zero[tasks[0]][0],
+        "zero_shot_flops": zero[tasks[0]][1],
+        "test_sentences": len(test),
+        "by_task": {t: {"dense_acc": dense[t], "zero_shot_acc": zero[t][0]} for t in tasks},
+    }
+    if adapt:
+        sup = support_rows(index, cell, cfg.adapt.shots, cfg.seed)
+        res = adapt_and_score(algo, system, data, sup, test, tasks, cfg, steps=cfg.adapt.steps)
+        entry.update(
+            adapted_acc=res["final"]["acc"], adapted_flops=res["final"]["flops"], steps=cfg.adapt.steps, shots=len(sup)
+        )
+        for t in tasks:
+            entry["by_task"][t]["adapted_acc"] = res["final"]["by_task"][t]
+    return entry

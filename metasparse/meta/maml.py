@@ -1,0 +1,98 @@
+"""MAML (Finn et al. 2017) on ``torch.func.functional_call``, shaped like learn2learn's API.
+
+    maml = MAML(model, lr=0.1, first_order=False, adapt=lambda name: name.startswith("controller."))
+    learner = maml.clone()              # fast weights start at the module's parameters
+    learner.adapt(support_loss(learner))
+    query_loss(learner).backward()      # meta-gradient reaches the module's parameters
+
+Only the parameters selected by ``adapt`` change in the inner loop (ANIL is ``adapt`` = the head only);
+the rest are used as they are. Second order keeps the inner graph (``create_graph=True``); first order
+treats the inner gradients as constants, so the meta-gradient is the query gradient at the adapted
+weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+
+def _select(module: nn.Module, adapt: Callable[[str], bool] | None) -> list[str]:
+    names = [n for n, p in module.named_parameters() if p.requires_grad and (adapt is None or adapt(n))]
+    if not names:
+        raise ValueError("no trainable parameter is selected for adaptation")
+    return names
+
+
+class Learner:
+    """A task-specific copy of the adapted parameters; calling it runs the module with them."""
+
+    def __init__(
+        self, module: nn.Module, fast: dict[str, torch.Tensor], step: Callable[[dict, dict], dict], first_order: bool
+    ) -> None:
+        self.module, self.fast, self._step, self.first_order = module, fast, step, first_order
+
+    def __call__(self, *args, **kwargs):
+        return functional_call(self.module, self.fast, args, kwargs, strict=False)
+
+    def adapt(self, loss: torch.Tensor) -> None:
+        """One inner step on ``loss`` (computed with this learner)."""
+        names = list(self.fast)
+        grads = torch.autograd.grad(
+            loss, [self.fast[n] for n in names], create_graph=not self.first_order, allow_unused=True
+        )
+        grads = {n: (torch.zeros_like(self.fast[n]) if g is None else g) for n, g in zip(names, grads, strict=True)}
+        if self.first_order:
+            grads = {n: g.detach() for n, g in grads.items()}
+        self.fast = self._step(self.fast, grads)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        return dict(self.fast)
+
+
+class MAML(nn.Module):
+    """Model-agnostic meta-learning wrapper.
+
+    Args:
+        module: the network whose selected parameters adapt per task.
+        lr: inner-loop learning rate.
+        first_order: drop second-order terms (FOMAML).
+        adapt: predicate on parameter names: which parameters adapt (default: all trainable ones).
+    """
+
+    def __init__(
+        self, module: nn.Module, lr: float, first_order: bool = False, adapt: Callable[[str], bool] | None = None
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"inner lr must be > 0, got {lr}")
+        self.module, self.lr, self.first_order = module, lr, first_order
+        self.adapt_names = _select(module, adapt)
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def inner_rates(self) -> dict[str, torch.Tensor | float]:
+        return {n: self.lr for n in self.adapt_names}
+
+    def clone(self, first_order: bool | None = None) -> Learner:
+        """A learner whose fast weights are (graph-connected) views of the module's parameters.
+
+        ``first_order`` overrides the wrapper's setting for this learner (e.g. plain fine-tuning at test time).
+        """
+        params = dict(self.module.named_parameters())
+        fast = {n: params[n] for n in self.adapt_names}
+        rates = self.inner_rates()
+
+        def step(fast: dict, grads: dict) -> dict:
+            return {n: fast[n] - rates[n] * grads[n] for n in fast}
+
+        return Learner(self.module, fast, step, self.first_order if first_order is None else first_order)
+
+
+def anil(module: nn.Module, lr: float, head_prefix: str, first_order: bool = False) -> MAML:
+    """ANIL (Raghu et al. 2020): MAML whose inner loop adapts only the parameters under ``head_prefix``."""
+    return MAML(module, lr, first_order, adapt=lambda n: n.startswith(head_prefix))

@@ -1,0 +1,305 @@
+"""The outer loop: meta-batches of source episodes, inner adaptation on support, outer loss on query.
+
+Outer loss = task loss + budget term (target annealed from dense) + stability term. Validation on
+held-out source cells every ``val_every`` steps measures post-adaptation accuracy with hard decisions;
+when it falls more than ``restore_margin`` below the best, the best state is restored and the outer
+learning rate lowered. Checkpoints (safetensors + JSON, atomic) make the run resumable: episode ``i``
+depends only on ``(seed, i)``, so a resumed run sees exactly the episodes it would have seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from metasparse.config import MetaTrainConfig
+from metasparse.control.relax import anneal_temperature
+from metasparse.data.cells import Cell
+from metasparse.data.episodes import Episode, EpisodeSampler
+from metasparse.data.prepare import DataBundle
+from metasparse.meta.maml import MAML
+from metasparse.meta.meta_sgd import MetaSGD
+from metasparse.meta.reptile import Reptile
+from metasparse.meta.system import GatedSystem, episode_loss
+from metasparse.train.checkpoint import load_checkpoint, save_checkpoint
+from metasparse.train.corpus import EncodedCorpus
+
+log = logging.getLogger(__name__)
+
+
+def build_algorithm(system: GatedSystem, cfg: MetaTrainConfig) -> MAML:
+    """The configured meta-learner over the system's trainable parameters."""
+    m = cfg.meta
+    system.set_trainable(m.adapt)
+    if m.algorithm == "maml":
+        return MAML(system, m.inner_lr, first_order=False)
+    if m.algorithm == "fomaml":
+        return MAML(system, m.inner_lr, first_order=True)
+    if m.algorithm == "anil":  # inner loop on the controllers' output layers (and heads if adapted) only
+        return MAML(
+            system,
+            m.inner_lr,
+            first_order=True,
+            adapt=lambda n: (n.startswith("controller.nets.") and ".2." in n) or n.startswith("backbone.heads."),
+        )
+    if m.algorithm == "metasgd":
+        return MetaSGD(system, m.inner_lr, first_order=True)
+    return Reptile(system, m.inner_lr)
+
+
+def budget_at(step: int, cfg: MetaTrainConfig) -> float:
+    """Target FLOPs fraction at an outer step: 1.0 (dense) annealed linearly to the budget."""
+    warm = cfg.budget.warmup * cfg.meta.steps
+    if warm <= 0:
+        return cfg.budget.target
+    return 1.0 - (1.0 - cfg.budget.target) * min(1.0, (step + 1) / warm)
+
+
+@dataclass
+class MetaState:
+    """What the outer loop carries between steps (saved in checkpoints)."""
+
+    step: int = 0
+    outer_lr: float = 0.0
+    best_val: float = -math.inf
+    best_step: int = -1
+    restorations: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class EpisodeData:
+    """Encoded sentences of every row an episode may use, built once."""
+
+    def __init__(self, bundle: DataBundle, rows: list[int], suffix_buckets: int) -> None:
+        self.corpus = EncodedCorpus.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, suffix_buckets)
+        self.pos = {int(r): i for i, r in enumerate(rows)}
+
+    def batch(self, rows) -> object:
+        return self.corpus.batch([self.pos[int(r)] for r in rows])
+
+
+def split_validation_cells(sources: list[Cell], fraction: float, seed: int) -> tuple[list[Cell], list[Cell]]:
+    """Deterministically hold out ``fraction`` of the source cells for validation."""
+    rng = np.random.default_rng([seed, 17])
+    order = rng.permutation(len(sources))
+    n_val = max(1, int(round(fraction * len(sources))))
+    val = sorted(sources[i] for i in order[:n_val])
+    return [c for c in sources if c not in set(val)], val
+
+
+def adapt_learner(
+    algo: MAML,
+    data: EpisodeData,
+    ep: Episode,
+    cfg: MetaTrainConfig,
+    *,
+    steps: int,
+    target: float,
+    tau: float,
+    system: GatedSystem,
+):
+    """Clone and run ``steps`` inner steps on the episode's support set."""
+    learner = algo.clone()
+    sup = data.batch(ep.support)
+    for _ in range(steps):
+        loss, _ = episode_loss(
+            learner,
+            sup,
+            ep.task,
+            target=target,
+            tau=tau,
+            budget_weight=cfg.budget.weight,
+            stability_weight=cfg.meta.stability_weight,
+            backbone=system.backbone,
+            controller=system.controller,
+        )
+        learner.adapt(loss)
+    return learner
+
+
+def materialize(system: GatedSystem, fast: dict[str, torch.Tensor]) -> GatedSystem:
+    """A copy of ``system`` with the adapted parameters written in (for hard, sliced evaluation)."""
+    shared = {} if any(n.startswith("backbone.") for n in fast) else {id(system.backbone): system.backbone}
+    copy_ = copy.deepcopy(system, memo=shared)  # the frozen backbone is shared unless it adapts
+    params = dict(copy_.named_parameters())
+    with torch.no_grad():
+        for n, v in fast.items():
+            params[n].copy_(v.detach())
+    return copy_.eval()
+
+
+@torch.no_grad()
+def hard_accuracy(system: GatedSystem, data: EpisodeData, rows, task: str) -> tuple[float, float]:
+    """Accuracy and FLOPs fraction of hard decisions on ``rows`` (controller included)."""
+    from metasparse.train.evaluate import evaluate
+
+    sub = EncodedCorpus(
+        np.asarray(rows),
+        [data.corpus.items[data.pos[int(r)]] for r in rows],
+        {t: [v[data.pos[int(r)]] for r in rows] for t, v in data.corpus.labels.items()},
+        ["x"] * len(rows),
+        ["x"] * len(rows),
+    )
+    bb, ctrl = system.backbone, system.controller
+    r = evaluate(bb, sub, policy=ctrl.policy(bb), controller_flops=lambda n: ctrl.flops_per_layer(bb, n))
+    return r.by_lang.acc("x", task), r.flops_fraction
+
+
+def validate(
+    algo: MAML, system: GatedSystem, data: EpisodeData, episodes: list[Episode], cfg: MetaTrainConfig, step: int
+) -> dict[str, float]:
+    """Post-adaptation query accuracy and FLOPs on validation episodes (hard decisions)."""
+    accs, flops = [], []
+    tau = anneal_temperature(step, cfg.meta.steps, cfg.meta.tau_start, cfg.meta.tau_end)
+    for ep in episodes:
+        learner = adapt_learner(
+            algo, data, ep, cfg, steps=cfg.meta.inner_steps, target=cfg.budget.target, tau=tau, system=system
+        )
+        adapted = materialize(system, learner.fast)
+        a, f = hard_accuracy(adapted, data, ep.query, ep.task)
+        accs.append(a)
+        flops.append(f)
+    return {"val_acc": float(np.mean(accs)), "val_flops": float(np.mean(flops))}
+
+
+def _save(folder: Path, system: GatedSystem, algo: MAML, opt: torch.optim.Optimizer, state: MetaState) -> None:
+    tensors = {f"param.{n}": p for n, p in algo.named_parameters() if p.requires_grad}
+    names = {id(p): n for n, p in algo.named_parameters()}
+    scalars: dict[str, dict[str, float]] = {}
+    for p, st in opt.state.items():
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.ndim > 0:
+                tensors[f"opt.{names[id(p)]}.{k}"] = v
+            else:
+                scalars.setdefault(names[id(p)], {})[k] = float(v)
+    save_checkpoint(folder, tensors, {"meta_state": state.__dict__, "optimizer_scalars": scalars})
+
+
+def _load(folder: Path, algo: MAML, opt: torch.optim.Optimizer) -> MetaState:
+    tensors, st = load_checkpoint(folder)
+    params = dict(algo.named_parameters())
+    with torch.no_grad():
+        for k, v in tensors.items():
+            if k.startswith("param."):
+                params[k[6:]].copy_(v)
+    opt.state.clear()
+    for n, p in params.items():
+        if not p.requires_grad:
+            continue
+        s = {
+            k[len(f"opt.{n}.") :]: v.clone()
+            for k, v in tensors.items()
+            if k.startswith(f"opt.{n}.") and "." not in k[len(f"opt.{n}.") :]
+        }
+        for k, v in st["optimizer_scalars"].get(n, {}).items():
+            s[k] = torch.tensor(v)
+        if s:
+            opt.state[p] = s
+    state = MetaState(**st["meta_state"])
+    for g in opt.param_groups:
+        g["lr"] = state.outer_lr
+    return state
+
+
+def meta_train(
+    cfg: MetaTrainConfig,
+    bundle: DataBundle,
+    system: GatedSystem,
+    data: EpisodeData,
+    out_dir: Path,
+    train_cells: list[Cell],
+    val_cells: list[Cell],
+    resume: Path | None = None,
+) -> tuple[MAML, MetaState]:
+    """Run the outer loop; checkpoints go to ``out_dir/ckpt/{last,best}``."""
+    m = cfg.meta
+    algo = build_algorithm(system, cfg)
+    opt = torch.optim.Adam([p for p in algo.parameters() if p.requires_grad], lr=m.outer_lr)
+    e = cfg.episodes
+    sampler = EpisodeSampler(bundle.index, train_cells, e.tasks, e.shots, e.queries, seed=cfg.seed, on_small=e.on_small)
+    val_sampler = EpisodeSampler(
+        bundle.index, val_cells, e.tasks, e.shots, e.queries, seed=cfg.seed + 1, on_small="skip"
+    )
+    val_eps = val_sampler.take(m.val_episodes)
+    state = MetaState(outer_lr=m.outer_lr)
+    ckpt = out_dir / "ckpt"
+    if resume is not None:
+        state = _load(resume / "ckpt" / "last", algo, opt)
+        log.info("resumed meta-training at step %d from %s", state.step, resume)
+    bar = tqdm(total=m.steps, initial=state.step, desc="meta-train", unit="step", mininterval=5.0)
+    t0 = time.time()
+    while state.step < m.steps:
+        step = state.step
+        target = budget_at(step, cfg)
+        tau = anneal_temperature(step, m.steps, m.tau_start, m.tau_end)
+        opt.zero_grad(set_to_none=True)
+        learners, stats = [], []
+        torch.manual_seed(cfg.seed * 100_003 + step)  # Gumbel noise: a function of the step, so resume is exact
+        for ep in sampler.take(m.meta_batch, start=step * m.meta_batch):
+            learner = adapt_learner(algo, data, ep, cfg, steps=m.inner_steps, target=target, tau=tau, system=system)
+            if isinstance(algo, Reptile):
+                learners.append(learner)
+                continue
+            loss, st = episode_loss(
+                learner,
+                data.batch(ep.query),
+                ep.task,
+                target=target,
+                tau=tau,
+                budget_weight=cfg.budget.weight,
+                stability_weight=m.stability_weight,
+                backbone=system.backbone,
+                controller=system.controller,
+            )
+            (loss / m.meta_batch).backward()
+            stats.append(st)
+        if learners:
+            algo.meta_grads(learners)
+        torch.nn.utils.clip_grad_norm_([p for p in algo.parameters() if p.requires_grad], 1.0)
+        opt.step()
+        state.step += 1
+        rec = {
+            "step": state.step,
+            "target": target,
+            "tau": tau,
+            "lr": state.outer_lr,
+            **({k: float(np.mean([s[k] for s in stats])) for k in stats[0]} if stats else {}),
+        }
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k in ("ce", "flops")}, refresh=False)
+        if (m.val_every and state.step % m.val_every == 0) or state.step == m.steps:
+            rec.update(validate(algo, system, data, val_eps, cfg, step))
+            if rec["val_acc"] > state.best_val:
+                state.best_val, state.best_step = rec["val_acc"], state.step
+                _save(ckpt / "best", system, algo, opt, state)
+            elif rec["val_acc"] < state.best_val - m.restore_margin and (ckpt / "best").exists():
+                best_step = state.step
+                restored = _load(ckpt / "best", algo, opt)
+                state.outer_lr *= m.restore_lr_factor
+                state.restorations += 1
+                for g in opt.param_groups:
+                    g["lr"] = state.outer_lr
+                log.warning(
+                    "validation fell to %.4f (best %.4f at step %d): restored the best state, outer lr -> %g",
+                    rec["val_acc"],
+                    restored.best_val,
+                    restored.best_step,
+                    state.outer_lr,
+                )
+                state.step = best_step  # keep going forward; only the parameters go back
+                rec["restored_from"] = restored.best_step
+            log.info("step %d: %s", state.step, {k: round(v, 4) for k, v in rec.items() if isinstance(v, float)})
+        state.history.append(rec)
+        if state.step % m.checkpoint_every == 0 or state.step == m.steps:
+            _save(ckpt / "last", system, algo, opt, state)
+    bar.close()
+    log.info("meta-training: %d steps in %.1f min", m.steps, (time.time() - t0) / 60)
+    return algo, state

@@ -1,0 +1,34 @@
+"""Reptile (Nichol et al. 2018): plain SGD on each task, then move the initialisation toward the result.
+
+``Reptile.meta_grads(learners)`` sets ``p.grad = p - mean(adapted p)``, so any optimiser step with
+learning rate epsilon performs ``p <- p + epsilon * (mean adapted - p)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from metasparse.meta.maml import MAML, Learner
+
+
+class Reptile(MAML):
+    """First-order only: the inner loop never builds a graph back to the module's parameters."""
+
+    def __init__(self, module: nn.Module, lr: float, adapt: Callable[[str], bool] | None = None) -> None:
+        super().__init__(module, lr, first_order=True, adapt=adapt)
+
+    def clone(self, first_order: bool | None = None) -> Learner:
+        learner = super().clone(first_order=True)
+        learner.fast = {n: p.detach().clone().requires_grad_(True) for n, p in learner.fast.items()}
+        return learner
+
+    def meta_grads(self, learners: Sequence[Learner]) -> None:
+        """Accumulate the Reptile direction into ``.grad`` of the adapted parameters."""
+        params = dict(self.module.named_parameters())
+        for n in self.adapt_names:
+            mean = torch.stack([lr.fast[n].detach() for lr in learners]).mean(0)
+            g = params[n].detach() - mean
+            params[n].grad = g if params[n].grad is None else params[n].grad + g

@@ -1,0 +1,127 @@
+"""The main job end to end on the smoke experiment: CLI outputs, target exclusion, exact resume, adapt CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import metasparse.meta.outer as outer
+from metasparse.config import CONF_DIR
+from metasparse.data.episodes import EpisodeSampler
+from metasparse.meta.run import run
+
+FIELDS = {"dense_acc", "zero_shot_acc", "zero_shot_flops", "adapted_acc", "adapted_flops"}
+LEGAL = [
+    "be/legal/Belarusian-HSE",
+    "en/legal/English-GUM",
+    "fi/legal/Finnish-TDT",
+    "hy/legal/Armenian-ArmTDP",
+    "lt/legal/Lithuanian-ALKSNIS",
+    "lv/legal/Latvian-LVTB",
+    "ro/legal/Romanian-RRT",
+]
+
+
+def _cfg(*extra):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_object(compose("meta_train", overrides=["experiment=smoke", "+domain=legal", *extra]))
+
+
+@pytest.mark.slow
+def test_smoke_cli_then_adapt_on_a_folder_outside_the_registry(tmp_path, shared_ud):
+    run_dir = tmp_path / "run"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metasparse.meta_train",
+            "experiment=smoke",
+            "+domain=legal",
+            f"hydra.run.dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert sorted(m["targets"]) == LEGAL  # every legal cell adapted and evaluated, also in the smoke run
+    for entry in m["targets"].values():
+        assert FIELDS | {"steps", "shots"} <= set(entry)
+        assert 0 <= entry["adapted_acc"] <= 1 and 0 < entry["adapted_flops"] <= 1
+    assert set(m["source_test"]) >= FIELDS
+    assert "| **macro** |" in (run_dir / "report.md").read_text()
+    assert (run_dir / "ckpt" / "final" / "state.json").exists() and (run_dir / ".hydra" / "config.yaml").exists()
+
+    folder = tmp_path / "UD_Unseen-Legal"  # data the run never saw, named nowhere in the registry
+    folder.mkdir()
+    shutil.copy(shared_ud / "UD_Armenian-ArmTDP" / "hy_armtdp-ud-test.conllu", folder / "xx_unseen-ud-test.conllu")
+    out = tmp_path / "adapt"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metasparse.adapt",
+            f"run_dir={run_dir}",
+            f"target.path={folder}",
+            "target.lang=hy",
+            "target.domain=legal",
+            "steps=3",
+            "shots=8",
+            "max_test_sentences=40",
+            f"hydra.run.dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    a = json.loads((out / "adapt_metrics.json").read_text())
+    assert [p["step"] for p in a["curve"]] == [0, 1, 2, 3]
+    assert a["final_acc"] == a["curve"][-1]["acc"] and a["final_flops"] == a["curve"][-1]["flops"]
+    assert a["shots"] == 8 and a["test_sentences"] == 40
+    assert "step | acc | flops" in res.stdout
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_no_legal_in_meta_training_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    seen = []
+    real_take = EpisodeSampler.take
+
+    def spy(self, n, start=0):
+        eps = real_take(self, n, start)
+        seen.extend(eps)
+        return eps
+
+    monkeypatch.setattr(EpisodeSampler, "take", spy)
+    full = run(_cfg(), tmp_path / "full")
+    assert seen and not [e for e in seen if e.cell.domain == "legal"]
+    assert not [c for c in full["cells"]["train"] + full["cells"]["validation"] if "/legal/" in c]
+
+    real_save, saved = outer._save, []
+
+    def save_then_die(folder, *a):
+        real_save(folder, *a)
+        saved.append((folder.name, a[-1].step))
+        if folder.name == "last" and a[-1].step == 3:
+            raise _Killed
+
+    monkeypatch.setattr(outer, "_save", save_then_die)
+    with pytest.raises(_Killed):
+        run(_cfg(), tmp_path / "part")
+    monkeypatch.setattr(outer, "_save", real_save)
+    resumed = run(_cfg(f"resume={tmp_path / 'part'}"), tmp_path / "resumed")
+    for key in ("targets", "source_test", "targets_macro", "validation"):
+        assert resumed[key] == full[key], key
+    assert os.path.exists(tmp_path / "resumed" / "ckpt" / "final" / "tensors.safetensors")

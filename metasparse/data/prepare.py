@@ -41,7 +41,7 @@ class DataBundle:
     tokenizer_path: Path
 
     def source_sampler(self, cfg: MetaTrainConfig) -> EpisodeSampler:
-        """Meta-training episodes: source cells, train split."""
+        """Meta-training episodes: source cells, ``episodes.split``."""
         e = cfg.episodes
         return EpisodeSampler(
             self.index,
@@ -49,7 +49,7 @@ class DataBundle:
             e.tasks,
             e.shots,
             e.queries,
-            split="train",
+            split=e.split,
             seed=cfg.seed,
             on_small=e.on_small,
         )

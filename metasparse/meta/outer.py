@@ -13,6 +13,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,12 +87,18 @@ class EpisodeData:
         return self.corpus.batch([self.pos[int(r)] for r in rows])
 
 
-def split_validation_cells(sources: list[Cell], fraction: float, seed: int) -> tuple[list[Cell], list[Cell]]:
-    """Deterministically hold out ``fraction`` of the source cells for validation."""
+def split_validation_cells(
+    sources: list[Cell], fraction: float, seed: int, eligible: Callable[[Cell], bool] = lambda c: True
+) -> tuple[list[Cell], list[Cell]]:
+    """Deterministically hold out ``fraction`` of the source cells for validation, chosen among ``eligible``
+    ones (cells big enough for an episode), so validation always has episodes to draw."""
+    pool = [c for c in sources if eligible(c)]
+    if len(pool) < 2:
+        raise ValueError(f"only {len(pool)} source cell(s) are big enough for episodes: no validation cells possible")
     rng = np.random.default_rng([seed, 17])
-    order = rng.permutation(len(sources))
-    n_val = max(1, int(round(fraction * len(sources))))
-    val = sorted(sources[i] for i in order[:n_val])
+    order = rng.permutation(len(pool))
+    n_val = min(len(pool) - 1, max(1, int(round(fraction * len(sources)))))
+    val = sorted(pool[i] for i in order[:n_val])
     return [c for c in sources if c not in set(val)], val
 
 
@@ -224,9 +231,11 @@ def meta_train(
     algo = build_algorithm(system, cfg)
     opt = torch.optim.Adam([p for p in algo.parameters() if p.requires_grad], lr=m.outer_lr)
     e = cfg.episodes
-    sampler = EpisodeSampler(bundle.index, train_cells, e.tasks, e.shots, e.queries, seed=cfg.seed, on_small=e.on_small)
+    sampler = EpisodeSampler(
+        bundle.index, train_cells, e.tasks, e.shots, e.queries, split=e.split, seed=cfg.seed, on_small=e.on_small
+    )
     val_sampler = EpisodeSampler(
-        bundle.index, val_cells, e.tasks, e.shots, e.queries, seed=cfg.seed + 1, on_small="skip"
+        bundle.index, val_cells, e.tasks, e.shots, e.queries, split=e.split, seed=cfg.seed + 1, on_small="skip"
     )
     val_eps = val_sampler.take(m.val_episodes)
     state = MetaState(outer_lr=m.outer_lr)

@@ -52,7 +52,11 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     backbone, backbone_metrics, backbone_dir = pretrain(cfg, bundle)
     for p in backbone.parameters():
         p.requires_grad_(False)
-    train_cells, val_cells = split_validation_cells(bundle.sources, cfg.meta.val_fraction, cfg.seed)
+    e = cfg.episodes
+    train_cells, val_cells = split_validation_cells(
+        bundle.sources, cfg.meta.val_fraction, cfg.seed,
+        eligible=lambda c: bundle.index.sentences(c, e.split) >= e.shots + e.queries,
+    )
     log.info(
         "%d meta-training cells, %d validation cells, %d target cells",
         len(train_cells),
@@ -69,7 +73,7 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
         )
     calib = sorted(int(r) for c in train_cells for r in idx.rows(c, "dev"))[:: max(1, len(train_cells) // 8)]
     rows = sorted(
-        {int(r) for c in train_cells + val_cells for r in idx.rows(c, "train")}
+        {int(r) for c in train_cells + val_cells for r in idx.rows(c, cfg.episodes.split)}
         | {int(r) for c in bundle.targets for s in ("train", "dev", "test") for r in idx.rows(c, s)}
         | set(src_test)
         | set(calib)

@@ -110,3 +110,22 @@ def test_fewer_units_means_fewer_counted_flops():
     half = _counted(lambda: model(batch, plan=[3] * 3))  # 0.5 heads, 0.5 FFN
     skip = _counted(lambda: model(batch, plan=[0] * 3))
     assert skip < half < 0.6 * full
+
+
+def test_flop_counter_agrees_with_a_codebook_without_token_routing():
+    """The router is skipped when no pattern routes tokens; the analytic count must skip it too."""
+    from model_utils import tiny_model as make
+    from metasparse.model.patterns import PatternSpec
+
+    model = make([PatternSpec(0, 0), PatternSpec(0.5, 0.5), PatternSpec(1, 1)])
+    ctrl = Controller(model)
+    with torch.no_grad():
+        for net in ctrl.nets:
+            net[2].weight.normal_(0, 1.0)
+    batch = random_batch([6])
+    with torch.no_grad():
+        out = model(batch, ctrl.policy(model))
+    patterns = [model.codebook[int(d.levels[0])] for d in out.decisions]
+    counted = _counted(lambda: model(batch, ctrl.policy(model)))
+    analytic = gated_flops(model.spec, patterns, 6, ctrl.flops_per_layer(model, 6))
+    assert abs(counted - analytic) <= 0.02 * analytic, (counted, analytic)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metasparse.control.relax import gumbel_softmax_st, hard_argmax
+from metasparse.control.relax import gumbel_softmax_st
 from metasparse.model.encoder import Decision, GatedEncoder
 
 
@@ -68,24 +68,33 @@ class Controller(nn.Module):
         f = 2 * n_in * self.spec.hidden + 2 * self.spec.hidden * model.n_patterns
         if self.spec.uncertainty_task:
             f += 2 * n * d * model.spec.tasks[self.spec.uncertainty_task]
-        if self.routers is not None:
-            f += 2 * n * d
+        if self.routers is not None and any(p.tokens < 1.0 for p in model.codebook):
+            f += 2 * n * d  # the router runs only when some pattern routes tokens
         return f
 
-    def logits(self, model: GatedEncoder, layer: int, x: torch.Tensor, mask: torch.Tensor):
-        """Pattern logits ``[B, P]`` and token scores ``[B, T]`` (or None) for one layer's input."""
-        m = mask.to(x.dtype)
-        pooled = (x * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
+    def logits(self, model: GatedEncoder, layer: int, x: torch.Tensor, mask: torch.Tensor, need_tokens: bool = True):
+        """Pattern logits ``[B, P]`` and token scores ``[B, T]`` (or None) for one layer's input.
+
+        Token scores are only computed when ``need_tokens`` (some pattern routes tokens): at batch 1
+        every small op is dispatch overhead, which is most of what a controller costs there.
+        """
+        full = bool(mask.all())  # no padding (always at batch 1): plain means
+        if full:
+            pooled = x.mean(1)
+        else:
+            m = mask.to(x.dtype)
+            count = m.sum(1, keepdim=True).clamp(min=1)
+            pooled = (x * m[..., None]).sum(1) / count
         feats, tok_scores = [pooled], None
         if self.spec.uncertainty_task:
-            probs = F.softmax(model.heads[self.spec.uncertainty_task](x), dim=-1)
-            ent = -(probs * probs.clamp_min(1e-9).log()).sum(-1) / math.log(probs.shape[-1])  # [B, T] in [0, 1]
-            feats.append(((ent * m).sum(1) / m.sum(1).clamp(min=1))[:, None])
+            lsm = torch.log_softmax(model.heads[self.spec.uncertainty_task](x), dim=-1)
+            ent = (lsm.exp() * lsm).sum(-1) * (-1.0 / math.log(lsm.shape[-1]))  # [B, T] in [0, 1]
+            feats.append(ent.mean(1, keepdim=True) if full else (ent * m).sum(1, keepdim=True) / count)
             tok_scores = ent
-        if self.routers is not None:
+        if need_tokens and self.routers is not None:
             r = self.routers[layer](x).squeeze(-1)
             tok_scores = r if tok_scores is None else tok_scores + r
-        return self.nets[layer](torch.cat(feats, dim=-1)), tok_scores
+        return self.nets[layer](torch.cat(feats, dim=-1)), (tok_scores if need_tokens else None)
 
     def policy(self, model: GatedEncoder, *, hard: bool = True, tau: float = 1.0, record: list | None = None):
         """A policy for ``model.forward``.
@@ -97,13 +106,17 @@ class Controller(nn.Module):
             record: if given, each layer's pattern probabilities ``[B, P]`` are appended (for the budget).
         """
 
+        need_tokens = any(p.tokens < 1.0 for p in model.codebook)
+
         def decide(layer: int, x: torch.Tensor, mask: torch.Tensor) -> Decision:
-            logits, tok = self.logits(model, layer, x, mask)
+            logits, tok = self.logits(model, layer, x, mask, need_tokens)
             if record is not None:
                 record.append(F.softmax(logits, dim=-1))
-            w = hard_argmax(logits) if hard else gumbel_softmax_st(logits, tau)
+            if hard:
+                return Decision(token_scores=tok, hard_levels=logits.argmax(-1))
+            w = gumbel_softmax_st(logits, tau)
             gate = None
-            if tok is not None and not hard:  # straight-through gradient into the router
+            if tok is not None:  # straight-through gradient into the router
                 s = torch.sigmoid(tok)
                 gate = 1.0 + s - s.detach()
             return Decision(w, tok, gate)

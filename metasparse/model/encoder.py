@@ -57,19 +57,24 @@ class Decision:
     """A policy's choice for one layer.
 
     Attributes:
-        weights: ``[B, n_patterns]``; one-hot for hard decisions, relaxed during training.
+        weights: ``[B, n_patterns]``; relaxed (or one-hot) weights; None when only ``hard_levels`` is given.
         token_scores: ``[B, T]`` scores for token routing (needed by patterns with tokens < 1).
         token_gate: ``[B, T]`` optional straight-through gate on routed tokens (masked path only).
+        hard_levels: ``[B]`` pattern indices of a hard decision (inference: no one-hot is built).
     """
 
-    weights: torch.Tensor
+    weights: torch.Tensor | None = None
     token_scores: torch.Tensor | None = None
     token_gate: torch.Tensor | None = None
+    hard_levels: torch.Tensor | None = None
 
     @property
     def levels(self) -> torch.Tensor:
         """Hard pattern index per example."""
-        return self.weights.argmax(-1)
+        return self.hard_levels if self.hard_levels is not None else self.weights.argmax(-1)
+
+    def one_hot_or_weights(self, n_patterns: int, dtype: torch.dtype) -> torch.Tensor:
+        return self.weights if self.weights is not None else F.one_hot(self.hard_levels, n_patterns).to(dtype)
 
 
 # A policy sees (layer index, layer input [B, T, d], word mask [B, T]) and decides.
@@ -172,7 +177,8 @@ class GatedEncoder(nn.Module):
             if dec is None:
                 x = block.forward_sliced(x, mask, self.full, None)
             elif mode == "masked":
-                x = block.forward_masked(x, mask, self.codebook, dec.weights, dec.token_scores, dec.token_gate)
+                w = dec.one_hot_or_weights(self.n_patterns, x.dtype)
+                x = block.forward_masked(x, mask, self.codebook, w, dec.token_scores, dec.token_gate)
             else:
                 x = run_grouped(block.forward_sliced, x, mask, dec.levels, self.codebook, dec.token_scores)
         h = self.final_ln(x)

@@ -83,7 +83,7 @@ class GatedBertAdapter(nn.Module):
                 continue
             dec = policy(i, x, mask)
             if mode == "masked":
-                x = self._masked(i, x, mask, dec.weights, dec.token_scores)
+                x = self._masked(i, x, mask, dec.one_hot_or_weights(self.n_patterns, x.dtype), dec.token_scores)
             else:
                 step = lambda xs, ms, p, s, i=i: self._sliced(i, xs, ms, p, s)  # noqa: E731
                 x = run_grouped(step, x, mask, dec.levels, self.codebook, dec.token_scores)

@@ -26,6 +26,8 @@ def run_grouped(
     token_scores: torch.Tensor | None,
 ) -> torch.Tensor:
     """Apply ``step`` to each group of rows that share a pattern; skipped rows pass through unchanged."""
+    if levels.numel() == 1:  # batch 1: nothing to group
+        return step(x, mask, codebook[int(levels)], token_scores)
     with region("grouping"):
         uniq = torch.unique(levels).tolist()
     if len(uniq) == 1:  # the whole batch agrees: no gather/scatter at all

@@ -51,7 +51,9 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     bundle = prepare(mcfg)  # the run's tokenizer and backbone come from the cache
     backbone, _, _ = pretrain(mcfg, bundle)
     c = mcfg.controller
-    system = GatedSystem(backbone, Controller(backbone, ControllerSpec(c.hidden, c.uncertainty_task, c.token_router)))
+    system = GatedSystem(
+        backbone, Controller(backbone, ControllerSpec(c.hidden, c.uncertainty_task, c.token_router, c.placement))
+    )
     tensors, _ = load_checkpoint(run_dir / "ckpt" / "final")
     params = dict(system.controller.named_parameters())
     with torch.no_grad():

@@ -261,6 +261,7 @@ class SpeedBenchOptions:
     controller_steps: int = 150
     threads: int = 2
     int8: bool = True
+    placement: str = "per_layer"
 
     def __post_init__(self) -> None:
         _require(all(0 < t <= 1 for t in self.targets), "bench.targets", "fractions in (0, 1]", self.targets)
@@ -284,9 +285,13 @@ class ControllerConfig:
     hidden: int = 64
     uncertainty_task: Optional[str] = "upos"  # noqa: UP045
     token_router: bool = True
+    placement: str = "per_layer"
 
     def __post_init__(self) -> None:
         _require(self.hidden >= 1, "controller.hidden", ">= 1", self.hidden)
+        _require(
+            self.placement in ("per_layer", "upfront"), "controller.placement", "per_layer, upfront", self.placement
+        )
 
 
 ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")

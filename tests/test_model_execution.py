@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from model_utils import EVERY_UNIT, random_batch, tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
-from metasparse.control.controller import Controller
+from metasparse.control.controller import Controller, ControllerSpec
 from metasparse.model.encoder import Decision
 from metasparse.model.flops import dense_flops, gated_flops
 
@@ -62,9 +62,10 @@ def test_mixed_patterns_in_one_batch(seed):
     torch.testing.assert_close(sliced[batch.word_mask], masked[batch.word_mask], atol=1e-5, rtol=0)
 
 
-def test_controller_decisions_sliced_equal_masked():
+@pytest.mark.parametrize("placement", ["per_layer", "upfront"])
+def test_controller_decisions_sliced_equal_masked(placement):
     model, batch = tiny_model(), random_batch(LENGTHS)
-    ctrl = Controller(model)
+    ctrl = Controller(model, ControllerSpec(placement=placement))
     with torch.no_grad():
         for net in ctrl.nets:
             net[2].weight.normal_(0, 1.0)
@@ -112,13 +113,15 @@ def test_fewer_units_means_fewer_counted_flops():
     assert skip < half < 0.6 * full
 
 
-def test_flop_counter_agrees_with_a_codebook_without_token_routing():
+@pytest.mark.parametrize("placement", ["per_layer", "upfront"])
+def test_flop_counter_agrees_with_a_codebook_without_token_routing(placement):
     """The router is skipped when no pattern routes tokens; the analytic count must skip it too."""
     from model_utils import tiny_model as make
+
     from metasparse.model.patterns import PatternSpec
 
     model = make([PatternSpec(0, 0), PatternSpec(0.5, 0.5), PatternSpec(1, 1)])
-    ctrl = Controller(model)
+    ctrl = Controller(model, ControllerSpec(placement=placement))
     with torch.no_grad():
         for net in ctrl.nets:
             net[2].weight.normal_(0, 1.0)
@@ -129,3 +132,15 @@ def test_flop_counter_agrees_with_a_codebook_without_token_routing():
     counted = _counted(lambda: model(batch, ctrl.policy(model)))
     analytic = gated_flops(model.spec, patterns, 6, ctrl.flops_per_layer(model, 6))
     assert abs(counted - analytic) <= 0.02 * analytic, (counted, analytic)
+
+
+def test_upfront_controller_runs_one_network_for_all_layers():
+    model = tiny_model()
+    ctrl = Controller(model, ControllerSpec(placement="upfront"))
+    assert len(ctrl.nets) == 1 and ctrl.nets[0][2].out_features == len(model.blocks) * model.n_patterns
+    batch = random_batch([5])
+    calls = []
+    ctrl.nets[0].register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        model(batch, ctrl.policy(model))
+    assert len(calls) == 1

@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from metasparse.config import SpeedBenchConfig
-from metasparse.control.controller import Controller
+from metasparse.control.controller import Controller, ControllerSpec
 from metasparse.control.train import ControllerTrainConfig, calibrate_bias, train_controller
 from metasparse.data.prepare import prepare
 from metasparse.io import atomic_write
@@ -115,7 +115,7 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
     rows, controllers = [], {}
     for target in b.targets:
         torch.manual_seed(cfg.seed)
-        ctrl = Controller(model)
+        ctrl = Controller(model, ControllerSpec(placement=b.placement))
         train_controller(
             model, ctrl, train, ControllerTrainConfig(target=target, steps=b.controller_steps), seed=cfg.seed
         )
@@ -191,6 +191,7 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
         "threads": b.threads,
         "quick": cfg.quick,
         "model": cfg.model.name,
+        "placement": b.placement,
         "torch": torch.__version__,
     }
     md = format_table(result)

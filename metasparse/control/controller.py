@@ -27,11 +27,15 @@ class ControllerSpec:
         hidden: hidden width of each layer's MLP.
         uncertainty_task: task whose head gives the early tag distribution (None: no uncertainty feature).
         token_router: learn per-token routing scores (used by patterns with tokens < 1).
+        placement: ``per_layer`` (each layer decides from its own input) or ``upfront`` (one network
+            decides every layer's pattern from the embeddings: one decision per forward instead of one
+            per layer, which is what a controller costs at batch 1, where every small op is overhead).
     """
 
     hidden: int = 64
     uncertainty_task: str | None = "upos"
     token_router: bool = True
+    placement: str = "per_layer"
 
 
 class Controller(nn.Module):
@@ -51,10 +55,15 @@ class Controller(nn.Module):
                 f"controller.uncertainty_task={self.spec.uncertainty_task!r} is not a model task; "
                 f"available: {', '.join(model.spec.tasks)}"
             )
+        if self.spec.placement not in ("per_layer", "upfront"):
+            raise ValueError(f"controller.placement={self.spec.placement!r}; allowed: per_layer, upfront")
+        self.upfront = self.spec.placement == "upfront"
+        self.n_layers, self.n_patterns = L, P
         n_in = d + (1 if self.spec.uncertainty_task else 0)
+        n_out = L * P if self.upfront else P
         self.nets = nn.ModuleList(
-            nn.Sequential(nn.Linear(n_in, self.spec.hidden), nn.ReLU(), nn.Linear(self.spec.hidden, P))
-            for _ in range(L)
+            nn.Sequential(nn.Linear(n_in, self.spec.hidden), nn.ReLU(), nn.Linear(self.spec.hidden, n_out))
+            for _ in range(1 if self.upfront else L)
         )
         self.routers = nn.ModuleList(nn.Linear(d, 1) for _ in range(L)) if self.spec.token_router else None
         for net in self.nets:  # start near "all patterns equally likely", with a lean to the full one
@@ -65,12 +74,13 @@ class Controller(nn.Module):
         """Matmul FLOPs the controller spends on one layer of a sentence of ``n`` words."""
         d = model.spec.d_model
         n_in = self.nets[0][0].in_features
-        f = 2 * n_in * self.spec.hidden + 2 * self.spec.hidden * model.n_patterns
+        f = 2 * n_in * self.spec.hidden + 2 * self.spec.hidden * self.nets[0][2].out_features
         if self.spec.uncertainty_task:
             f += 2 * n * d * model.spec.tasks[self.spec.uncertainty_task]
-        if self.routers is not None and any(p.tokens < 1.0 for p in model.codebook):
-            f += 2 * n * d  # the router runs only when some pattern routes tokens
-        return f
+        router = 2 * n * d if self.routers is not None and any(p.tokens < 1.0 for p in model.codebook) else 0
+        if self.upfront:  # one pass decides every layer; a router, if needed, still runs per layer
+            return f / self.n_layers + router
+        return f + router  # the router runs only when some pattern routes tokens
 
     def logits(self, model: GatedEncoder, layer: int, x: torch.Tensor, mask: torch.Tensor, need_tokens: bool = True):
         """Pattern logits ``[B, P]`` and token scores ``[B, T]`` (or None) for one layer's input.
@@ -108,8 +118,18 @@ class Controller(nn.Module):
 
         need_tokens = any(p.tokens < 1.0 for p in model.codebook)
 
+        cache: dict = {}
+
         def decide(layer: int, x: torch.Tensor, mask: torch.Tensor) -> Decision:
-            logits, tok = self.logits(model, layer, x, mask, need_tokens)
+            if self.upfront:
+                if layer == 0:  # one pass over the layer-0 input decides every layer
+                    cache["logits"], _ = self.logits(model, 0, x, mask, False)
+                logits = cache["logits"].view(-1, self.n_layers, self.n_patterns)[:, layer]
+                tok = None
+                if need_tokens:
+                    tok = self.routers[layer](x).squeeze(-1) if self.routers is not None else model.token_uncertainty(x)
+            else:
+                logits, tok = self.logits(model, layer, x, mask, need_tokens)
             if record is not None:
                 record.append(F.softmax(logits, dim=-1))
             if hard:

@@ -119,7 +119,7 @@ def calibrate_bias(
     def shift(s: float) -> None:
         with torch.no_grad():
             for net, b in zip(ctrl.nets, base, strict=True):
-                net[2].bias.copy_(b + s * share)
+                net[2].bias.copy_(b + s * share.repeat(b.numel() // share.numel()))  # upfront: L x P
 
     lo, hi = -20.0, 20.0  # FLOPs grow with the shift: keep the largest shift that stays within target
     for _ in range(iters):

@@ -54,7 +54,9 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
         p.requires_grad_(False)
     e = cfg.episodes
     train_cells, val_cells = split_validation_cells(
-        bundle.sources, cfg.meta.val_fraction, cfg.seed,
+        bundle.sources,
+        cfg.meta.val_fraction,
+        cfg.seed,
         eligible=lambda c: bundle.index.sentences(c, e.split) >= e.shots + e.queries,
     )
     log.info(
@@ -81,7 +83,7 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     data = EpisodeData(bundle, rows, backbone.spec.suffix_buckets)
 
     c = cfg.controller
-    controller = Controller(backbone, ControllerSpec(c.hidden, c.uncertainty_task, c.token_router))
+    controller = Controller(backbone, ControllerSpec(c.hidden, c.uncertainty_task, c.token_router, c.placement))
     system = GatedSystem(backbone, controller)
     resume = Path(cfg.resume) if cfg.resume else None
     if resume is not None:

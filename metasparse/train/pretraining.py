@@ -176,9 +176,9 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
     per_epoch = len(train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=0))
     total = max(1, int(p.epochs * per_epoch))
     warm = max(1, int(p.warmup * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
-    )
+
+    def lr_at(step: int) -> float:  # linear warmup, linear decay; a pure function of the step (resume-safe)
+        return p.lr * min((step + 1) / warm, max(0.0, (total - step) / max(1, total - warm)))
 
     start, partial = 0, folder.with_name(f"{key}.partial")
     if partial.exists():
@@ -186,8 +186,6 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         _load_optimizer(opt, model, tensors, state["optimizer"])
         start = state["step"]
-        sched.last_epoch = start - 1
-        sched.step()
         log.info("resuming pretraining from step %d/%d (%s)", start, total, partial)
 
     model.train()
@@ -210,8 +208,9 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
         opt.step()
-        sched.step()
         lv = float(loss.detach())
         loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
         bar.update(1)

@@ -125,3 +125,34 @@ def test_no_legal_in_meta_training_and_resume_equals_uninterrupted(tmp_path, mon
     for key in ("targets", "source_test", "targets_macro", "validation"):
         assert resumed[key] == full[key], key
     assert os.path.exists(tmp_path / "resumed" / "ckpt" / "final" / "tensors.safetensors")
+
+
+def test_report_shows_every_task():
+    from metasparse.meta.run import format_report
+
+    e = {
+        "dense_acc": 0.9,
+        "zero_shot_acc": 0.8,
+        "zero_shot_flops": 0.5,
+        "adapted_acc": 0.85,
+        "adapted_flops": 0.49,
+        "steps": 20,
+        "shots": 16,
+        "by_task": {
+            "upos": {"dense_acc": 0.9, "zero_shot_acc": 0.8, "adapted_acc": 0.85},
+            "deprel": {"dense_acc": 0.7, "zero_shot_acc": 0.6, "adapted_acc": 0.65},
+        },
+    }
+    m = {
+        "task": "upos",
+        "budget": 0.5,
+        "targets": {"fi/legal/Finnish-TDT": e},
+        "targets_macro": {k: e[k] for k in FIELDS},
+        "restorations": 0,
+        "minutes": {"total": 1.0},
+        "source_test": {"sentences": 10, "dense_acc": 0.9, "zero_shot_acc": 0.9, "zero_shot_flops": 0.5},
+        "cells": {"train": ["a"], "validation": ["b"]},
+    }
+    text = format_report(m)
+    assert "| fi/legal/Finnish-TDT | 90.0 | 80.0 | 0.500 | 85.0 | 0.490 | 20 | 16 |" in text
+    assert "deprel:" in text and "| fi/legal/Finnish-TDT | 70.0 | 60.0 | 65.0 |" in text

@@ -172,6 +172,20 @@ def format_report(m: dict) -> str:
             f"| **macro** | {pct(t['dense_acc'])} | {pct(t['zero_shot_acc'])} | {t['zero_shot_flops']:.3f} | "
             f"{pct(t['adapted_acc'])} | {t['adapted_flops']:.3f} | | |"
         )
+    extra = sorted({t for e in m["targets"].values() for t in e.get("by_task", {})} - {m["task"]})
+    for task in extra:  # e.g. DEPREL when episodes.tasks holds both
+        lines += [
+            "",
+            f"{task}:",
+            "",
+            "| target cell | dense acc | zero-shot acc | adapted acc |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, e in m["targets"].items():
+            bt = e["by_task"][task]
+            lines.append(
+                f"| {name} | {pct(bt['dense_acc'])} | {pct(bt['zero_shot_acc'])} | {pct(bt.get('adapted_acc'))} |"
+            )
     s = m["source_test"]
     lines += [
         "",

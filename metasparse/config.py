@@ -202,6 +202,8 @@ class PretrainOptimConfig:
         checkpoint_every: steps between resumable checkpoints.
         max_minutes: stop early (with a warning) past this wall-clock time; the cache is still written.
         threads: torch threads (null: leave torch's default).
+        word_dropout: share of word-form buckets replaced by the unknown id per training step, so the
+            model also learns from subwords and suffixes (it otherwise nearly memorises its train split).
     """
 
     epochs: float = 6.0
@@ -215,6 +217,7 @@ class PretrainOptimConfig:
     checkpoint_every: int = 500
     max_minutes: float = 30.0
     threads: Optional[int] = None  # noqa: UP045
+    word_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.epochs > 0, "pretrain.epochs", "> 0", self.epochs)
@@ -224,6 +227,7 @@ class PretrainOptimConfig:
         _require(self.sparse_weight >= 0, "pretrain.sparse_weight", ">= 0", self.sparse_weight)
         _require(self.max_minutes > 0, "pretrain.max_minutes", "> 0", self.max_minutes)
         _require(self.checkpoint_every >= 1, "pretrain.checkpoint_every", ">= 1", self.checkpoint_every)
+        _require(0 <= self.word_dropout < 1, "pretrain.word_dropout", "[0, 1)", self.word_dropout)
 
 
 @dataclass

@@ -123,3 +123,17 @@ def test_pretrain_and_speed_bench_clis(tmp_path):
         assert 0 < r["flops_ratio"] <= 1.0 and r["wall_ratio"] > 0 and r["controller_share"] >= 0
     assert any(r.get("variant") == "int8" for r in rows)
     assert "| batch | target |" in (tmp_path / "b" / "speed.md").read_text()
+
+
+@pytest.mark.slow
+def test_word_dropout_is_seeded_and_changes_training(monkeypatch, tmp_path):
+    monkeypatch.setenv("METASPARSE_CACHE_DIR", str(tmp_path))
+    cfg0, cfg1 = _cfg(), _cfg("pretrain.word_dropout=0.3")
+    bundle = prepare(cfg0)
+    assert P.backbone_key(cfg0, bundle) != P.backbone_key(cfg1, bundle)
+    a, _, _ = P.pretrain(cfg1, bundle)
+    b, _, _ = P.pretrain(cfg1, bundle, force=True)
+    c, _, _ = P.pretrain(cfg0, bundle)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, same drops
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)  # the drops changed training

@@ -77,6 +77,7 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
             k: v
             for k, v in dataclasses.asdict(cfg.pretrain).items()
             if k not in ("eval_every", "threads", "max_minutes", "checkpoint_every")
+            and not (k == "word_dropout" and v == 0.0)  # added later: absent at 0 keeps older cache keys valid
         },
         "tasks": sorted(bundle.tasks),
         "seed": cfg.seed,
@@ -199,6 +200,9 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
         order = batches[epoch]
         batch = train.batch(order[pos % len(order)])
         torch.manual_seed(cfg.seed * 7919 + step)  # dropout: a function of the step, so resume is exact
+        if p.word_dropout > 0:
+            drop = torch.rand(batch.word_hash.shape) < p.word_dropout
+            batch.word_hash = batch.word_hash.masked_fill(drop, 0)
         loss = _task_loss(model(batch), batch)
         if p.sparse_weight > 0:
             B, T = batch.word_mask.shape

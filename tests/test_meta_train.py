@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -156,3 +157,26 @@ def test_report_shows_every_task():
     text = format_report(m)
     assert "| fi/legal/Finnish-TDT | 90.0 | 80.0 | 0.500 | 85.0 | 0.490 | 20 | 16 |" in text
     assert "deprel:" in text and "| fi/legal/Finnish-TDT | 70.0 | 60.0 | 65.0 |" in text
+
+
+@pytest.mark.slow
+def test_validation_dip_restores_the_best_state_and_lowers_the_lr(tmp_path, monkeypatch):
+    from metasparse.train.checkpoint import load_checkpoint
+
+    scores = iter([0.90, 0.50])  # validation at step 3, then a dip at step 6
+
+    def fake_validate(*args, **kwargs):
+        return {"val_acc": next(scores), "val_flops": 0.5}
+
+    monkeypatch.setattr(outer, "validate", fake_validate)
+    cfg = _cfg("meta.restore_margin=0.1", "meta.restore_lr_factor=0.5")
+    m = run(cfg, tmp_path / "r")
+    assert m["restorations"] == 1
+    assert [v["val_acc"] for v in m["validation"]] == [0.90, 0.50]
+    assert m["validation"][1]["restored_from"] == 3
+    best, _ = load_checkpoint(tmp_path / "r" / "ckpt" / "best")
+    last, state = load_checkpoint(tmp_path / "r" / "ckpt" / "last")
+    params = {k: v for k, v in best.items() if k.startswith("param.")}
+    assert all(torch.equal(v, last[k]) for k, v in params.items())  # parameters went back to step 3's
+    assert state["meta_state"]["outer_lr"] == pytest.approx(cfg.meta.outer_lr * 0.5)
+    assert state["meta_state"]["step"] == 6

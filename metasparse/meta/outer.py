@@ -290,7 +290,7 @@ def meta_train(
                 state.best_val, state.best_step = rec["val_acc"], state.step
                 _save(ckpt / "best", system, algo, opt, state)
             elif rec["val_acc"] < state.best_val - m.restore_margin and (ckpt / "best").exists():
-                best_step = state.step
+                # Only the parameters and optimiser state go back; the step count keeps going forward.
                 restored = _load(ckpt / "best", algo, opt)
                 state.outer_lr *= m.restore_lr_factor
                 state.restorations += 1
@@ -303,7 +303,6 @@ def meta_train(
                     restored.best_step,
                     state.outer_lr,
                 )
-                state.step = best_step  # keep going forward; only the parameters go back
                 rec["restored_from"] = restored.best_step
             log.info("step %d: %s", state.step, {k: round(v, 4) for k, v in rec.items() if isinstance(v, float)})
         state.history.append(rec)

@@ -217,7 +217,7 @@ class PretrainOptimConfig:
     checkpoint_every: int = 500
     max_minutes: float = 30.0
     threads: Optional[int] = None  # noqa: UP045
-    word_dropout: float = 0.0
+    word_dropout: float = 0.25
 
     def __post_init__(self) -> None:
         _require(self.epochs > 0, "pretrain.epochs", "> 0", self.epochs)

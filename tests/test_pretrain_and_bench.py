@@ -128,7 +128,7 @@ def test_pretrain_and_speed_bench_clis(tmp_path):
 @pytest.mark.slow
 def test_word_dropout_is_seeded_and_changes_training(monkeypatch, tmp_path):
     monkeypatch.setenv("METASPARSE_CACHE_DIR", str(tmp_path))
-    cfg0, cfg1 = _cfg("pretrain.word_dropout=0.0"), _cfg("pretrain.word_dropout=0.3")
+    cfg0, cfg1 = _cfg("pretrain", "pretrain.word_dropout=0.0"), _cfg("pretrain", "pretrain.word_dropout=0.3")
     bundle = prepare(cfg0)
     assert P.backbone_key(cfg0, bundle) != P.backbone_key(cfg1, bundle)
     a, _, _ = P.pretrain(cfg1, bundle)

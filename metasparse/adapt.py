@@ -40,10 +40,9 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     from metasparse.data.prepare import prepare
     from metasparse.data.ud import load_folder
     from metasparse.meta.evaluation import adapt_and_score
-    from metasparse.meta.outer import build_algorithm
+    from metasparse.meta.outer import EpisodeData, build_algorithm
     from metasparse.meta.system import GatedSystem
     from metasparse.train.checkpoint import load_checkpoint
-    from metasparse.train.corpus import EncodedCorpus
     from metasparse.train.pretraining import pretrain
 
     run_dir = Path(cfg.run_dir)
@@ -80,17 +79,10 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     support = sorted(rng.choice(train_rows, min(cfg.shots, len(train_rows)), replace=False).tolist())
     test = test_rows[: cfg.max_test_sentences].tolist() if cfg.max_test_sentences else test_rows.tolist()
 
-    class _Data:  # the EpisodeData interface over this folder
-        corpus = EncodedCorpus.build(
-            ds, list(range(len(ds))), bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets
-        )
-        pos = {i: i for i in range(len(ds))}
-
-        def batch(self, rows):
-            return self.corpus.batch([int(r) for r in rows])
+    data = EpisodeData.build(ds, range(len(ds)), bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
 
     tasks = list(mcfg.episodes.tasks)
-    res = adapt_and_score(algo, system, _Data(), support, test, tasks, mcfg, steps=cfg.steps, curve=True)
+    res = adapt_and_score(algo, system, data, support, test, tasks, mcfg, steps=cfg.steps, curve=True)
     for p in res["curve"]:
         log.info("step %2d: acc %.4f  flops %.3f", p["step"], p["acc"], p["flops"])
     out = {

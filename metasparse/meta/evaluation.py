@@ -13,18 +13,7 @@ from metasparse.data.cells import Cell, CellIndex
 from metasparse.meta.maml import MAML
 from metasparse.meta.outer import EpisodeData, hard_accuracy, materialize
 from metasparse.meta.system import GatedSystem, episode_loss
-from metasparse.train.corpus import EncodedCorpus
 from metasparse.train.evaluate import evaluate
-
-
-def _sub(data: EpisodeData, rows) -> EncodedCorpus:
-    return EncodedCorpus(
-        np.asarray(rows),
-        [data.corpus.items[data.pos[int(r)]] for r in rows],
-        {t: [v[data.pos[int(r)]] for r in rows] for t, v in data.corpus.labels.items()},
-        ["x"] * len(rows),
-        ["x"] * len(rows),
-    )
 
 
 def support_rows(index: CellIndex, cell: Cell, shots: int, seed: int) -> list[int]:
@@ -62,7 +51,7 @@ def adapt_and_score(
     def score(step: int) -> dict:
         adapted = materialize(system, learner.fast)
         if cfg.adapt.calibrate and step > 0:
-            calibrate_bias(adapted.backbone, adapted.controller, _sub(data, support), cfg.budget.target, iters=8)
+            calibrate_bias(adapted.backbone, adapted.controller, data.subset(support), cfg.budget.target, iters=8)
         accs = {t: hard_accuracy(adapted, data, test, t) for t in tasks}
         return {
             "step": step,
@@ -94,7 +83,7 @@ def adapt_and_score(
 
 @torch.no_grad()
 def dense_accuracy(system: GatedSystem, data: EpisodeData, rows, tasks: list[str]) -> dict[str, float]:
-    r = evaluate(system.backbone, _sub(data, rows))
+    r = evaluate(system.backbone, data.subset(rows))
     return {t: r.by_lang.acc("x", t) for t in tasks}
 
 

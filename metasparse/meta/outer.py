@@ -77,14 +77,30 @@ class MetaState:
 
 
 class EpisodeData:
-    """Encoded sentences of every row an episode may use, built once."""
+    """Encoded sentences of every dataset row an episode or an evaluation may use, built once.
 
-    def __init__(self, bundle: DataBundle, rows: list[int], suffix_buckets: int) -> None:
-        self.corpus = EncodedCorpus.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, suffix_buckets)
-        self.pos = {int(r): i for i, r in enumerate(rows)}
+    Args:
+        corpus: the encoded rows; ``corpus.rows`` maps positions back to dataset rows.
+    """
+
+    def __init__(self, corpus: EncodedCorpus) -> None:
+        self.corpus = corpus
+        self.pos = {int(r): i for i, r in enumerate(corpus.rows)}
+
+    @classmethod
+    def build(cls, dataset, rows, tokenizer, tasks, suffix_buckets: int) -> EpisodeData:
+        return cls(EncodedCorpus.build(dataset, list(rows), tokenizer, tasks, suffix_buckets))
 
     def batch(self, rows) -> object:
         return self.corpus.batch([self.pos[int(r)] for r in rows])
+
+    def subset(self, rows) -> EncodedCorpus:
+        """The sentences of ``rows`` as one corpus, all in a single group ``x`` (for one accuracy figure)."""
+        idx = [self.pos[int(r)] for r in rows]
+        labels = {t: [v[i] for i in idx] for t, v in self.corpus.labels.items()}
+        return EncodedCorpus(
+            np.asarray(rows), [self.corpus.items[i] for i in idx], labels, ["x"] * len(idx), ["x"] * len(idx)
+        )
 
 
 def split_validation_cells(
@@ -148,13 +164,7 @@ def hard_accuracy(system: GatedSystem, data: EpisodeData, rows, task: str) -> tu
     """Accuracy and FLOPs fraction of hard decisions on ``rows`` (controller included)."""
     from metasparse.train.evaluate import evaluate
 
-    sub = EncodedCorpus(
-        np.asarray(rows),
-        [data.corpus.items[data.pos[int(r)]] for r in rows],
-        {t: [v[data.pos[int(r)]] for r in rows] for t, v in data.corpus.labels.items()},
-        ["x"] * len(rows),
-        ["x"] * len(rows),
-    )
+    sub = data.subset(rows)
     bb, ctrl = system.backbone, system.controller
     r = evaluate(bb, sub, policy=ctrl.policy(bb), controller_flops=lambda n: ctrl.flops_per_layer(bb, n))
     return r.by_lang.acc("x", task), r.flops_fraction

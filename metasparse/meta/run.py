@@ -23,7 +23,7 @@ from metasparse.control.train import calibrate_bias
 from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import prepare
 from metasparse.io import atomic_write
-from metasparse.meta.evaluation import _sub, evaluate_cell
+from metasparse.meta.evaluation import evaluate_cell
 from metasparse.meta.outer import EpisodeData, hard_accuracy, meta_train, split_validation_cells
 from metasparse.meta.system import GatedSystem
 from metasparse.train.checkpoint import save_checkpoint
@@ -80,7 +80,7 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
         | set(src_test)
         | set(calib)
     )
-    data = EpisodeData(bundle, rows, backbone.spec.suffix_buckets)
+    data = EpisodeData.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
 
     c = cfg.controller
     controller = Controller(backbone, ControllerSpec(c.hidden, c.uncertainty_task, c.token_router, c.placement))
@@ -95,7 +95,7 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     t_meta = time.time()
 
     if cfg.budget.calibrate:  # relaxed training meets the budget in expectation; make hard decisions meet it
-        shift = calibrate_bias(backbone, controller, _sub(data, calib), cfg.budget.target)
+        shift = calibrate_bias(backbone, controller, data.subset(calib), cfg.budget.target)
         log.info("calibrated the controllers' bias by %.3f on %d source dev sentences", shift, len(calib))
     system.eval()
     save_checkpoint(

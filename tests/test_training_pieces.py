@@ -126,3 +126,18 @@ def test_int8_slices_follow_fp32_closely():
             a, c = model(batch, plan=plan).logits["upos"][m], q(batch, plan=plan).logits["upos"][m]
             assert (a - c).abs().max() < 0.05 * a.abs().max()
             assert (a.argmax(-1) == c.argmax(-1)).float().mean() > 0.9
+
+
+def test_collate_pads_words_subwords_and_labels(fi_corpus):
+    from metasparse.model.features import IGNORE_INDEX, collate
+
+    _, tok = fi_corpus
+    batch = collate(
+        [["Kissa", "juoksee", "."], ["Hyvä"]], tok, suffix_bucket_count=64, labels={"upos": [[7, 15, 12], [0]]}
+    )
+    assert batch.word_mask.tolist() == [[True, True, True], [True, False, False]]
+    assert batch.labels["upos"].tolist() == [[7, 15, 12], [0, IGNORE_INDEX, IGNORE_INDEX]]
+    wi = batch.word_index
+    assert set(wi[0][wi[0] >= 0].tolist()) == {0, 1, 2} and set(wi[1][wi[1] >= 0].tolist()) == {0}
+    assert (batch.input_ids[wi < 0] == 0).all() and (batch.word_hash[~batch.word_mask] == 0).all()
+    assert (batch.suffix_hash[batch.word_mask] > 0).all()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from metasparse.train.pretraining import _rows, pretrain
 
 log = logging.getLogger(__name__)
 REGIONS = ("attention", "ffn", "controller", "grouping")
+WARMUP = 2  # untimed rounds before the timed ones
 
 
 class TimedPolicy:
@@ -48,8 +50,6 @@ class TimedPolicy:
         self.policy, self.seconds = policy, 0.0
 
     def __call__(self, i, x, mask):
-        import time
-
         t0 = time.perf_counter()
         d = self.policy(i, x, mask)
         self.seconds += time.perf_counter() - t0
@@ -149,8 +149,8 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
                         model(x, timed)
 
             timed.seconds = 0.0
-            times = interleaved({"dense": run_dense, "gated": run_gated}, repeats=b.repeats)
-            ctrl_seconds = timed.seconds / (b.repeats + 2)  # warm-up rounds included in the accumulator
+            times = interleaved({"dense": run_dense, "gated": run_gated}, repeats=b.repeats, warmup=WARMUP)
+            ctrl_seconds = timed.seconds / (b.repeats + WARMUP)  # the accumulator also ran in the warm-up rounds
             ratios = [g / d for g, d in zip(times["gated"], times["dense"], strict=True)]
             qd, qg, qr = quantiles(times["dense"]), quantiles(times["gated"]), quantiles(ratios)
             sents = sum(x.size for x in batches)
@@ -220,7 +220,7 @@ def _int8_rows(model, ctrl, timing_batches, repeats) -> list[dict]:
                 for x in batches:
                     qmodel(x, ctrl.policy(model))
 
-        times = interleaved({"dense": run_dense, "gated_int8": run_q}, repeats=repeats)
+        times = interleaved({"dense": run_dense, "gated_int8": run_q}, repeats=repeats, warmup=WARMUP)
         ratios = [g / d for g, d in zip(times["gated_int8"], times["dense"], strict=True)]
         qr = quantiles(ratios)
         out.append(

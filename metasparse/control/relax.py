@@ -21,11 +21,6 @@ def gumbel_softmax_st(logits: torch.Tensor, tau: float, *, hard: bool = True, ge
     return one_hot + y - y.detach()
 
 
-def hard_argmax(logits: torch.Tensor) -> torch.Tensor:
-    """Deterministic one-hot of the best choice (inference)."""
-    return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
-
-
 def anneal_temperature(step: int, total: int, start: float = 2.0, end: float = 0.3) -> float:
     """Exponential decay from ``start`` to ``end`` over ``total`` steps."""
     if total <= 0:

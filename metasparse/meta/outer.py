@@ -30,7 +30,12 @@ from metasparse.meta.maml import MAML
 from metasparse.meta.meta_sgd import MetaSGD
 from metasparse.meta.reptile import Reptile
 from metasparse.meta.system import GatedSystem, episode_loss
-from metasparse.train.checkpoint import load_checkpoint, save_checkpoint
+from metasparse.train.checkpoint import (
+    load_checkpoint,
+    optimizer_state,
+    restore_optimizer_state,
+    save_checkpoint,
+)
 from metasparse.train.corpus import EncodedCorpus
 
 log = logging.getLogger(__name__)
@@ -188,16 +193,10 @@ def validate(
 
 
 def _save(folder: Path, system: GatedSystem, algo: MAML, opt: torch.optim.Optimizer, state: MetaState) -> None:
-    tensors = {f"param.{n}": p for n, p in algo.named_parameters() if p.requires_grad}
-    names = {id(p): n for n, p in algo.named_parameters()}
-    scalars: dict[str, dict[str, float]] = {}
-    for p, st in opt.state.items():
-        for k, v in st.items():
-            if torch.is_tensor(v) and v.ndim > 0:
-                tensors[f"opt.{names[id(p)]}.{k}"] = v
-            else:
-                scalars.setdefault(names[id(p)], {})[k] = float(v)
-    save_checkpoint(folder, tensors, {"meta_state": state.__dict__, "optimizer_scalars": scalars})
+    params = dict(algo.named_parameters())
+    opt_tensors, opt_scalars = optimizer_state(opt, params)
+    tensors = {**{f"param.{n}": p for n, p in params.items() if p.requires_grad}, **opt_tensors}
+    save_checkpoint(folder, tensors, {"meta_state": state.__dict__, "optimizer_scalars": opt_scalars})
 
 
 def _load(folder: Path, algo: MAML, opt: torch.optim.Optimizer) -> MetaState:
@@ -207,19 +206,8 @@ def _load(folder: Path, algo: MAML, opt: torch.optim.Optimizer) -> MetaState:
         for k, v in tensors.items():
             if k.startswith("param."):
                 params[k[6:]].copy_(v)
-    opt.state.clear()
-    for n, p in params.items():
-        if not p.requires_grad:
-            continue
-        s = {
-            k[len(f"opt.{n}.") :]: v.clone()
-            for k, v in tensors.items()
-            if k.startswith(f"opt.{n}.") and "." not in k[len(f"opt.{n}.") :]
-        }
-        for k, v in st["optimizer_scalars"].get(n, {}).items():
-            s[k] = torch.tensor(v)
-        if s:
-            opt.state[p] = s
+    trainable = {n: p for n, p in params.items() if p.requires_grad}
+    restore_optimizer_state(opt, trainable, tensors, st["optimizer_scalars"])
     state = MetaState(**st["meta_state"])
     for g in opt.param_groups:
         g["lr"] = state.outer_lr

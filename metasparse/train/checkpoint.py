@@ -73,3 +73,42 @@ def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     if want != got:
         raise CheckpointError(f"{tensors_path}: sha256 {got} differs from the stored {want}: truncated or altered")
     return load_file(str(tensors_path)), state
+
+
+def optimizer_state(
+    opt: torch.optim.Optimizer, named_params: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, float]]]:
+    """Split an optimiser's per-parameter state into tensors (``opt.<param>.<field>``) and JSON scalars.
+
+    Args:
+        opt: the optimiser.
+        named_params: name -> parameter, for the parameters the optimiser holds.
+    """
+    names = {id(p): n for n, p in named_params.items()}
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, float]] = {}
+    for p, st in opt.state.items():
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.ndim > 0:
+                tensors[f"opt.{names[id(p)]}.{k}"] = v
+            else:
+                scalars.setdefault(names[id(p)], {})[k] = float(v)
+    return tensors, scalars
+
+
+def restore_optimizer_state(
+    opt: torch.optim.Optimizer,
+    named_params: dict[str, torch.Tensor],
+    tensors: dict[str, torch.Tensor],
+    scalars: dict[str, dict[str, float]],
+) -> None:
+    """Inverse of :func:`optimizer_state`: replace ``opt``'s state with the saved one."""
+    opt.state.clear()
+    for n, p in named_params.items():
+        prefix = f"opt.{n}."
+        st: dict[str, torch.Tensor] = {
+            k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix) and "." not in k[len(prefix) :]
+        }
+        st.update({k: torch.tensor(v) for k, v in scalars.get(n, {}).items()})
+        if st:
+            opt.state[p] = st

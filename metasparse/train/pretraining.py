@@ -30,7 +30,12 @@ from metasparse.io import atomic_write
 from metasparse.model.encoder import Decision, EncoderSpec, GatedEncoder
 from metasparse.model.features import IGNORE_INDEX
 from metasparse.model.patterns import PatternSpec
-from metasparse.train.checkpoint import load_checkpoint, save_checkpoint
+from metasparse.train.checkpoint import (
+    load_checkpoint,
+    optimizer_state,
+    restore_optimizer_state,
+    save_checkpoint,
+)
 from metasparse.train.corpus import EncodedCorpus
 from metasparse.train.evaluate import evaluate
 from metasparse.train.metrics import AccuracyTable
@@ -185,7 +190,7 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
     if partial.exists():
         tensors, state = load_checkpoint(partial)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        _load_optimizer(opt, model, tensors, state["optimizer"])
+        restore_optimizer_state(opt, dict(model.named_parameters()), tensors, state["optimizer"])
         start = state["step"]
         log.info("resuming pretraining from step %d/%d (%s)", start, total, partial)
 
@@ -253,31 +258,9 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
 
 
 def _save_partial(folder: Path, model, opt, step: int, total: int) -> None:
-    names = {id(x): n for n, x in model.named_parameters()}
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    opt_state = {}
-    for x, st in opt.state.items():
-        n = names[id(x)]
-        for k, v in st.items():
-            if torch.is_tensor(v) and v.ndim > 0:
-                tensors[f"opt.{n}.{k}"] = v
-            else:
-                opt_state.setdefault(n, {})[k] = float(v)
-    save_checkpoint(folder, tensors, {"step": step, "total": total, "optimizer": opt_state})
-
-
-def _load_optimizer(opt, model, tensors: dict, scalars: dict) -> None:
-    params = dict(model.named_parameters())
-    for n, x in params.items():
-        st = {
-            k.split(".")[-1]: v
-            for k, v in tensors.items()
-            if k.startswith(f"opt.{n}.") and k.count(".") == n.count(".") + 2
-        }
-        for k, v in scalars.get(n, {}).items():
-            st[k] = torch.tensor(v)
-        if st:
-            opt.state[x] = st
+    opt_tensors, opt_scalars = optimizer_state(opt, dict(model.named_parameters()))
+    tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **opt_tensors}
+    save_checkpoint(folder, tensors, {"step": step, "total": total, "optimizer": opt_scalars})
 
 
 def _final_metrics(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, spec: EncoderSpec) -> dict:

@@ -57,7 +57,7 @@ class DataBundle:
 
 def held_out(cfg: MetaTrainConfig | PretrainConfig) -> tuple[list[str], list[str]]:
     """Domains and languages the config holds out."""
-    return ([cfg.domain.name] if cfg.domain else []), ([cfg.language.code] if cfg.language else [])
+    return ([cfg.domain.name] if cfg.domain else []), ([cfg.language.code, *cfg.language.also] if cfg.language else [])
 
 
 def prepare(cfg: MetaTrainConfig | PretrainConfig, task_names: list[str] | None = None) -> DataBundle:

@@ -60,6 +60,9 @@ class GatedBlock(nn.Module):
         """Run ``x`` ``[B, T, d]`` under one pattern with sliced weights."""
         if p.skip:
             return x
+        if p.heads == 0:  # static pruning can remove every head of a layer but keep some FFN groups
+            with region("ffn"):
+                return self._ffn_sliced(x, mask, p, token_scores)
         B, T, _ = x.shape
         n = p.heads * self.d_head
         with region("attention"):
@@ -69,6 +72,8 @@ class GatedBlock(nn.Module):
             v = self.out_prefix("v", h, n).view(B, T, p.heads, self.d_head).transpose(1, 2)
             ctx = attend(q, k, v, mask, p.topk).transpose(1, 2).reshape(B * T, n)
             x = x + self.drop(self.in_prefix("o", ctx, n).view(B, T, -1))
+        if p.groups == 0:
+            return x
         with region("ffn"):
             return self._ffn_sliced(x, mask, p, token_scores)
 
@@ -161,3 +166,25 @@ class GatedBlock(nn.Module):
             tok_alive = tok_alive + wt
         y = (a * m) @ self.w2_weight + self.w2_bias * tok_alive[:, :, None]
         return x + self.drop(y)
+
+    # ----- one gate per head and per FFN group, the same for every input (static baselines) ------
+    def forward_unit_gated(
+        self, x: torch.Tensor, mask: torch.Tensor, head_gate: torch.Tensor, group_gate: torch.Tensor
+    ) -> torch.Tensor:
+        """Dense computation with each head's context scaled by ``head_gate[h]`` and each FFN group's
+        activations by ``group_gate[g]``. Gates of ones give the dense block; gradients with respect to
+        the gates are Michel et al.'s head importance, and L0 training samples them from hard-concrete
+        distributions."""
+        B, T, _ = x.shape
+        H, dh = self.n_heads, self.d_head
+        h = self.ln1(x)
+        q = self.q(h).view(B, T, H, dh).transpose(1, 2)
+        k = self.k(h).view(B, T, H, dh).transpose(1, 2)
+        v = self.v(h).view(B, T, H, dh).transpose(1, 2)
+        ctx = attend(q, k, v, mask, None) * head_gate.view(1, H, 1, 1)
+        any_head = (head_gate != 0).any().to(x.dtype)  # a layer with no head left drops the output bias too
+        x = x + self.drop(ctx.transpose(1, 2).reshape(B, T, H * dh) @ self.o_weight + self.o_bias * any_head)
+        a = F.gelu(self.w1(self.ln2(x)))
+        a = a * group_gate.repeat_interleave(self.group_size).view(1, 1, -1)
+        any_group = (group_gate != 0).any().to(x.dtype)
+        return x + self.drop(a @ self.w2_weight + self.w2_bias * any_group)

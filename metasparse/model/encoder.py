@@ -141,6 +141,15 @@ class GatedEncoder(nn.Module):
         x = x + self.pos_emb(torch.arange(T))[None]
         return self.emb_drop(self.emb_ln(x))
 
+    def forward_with(self, batch: Batch, layer: Callable[[int, GatedBlock, torch.Tensor, torch.Tensor], torch.Tensor]):
+        """Embed, run block ``i`` as ``layer(i, block, x, mask)``, then the heads: the hook static and
+        training-free baselines use to run the same weights their own way."""
+        x, mask = self.embed(batch), batch.word_mask
+        for i, block in enumerate(self.blocks):
+            x = layer(i, block, x, mask)
+        h = self.final_ln(x)
+        return EncoderOutput({t: head(h) for t, head in self.heads.items()}, h, [None] * len(self.blocks))
+
     def forward(
         self,
         batch: Batch,

@@ -51,6 +51,22 @@ class EncodedCorpus:
         ]
         return cls(np.asarray(rows, dtype=np.int64), items, labels, data["lang"], cells)
 
+    @classmethod
+    def from_words(
+        cls,
+        words: Sequence[Sequence[str]],
+        tags: dict[str, Sequence[Sequence[str]]],
+        langs: Sequence[str],
+        cells: Sequence[str],
+        tokenizer: SubwordTokenizer,
+        tasks: dict[str, Task],
+        suffix_buckets: int,
+    ) -> EncodedCorpus:
+        """A corpus of sentences that are not dataset rows (stress inputs); ``tags`` is keyed by column."""
+        items = [encode_sentence(w, tokenizer, suffix_buckets) for w in words]
+        labels = {name: [t.encode(seq) for seq in tags[t.column]] for name, t in tasks.items()}
+        return cls(np.full(len(items), -1, dtype=np.int64), items, labels, list(langs), list(cells))
+
     def __len__(self) -> int:
         return len(self.items)
 

@@ -1,0 +1,67 @@
+"""Random per-input decisions at a FLOPs budget: each layer of each sentence draws a codebook pattern
+from one fixed distribution, tilted toward cheap or wide patterns so that expected FLOPs meet the
+target. The draw is seeded by the sentence itself, so a sentence gets the same decisions in any batch."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import torch
+
+from metasparse.baselines.methods import PolicyMethod
+from metasparse.control.budget import pattern_flops_table
+from metasparse.model.encoder import Decision, GatedEncoder
+from metasparse.model.flops import dense_flops, heads_flops
+from metasparse.train.corpus import EncodedCorpus
+
+
+def pattern_probs(model: GatedEncoder, lengths, target: float, *, iters: int = 40) -> np.ndarray:
+    """``softmax(c * flops_share)`` over the codebook with ``c`` bisected so that expected FLOPs on
+    sentences of ``lengths`` equal ``target``."""
+    lengths = torch.as_tensor(np.asarray(lengths))
+    table = pattern_flops_table(model, lengths).double()  # [N, P] one block
+    dense = sum(dense_flops(model.spec, int(n)) for n in lengths.tolist())
+    fixed = sum(heads_flops(model.spec, int(n)) for n in lengths.tolist())
+    share = table.sum(0) / table.sum(0).max()
+
+    def frac(c: float) -> float:
+        p = torch.softmax(c * share, 0)
+        return float((model.spec.layers * (table * p).sum() + fixed) / dense)
+
+    lo, hi = -60.0, 60.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if frac(mid) < target else (lo, mid)
+    return torch.softmax(lo * share, 0).numpy()
+
+
+def sentence_keys(batch) -> list[int]:
+    """A stable integer per sentence of ``batch`` (its word-form hashes), independent of padding."""
+    return [zlib.crc32(row[: int(n)].numpy().tobytes()) for row, n in zip(batch.word_hash, batch.lengths, strict=True)]
+
+
+def random_policy(model: GatedEncoder, probs: np.ndarray, keys: list[int], seed: int = 0):
+    """A policy drawing each layer's pattern from ``probs``, seeded by (seed, layer, sentence key)."""
+    routed = any(p.tokens < 1.0 for p in model.codebook)
+
+    def decide(layer: int, x: torch.Tensor, mask: torch.Tensor) -> Decision:
+        levels = [int(np.random.default_rng([seed, layer, k]).choice(len(probs), p=probs)) for k in keys]
+        return Decision(token_scores=model.token_uncertainty(x) if routed else None, hard_levels=torch.tensor(levels))
+
+    return decide
+
+
+class RandomMethod(PolicyMethod):
+    """Random per-input decisions (see the module docstring)."""
+
+    def __init__(self, model: GatedEncoder, probs: np.ndarray, seed: int = 0) -> None:
+        self.probs, self.seed = probs, seed
+        super().__init__(model, None, lambda n: 0, "random")
+
+    def forward(self, batch):
+        return self.model(batch, random_policy(self.model, self.probs, sentence_keys(batch), self.seed))
+
+
+def random_calibrated(model: GatedEncoder, calib: EncodedCorpus, target: float, seed: int = 0) -> RandomMethod:
+    return RandomMethod(model, pattern_probs(model, calib.lengths(), target), seed)

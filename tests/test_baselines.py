@@ -1,0 +1,180 @@
+"""Baselines on the tiny model: each runs through the shared harness and meets its FLOPs budget; the
+static path computes what its masks say; unit reordering leaves the dense function unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metasparse.baselines.controllers import trained_controller
+from metasparse.baselines.importance import importance_pruned, unit_importance
+from metasparse.baselines.l0 import l0_pruned, prob_nonzero, sample_gates
+from metasparse.baselines.methods import Dense, controlled
+from metasparse.baselines.random_policy import random_calibrated
+from metasparse.baselines.teal import teal_calibrated
+from metasparse.baselines.units import KeptUnits, UnitCosts, prune_to_budget, reorder_units
+from metasparse.model.encoder import EncoderSpec, GatedEncoder
+from metasparse.model.patterns import Pattern
+from metasparse.protocol.scores import score
+from metasparse.train.corpus import EncodedCorpus
+from tests.model_utils import random_batch, tiny_model
+
+BUDGET_TOLERANCE = 0.02
+
+
+@pytest.fixture(scope="module")
+def small_setup(ud_dataset, cell_index):
+    """A tiny encoder briefly fitted to Finnish UPOS/DEPREL, and train/calibration corpora."""
+    from metasparse.data.tokenizer import TokenizerSettings, train_tokenizer
+    from metasparse.tasks import load_task
+
+    rows = sorted(int(r) for c in cell_index.cells if c.lang == "fi" for r in cell_index.rows(c, "train"))
+    words = ud_dataset["words"]
+    tok, _ = train_tokenizer({"fi": [words[i] for i in rows]}, TokenizerSettings(vocab_size=1000))
+    tasks = {"upos": load_task("upos"), "deprel": load_task("deprel")}
+    train = EncodedCorpus.build(ud_dataset, rows[:400], tok, tasks, 64)
+    calib = EncodedCorpus.build(ud_dataset, rows[400:600], tok, tasks, 64)
+    torch.manual_seed(0)
+    model = GatedEncoder(
+        EncoderSpec(
+            vocab_size=tok.vocab_size,
+            tasks={"upos": 17, "deprel": 37},
+            word_buckets=tok.hash_buckets,
+            suffix_buckets=64,
+            layers=3,
+            d_model=32,
+            heads=8,
+            d_ffn=64,
+            ffn_groups=8,
+            dropout=0.0,
+        )
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    from metasparse.baselines.importance import task_loss
+
+    for idx in train.batches(512, shuffle=True, seed=0)[:30]:
+        b = train.batch(idx)
+        loss = task_loss(model(b).logits, b.labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), train, calib
+
+
+def test_reordering_units_keeps_the_dense_function():
+    model = tiny_model()
+    kept = KeptUnits([[2, 0], [3, 1, 0], [1]], [[3], [0, 2], [1, 2, 3]])
+    other = reorder_units(model, kept)
+    b = random_batch([5, 3, 7])
+    for t in model.heads:
+        torch.testing.assert_close(other(b).logits[t], model(b).logits[t], atol=1e-5, rtol=1e-5)
+
+
+def test_static_prefix_equals_gating_the_pruned_units_off():
+    model = tiny_model()
+    kept = KeptUnits([[2, 0], [3, 1, 0], []], [[3], [0, 2], [1, 2]])
+    pruned = reorder_units(model, kept)
+    b = random_batch([6, 4])
+    sliced = pruned.forward_with(b, lambda i, blk, x, m: blk.forward_sliced(x, m, kept.patterns()[i], None))
+    gates = [
+        (torch.tensor([float(h in kh) for h in range(4)]), torch.tensor([float(g in kg) for g in range(4)]))
+        for kh, kg in zip(kept.heads, kept.groups, strict=True)
+    ]
+    masked = model.forward_with(b, lambda i, blk, x, m: blk.forward_unit_gated(x, m, *gates[i]))
+    for t in model.heads:
+        torch.testing.assert_close(
+            sliced.logits[t] * b.word_mask[..., None], masked.logits[t] * b.word_mask[..., None], atol=1e-5, rtol=1e-5
+        )
+
+
+def test_prune_to_budget_by_hand():
+    # 1 layer, 2 heads costing 10 each, 2 groups costing 20 each, 10 fixed, dense 100: fraction =
+    # (10 heads + 20 groups + 10) / 100.
+    costs = UnitCosts(head=10.0, group=20.0, fixed=10.0, dense=100.0)
+    heads = torch.tensor([[5.0, 1.0]])  # per FLOP: 0.5, 0.1
+    groups = torch.tensor([[4.0, 30.0]])  # per FLOP: 0.2, 1.5
+    kept = prune_to_budget(heads, groups, costs, target=0.5)
+    # remove head 1 (0.1): 0.6; remove group 0 (0.2): 0.4; put back the best removed unit that fits:
+    # group 0 would give 0.6 (no), head 1 gives 0.5 (yes).
+    assert kept.heads == [[0, 1]] and kept.groups == [[1]]
+    assert costs.fraction([2], [1]) == pytest.approx(0.5)
+    raw = prune_to_budget(heads, groups, costs, target=0.3, per_flop=False)  # raw order: h1, g0, h0, g1
+    # remove h1 (0.6), g0 (0.4), h0 (0.3); put back g0? 0.5 no; h0? 0.4 no; h1? 0.4 no
+    assert raw.heads == [[]] and raw.groups == [[1]]
+
+
+def test_hard_concrete_gates_are_exact_zeros_and_ones_at_the_extremes():
+    torch.manual_seed(0)
+    on, off = sample_gates(torch.full((1000,), 8.0)), sample_gates(torch.full((1000,), -8.0))
+    assert (on == 1).float().mean() > 0.95 and (off == 0).float().mean() > 0.95
+    assert float(prob_nonzero(torch.tensor(8.0))) > 0.99 > 0.01 > float(prob_nonzero(torch.tensor(-8.0)))
+
+
+def test_michel_importance_ranks_a_silenced_head_last():
+    model = tiny_model()
+    with torch.no_grad():  # head 3 of layer 0 contributes nothing: its output projection rows are zero
+        model.blocks[0].o_weight[3 * 8 : 4 * 8].zero_()
+    from metasparse.model.features import IGNORE_INDEX  # noqa: F401
+
+    class Corpus:  # the minimum unit_importance needs
+        def __init__(self, b):
+            self.b = b
+
+        def batches(self, *a, **k):
+            return [[0]]
+
+        def batch(self, idx):
+            return self.b
+
+    b = random_batch([6, 5])
+    b.labels = {"upos": torch.randint(0, 17, b.word_mask.shape) * b.word_mask - 100 * (~b.word_mask)}
+    head_imp, group_imp = unit_importance(model, Corpus(b))
+    assert head_imp.shape == (3, 4) and group_imp.shape == (3, 4)
+    assert float(head_imp[0, 3]) == 0.0 and float(head_imp[0, :3].min()) > 0.0
+
+
+@pytest.mark.parametrize("method", ["importance", "l0", "teal", "random", "multitask"])
+def test_every_baseline_runs_and_meets_its_budget(small_setup, method):
+    model, train, calib = small_setup
+    target = 0.5
+    if method == "importance":
+        m = importance_pruned(model, calib, target)
+    elif method == "l0":
+        m = l0_pruned(model, train, calib, target, steps=20, max_words=512)
+    elif method == "teal":
+        m = teal_calibrated(model, calib, target)
+    elif method == "random":
+        m = random_calibrated(model, calib, target)
+    else:
+        m = controlled(model, trained_controller(model, train, calib, target, steps=60, max_words=512), "multitask")
+    s = score(m, calib)
+    assert abs(s.flops_fraction - target) <= BUDGET_TOLERANCE, (method, s.flops_fraction)
+    assert 0.0 < s.accuracy["upos"] <= 1.0 and set(s.macro_f1) == {"upos", "deprel"}
+    assert all(p.requires_grad for p in model.parameters())  # training a baseline leaves the backbone as it was
+
+
+def test_dense_method_scores_the_same_as_the_model(small_setup):
+    model, _, calib = small_setup
+    s = score(Dense(model), calib)
+    b = calib.batch(list(range(len(calib))))
+    pred = model(b).logits["upos"].argmax(-1)
+    hit = ((pred == b.labels["upos"]) & b.word_mask).sum() / b.word_mask.sum()
+    assert s.accuracy["upos"] == pytest.approx(float(hit))
+    assert s.flops_fraction == pytest.approx(1.0)
+
+
+def test_random_decisions_depend_on_the_sentence_not_the_batch(small_setup):
+    model, _, calib = small_setup
+    m = random_calibrated(model, calib, 0.5)
+    alone = m(calib.batch([3])).levels[0]
+    together = m(calib.batch([0, 1, 2, 3])).levels[3]
+    assert alone.tolist() == together.tolist()
+    assert np.isclose(m.probs.sum(), 1.0)
+
+
+def test_static_patterns_may_drop_all_heads_of_a_layer():
+    model = tiny_model()
+    b = random_batch([4, 2])
+    out = model.forward_with(b, lambda i, blk, x, m: blk.forward_sliced(x, m, Pattern(0, 2), None))
+    assert torch.isfinite(out.logits["upos"]).all()

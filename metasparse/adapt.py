@@ -17,48 +17,25 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from metasparse.config import AdaptRunConfig, MetaTrainConfig
+from metasparse.config import AdaptRunConfig
 from metasparse.io import atomic_write
 
 log = logging.getLogger(__name__)
 
 
-def load_run_config(run_dir: Path) -> MetaTrainConfig:
-    """The resolved config a meta_train run was started with (its ``.hydra/config.yaml``)."""
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"run_dir={run_dir}: no {path.relative_to(run_dir)}; is this a meta_train run dir?")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(MetaTrainConfig), OmegaConf.load(path)))
-
-
 def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     """Adapt and write ``adapt_metrics.json`` (``curve``, ``final_acc``, ``final_flops``) into ``out_dir``."""
     import numpy as np
-    import torch
 
-    from metasparse.control.controller import Controller, ControllerSpec
-    from metasparse.data.prepare import prepare
     from metasparse.data.ud import load_folder
     from metasparse.meta.evaluation import adapt_and_score
-    from metasparse.meta.outer import EpisodeData, build_algorithm
-    from metasparse.meta.system import GatedSystem
-    from metasparse.train.checkpoint import load_checkpoint
-    from metasparse.train.pretraining import pretrain
+    from metasparse.meta.load import load_run
+    from metasparse.meta.outer import EpisodeData
 
     run_dir = Path(cfg.run_dir)
-    mcfg = load_run_config(run_dir)
-    bundle = prepare(mcfg)  # the run's tokenizer and backbone come from the cache
-    backbone, _, _ = pretrain(mcfg, bundle)
-    c = mcfg.controller
-    system = GatedSystem(
-        backbone, Controller(backbone, ControllerSpec(c.hidden, c.uncertainty_task, c.token_router, c.placement))
-    )
-    tensors, _ = load_checkpoint(run_dir / "ckpt" / "final")
-    params = dict(system.controller.named_parameters())
-    with torch.no_grad():
-        for k, v in tensors.items():
-            params[k.removeprefix("param.")].copy_(v)
-    algo = build_algorithm(system, mcfg)
+    loaded = load_run(run_dir)
+    mcfg, bundle, system, algo = loaded.cfg, loaded.bundle, loaded.system, loaded.algo
+    backbone = system.backbone
 
     t = cfg.target
     ds = load_folder(

@@ -433,12 +433,70 @@ class AdaptRunConfig:
         _require(self.shots >= 1, "shots", ">= 1", self.shots)
 
 
+@dataclass
+class LatencyOptions:
+    """Timing settings: batch sizes, sentences per round, timed rounds (all methods interleaved), threads."""
+
+    batch_sizes: List[int] = field(default_factory=lambda: [1, 32])  # noqa: UP006
+    sentences: int = 64
+    repeats: int = 10
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        _require(all(b >= 1 for b in self.batch_sizes), "latency.batch_sizes", "sizes >= 1", self.batch_sizes)
+        _require(self.repeats >= 3, "latency.repeats", ">= 3", self.repeats)
+        _require(self.sentences >= 1, "latency.sentences", ">= 1", self.sentences)
+
+
+EVAL_METHODS = ("dense", "meta", "multitask", "importance", "l0", "teal", "random")
+
+
+@dataclass
+class EvaluateConfig:
+    """Schema of ``conf/evaluate.yaml``: the evaluation protocol for one run and one or more methods.
+
+    Attributes:
+        run_dir: a finished meta_train run.
+        methods: which methods (``all`` for every one).
+        budget: FLOPs budget (null: the run's ``budget.target``).
+        test_sentences: source test sentences scored (null: all).
+        target_test_sentences: per target cell (null: all).
+        stress_sentences: source test sentences the stress inputs are built from.
+        consistency_sentences: sentences compared at batch 1 and batch 32.
+        quick: a reduced protocol for tests.
+        out: also write the JSON result here.
+        seed: fixes sentence samples and baseline training.
+    """
+
+    run_dir: str = MISSING
+    methods: List[str] = field(default_factory=lambda: ["meta"])  # noqa: UP006
+    budget: Optional[float] = None  # noqa: UP045
+    test_sentences: Optional[int] = 2000  # noqa: UP045
+    target_test_sentences: Optional[int] = None  # noqa: UP045
+    stress_sentences: int = 300
+    consistency_sentences: int = 64
+    latency: LatencyOptions = field(default_factory=LatencyOptions)
+    quick: bool = False
+    out: Optional[str] = None  # noqa: UP045
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in (*EVAL_METHODS, "all")]
+        _require(not bad, "methods", f"a list of: {', '.join(EVAL_METHODS)}, or [all]", self.methods)
+        _require(self.budget is None or 0 < self.budget <= 1, "budget", "(0, 1] or null", self.budget)
+        _require(self.stress_sentences >= 1, "stress_sentences", ">= 1", self.stress_sentences)
+
+    def method_names(self) -> list[str]:
+        return list(EVAL_METHODS) if "all" in self.methods else list(dict.fromkeys(["dense", *self.methods]))
+
+
 def register_configs() -> None:
     """Store the schemas under the names the YAML defaults lists use."""
     cs = ConfigStore.instance()
     cs.store(name="meta_train_schema", node=MetaTrainConfig)
     cs.store(name="pretrain_schema", node=PretrainConfig)
     cs.store(name="bench_speed_schema", node=SpeedBenchConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="adapt_schema", node=AdaptRunConfig)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="domain", name="schema", node=DomainConfig)

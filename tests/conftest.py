@@ -56,3 +56,28 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, _isolated_env) -> Path:
+    """One ``meta_train experiment=smoke +domain=legal`` run through the real CLI, shared by the tests that
+    read a run folder (evaluate, bench.transfer, diagnose, monitor, the notebook)."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metasparse.meta_train",
+            "experiment=smoke",
+            "+domain=legal",
+            f"hydra.run.dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    return run_dir

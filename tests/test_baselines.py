@@ -139,7 +139,7 @@ def test_every_baseline_runs_and_meets_its_budget(small_setup, method):
     model, train, calib = small_setup
     target = 0.5
     if method == "importance":
-        m = importance_pruned(model, calib, target)
+        m = importance_pruned(model, train, calib, target)
     elif method == "l0":
         m = l0_pruned(model, train, calib, target, steps=20, max_words=512)
     elif method == "teal":

@@ -36,22 +36,8 @@ def _cfg(*extra):
 
 
 @pytest.mark.slow
-def test_smoke_cli_then_adapt_on_a_folder_outside_the_registry(tmp_path, shared_ud):
-    run_dir = tmp_path / "run"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "metasparse.meta_train",
-            "experiment=smoke",
-            "+domain=legal",
-            f"hydra.run.dir={run_dir}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert res.returncode == 0, res.stderr[-4000:]
+def test_smoke_cli_then_adapt_on_a_folder_outside_the_registry(tmp_path, shared_ud, smoke_run):
+    run_dir = smoke_run
     m = json.loads((run_dir / "metrics.json").read_text())
     assert sorted(m["targets"]) == LEGAL  # every legal cell adapted and evaluated, also in the smoke run
     for entry in m["targets"].values():

@@ -50,8 +50,8 @@ def unit_importance(
     return head_imp / len(batches), group_imp / len(batches)
 
 
-def importance_pruned(model: GatedEncoder, calib: EncodedCorpus, target: float) -> StaticMethod:
-    """The backbone pruned to ``target`` FLOPs by unit importance measured on ``calib``."""
-    head_imp, group_imp = unit_importance(model, calib)
+def importance_pruned(model: GatedEncoder, train: EncodedCorpus, calib: EncodedCorpus, target: float) -> StaticMethod:
+    """The backbone pruned to ``target`` FLOPs (on ``calib``'s lengths) by unit importance measured on ``train``."""
+    head_imp, group_imp = unit_importance(model, train)
     kept = prune_to_budget(head_imp, group_imp, UnitCosts.of(model, calib.lengths()), target)
     return StaticMethod(reorder_units(model, kept), kept.patterns(), "importance")

@@ -41,13 +41,17 @@ def sentence_keys(batch) -> list[int]:
     return [zlib.crc32(row[: int(n)].numpy().tobytes()) for row, n in zip(batch.word_hash, batch.lengths, strict=True)]
 
 
-def random_policy(model: GatedEncoder, probs: np.ndarray, keys: list[int], seed: int = 0):
-    """A policy drawing each layer's pattern from ``probs``, seeded by (seed, layer, sentence key)."""
+def random_levels(probs: np.ndarray, keys: list[int], layers: int, seed: int = 0) -> torch.Tensor:
+    """``[B, layers]`` pattern draws, one generator per (seed, sentence key)."""
+    return torch.tensor(np.stack([np.random.default_rng([seed, k]).choice(len(probs), layers, p=probs) for k in keys]))
+
+
+def random_policy(model: GatedEncoder, levels: torch.Tensor):
+    """A policy that plays back pre-drawn ``levels`` ``[B, layers]``."""
     routed = any(p.tokens < 1.0 for p in model.codebook)
 
     def decide(layer: int, x: torch.Tensor, mask: torch.Tensor) -> Decision:
-        levels = [int(np.random.default_rng([seed, layer, k]).choice(len(probs), p=probs)) for k in keys]
-        return Decision(token_scores=model.token_uncertainty(x) if routed else None, hard_levels=torch.tensor(levels))
+        return Decision(token_scores=model.token_uncertainty(x) if routed else None, hard_levels=levels[:, layer])
 
     return decide
 
@@ -60,7 +64,8 @@ class RandomMethod(PolicyMethod):
         super().__init__(model, None, lambda n: 0, "random")
 
     def forward(self, batch):
-        return self.model(batch, random_policy(self.model, self.probs, sentence_keys(batch), self.seed))
+        levels = random_levels(self.probs, sentence_keys(batch), self.model.spec.layers, self.seed)
+        return self.model(batch, random_policy(self.model, levels))
 
 
 def random_calibrated(model: GatedEncoder, calib: EncodedCorpus, target: float, seed: int = 0) -> RandomMethod:

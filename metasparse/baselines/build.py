@@ -1,0 +1,92 @@
+"""Build any method for a meta_train run at a FLOPs budget, on the same source sentences for all.
+
+Learned baselines (L0 gates, multitask controller) train on two thirds of the source cells' dev split,
+and every method meets its budget on the other third: the backbone has nearly memorised the source
+train split, so sentences from it would teach that every input is easy. Evaluation uses source test.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+
+from metasparse.baselines.controllers import trained_controller
+from metasparse.baselines.importance import importance_pruned
+from metasparse.baselines.l0 import l0_pruned
+from metasparse.baselines.methods import Dense, Method, controlled
+from metasparse.baselines.random_policy import random_calibrated
+from metasparse.baselines.teal import teal_calibrated
+from metasparse.control.controller import ControllerSpec
+from metasparse.control.train import calibrate_bias
+from metasparse.meta.load import LoadedRun
+from metasparse.train.corpus import EncodedCorpus
+
+METHODS = ("dense", "meta", "multitask", "importance", "l0", "teal", "random")
+FAMILIES = {
+    "dense": "dense",
+    "meta": "per-input",
+    "multitask": "per-input",
+    "scratch": "per-input",
+    "random": "per-input",
+    "importance": "static",
+    "l0": "static",
+    "teal": "training-free",
+}
+
+
+@dataclass
+class SourceSplits:
+    """Encoded source sentences: ``train`` (learned baselines), ``calib`` (budgets), ``test`` (scores)."""
+
+    train: EncodedCorpus
+    calib: EncodedCorpus
+    test: EncodedCorpus
+
+
+def source_splits(run: LoadedRun, *, test_sentences: int | None = 2000, calib_sentences: int = 1500, seed: int = 0):
+    """Deterministic source splits for ``run`` (a function of ``seed``)."""
+    b, idx = run.bundle, run.bundle.index
+    sb = run.system.backbone.spec.suffix_buckets
+    rng = np.random.default_rng([seed, 5])
+    dev = rng.permutation(sorted(int(r) for c in b.sources for r in idx.rows(c, "dev"))).tolist()
+    cut = len(dev) * 2 // 3
+    calib = sorted(dev[cut:])[:calib_sentences] if calib_sentences else sorted(dev[cut:])
+    test = sorted(int(r) for c in b.sources for r in idx.rows(c, "test"))
+    if test_sentences and len(test) > test_sentences:
+        test = sorted(rng.choice(test, test_sentences, replace=False).tolist())
+    build = lambda rows: EncodedCorpus.build(b.dataset, rows, b.tokenizer, b.tasks, sb)  # noqa: E731
+    return SourceSplits(build(sorted(dev[:cut])), build(calib), build(test))
+
+
+def build_method(
+    name: str, run: LoadedRun, splits: SourceSplits, budget: float, *, quick: bool = False, seed: int = 0
+) -> Method:
+    """``name`` (one of :data:`METHODS`) for ``run``'s backbone at ``budget``.
+
+    The meta-learned controller is the run's own, its bias re-calibrated on ``splits.calib`` so that it
+    meets ``budget`` on the same sentences as every other method.
+    """
+    model = run.system.backbone
+    steps = 30 if quick else 300
+    if name == "dense":
+        return Dense(model)
+    if name == "meta":
+        ctrl = copy.deepcopy(run.system.controller)
+        calibrate_bias(model, ctrl, splits.calib, budget)
+        return controlled(model, ctrl, "meta")
+    if name == "multitask":
+        c = run.cfg.controller
+        spec = ControllerSpec(c.hidden, c.uncertainty_task, c.token_router, c.placement)
+        ctrl = trained_controller(model, splits.train, splits.calib, budget, spec=spec, steps=steps, seed=seed)
+        return controlled(model, ctrl, "multitask")
+    if name == "importance":
+        return importance_pruned(model, splits.train, splits.calib, budget)
+    if name == "l0":
+        return l0_pruned(model, splits.train, splits.calib, budget, steps=steps, seed=seed)
+    if name == "teal":
+        return teal_calibrated(model, splits.calib, budget)
+    if name == "random":
+        return random_calibrated(model, splits.calib, budget, seed)
+    raise ValueError(f"method={name!r}; allowed: {', '.join(METHODS)}")

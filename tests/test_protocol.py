@@ -1,0 +1,124 @@
+"""The evaluation protocol: metrics on a hand-checked example, batch-size consistency (and that the check
+can fail), the stress transforms, and the evaluate CLI on the smoke run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from metasparse.baselines.methods import Dense, Method
+from metasparse.model.encoder import EncoderOutput
+from metasparse.model.features import EncodedSentence
+from metasparse.protocol.consistency import batch_consistency
+from metasparse.protocol.scores import score
+from metasparse.protocol.stress import add_noise, concatenate
+from metasparse.train.corpus import EncodedCorpus
+from tests.model_utils import tiny_model
+
+
+def _corpus(labels: list[list[int]], cells: list[str]) -> EncodedCorpus:
+    items = [EncodedSentence([5] * len(x), list(range(len(x))), [7] * len(x), [[1, 2, 3]] * len(x)) for x in labels]
+    return EncodedCorpus(np.arange(len(items)), items, {"upos": labels}, [c[:2] for c in cells], cells)
+
+
+class Scripted(Method):
+    """Predicts a fixed label sequence per sentence (looked up by its length here) and spends half the FLOPs."""
+
+    name = "scripted"
+
+    def __init__(self, model, preds_by_len):
+        self.model, self.preds = model, preds_by_len
+
+    def forward(self, batch):
+        B, T = batch.word_mask.shape
+        logits = torch.full((B, T, 17), -10.0)
+        for b, n in enumerate(batch.lengths.tolist()):
+            for i, lab in enumerate(self.preds[n]):
+                logits[b, i, lab] = 10.0
+        return EncoderOutput({"upos": logits}, torch.zeros(B, T, 1), [None])
+
+    def flops(self, batch, out):
+        return [0.5 * f for f in Dense.flops(self, batch, out)]
+
+
+def test_scores_by_hand():
+    # sentence A (cell x): gold [0, 1, 1], predicted [0, 1, 2]; sentence B (cell y): gold [2, 2], predicted [2, 0]
+    corpus = _corpus([[0, 1, 1], [2, 2]], ["aa/x/T", "bb/y/T"])
+    s = score(Scripted(tiny_model(), {3: [0, 1, 2], 2: [2, 0]}), corpus)
+    assert s.accuracy["upos"] == pytest.approx(3 / 5)
+    assert s.macro_cells["upos"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    # per label: 0: tp 1, fp 1, fn 0 -> F1 2/3; 1: tp 1, fp 0, fn 1 -> 2/3; 2: tp 1, fp 1, fn 1 -> 1/2
+    assert s.macro_f1["upos"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert s.flops_fraction == pytest.approx(0.5)
+    assert s.predictions["upos"] == [[0, 1, 2], [2, 0]] and s.words == 5
+
+
+class BatchDependent(Dense):
+    """A broken method whose labels depend on the batch size (what the consistency check must catch)."""
+
+    def forward(self, batch):
+        out = self.model(batch)
+        if batch.size > 1:
+            out.logits["upos"] = out.logits["upos"].flip(-1)
+        return out
+
+
+def test_batch_consistency_passes_for_dense_and_catches_a_batch_dependent_method():
+    corpus = _corpus([[1] * n for n in (3, 5, 2, 7, 4, 6)], ["aa/x/T"] * 6)
+    model = tiny_model()
+    ok = batch_consistency(Dense(model), corpus, big=4, limit=6)
+    assert ok.same_predictions == 1.0 and ok.same_decisions is None and ok.mismatched == []
+    bad = batch_consistency(BatchDependent(model), corpus, big=4, limit=6)
+    assert bad.same_predictions < 1.0 and bad.mismatched
+
+
+def test_noise_keeps_words_and_script_and_is_seeded():
+    words = ["Kissa", "istuu", "puussa", "."]
+    assert add_noise(words, 0.0, np.random.default_rng(0)) == words
+    noisy = add_noise(words, 0.3, np.random.default_rng(0))
+    assert len(noisy) == len(words) and all(noisy) and noisy != words
+    assert set("".join(noisy)) <= set("".join(words))
+    assert noisy == add_noise(words, 0.3, np.random.default_rng(0))
+    rate = np.mean([add_noise(["abcdefghij"], 0.1, np.random.default_rng(s))[0] != "abcdefghij" for s in range(200)])
+    assert 0.4 < rate < 0.9  # 10% per character over 10 characters: most words change, not all
+
+
+def test_concatenate_respects_the_limit_and_the_groups():
+    runs = concatenate([["a"]] * 6, ["x", "x", "x", "y", "y", "x"], [200, 200, 200, 100, 600, 50], 512)
+    assert runs == [[0, 1], [2], [3], [4], [5]]
+
+
+@pytest.mark.slow
+def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
+    out = tmp_path / "eval"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metasparse.evaluate",
+            f"run_dir={smoke_run}",
+            "methods=[meta,importance,random]",
+            "quick=true",
+            f"hydra.run.dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    r = json.loads((out / "evaluate.json").read_text())
+    assert list(r["methods"]) == ["dense", "meta", "importance", "random"]
+    for name, m in r["methods"].items():
+        s = m["source_test"]
+        assert set(s["accuracy"]) == {"upos", "deprel"} and set(s["macro_f1"]) == {"upos", "deprel"}
+        assert m["consistency"]["same_predictions"] == 1.0, name
+        assert set(m["stress_drift"]) == {"noise_0.05", "noise_0.1", "long"}
+        assert m["targets_zero_shot"]["sentences"] > 0
+    assert {(s["batch"], s["method"]) for s in r["speed"]} == {(b, n) for b in (1, 32) for n in r["methods"]}
+    assert all(s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] for s in r["speed"])
+    assert "| batch | method | p50 ms" in (out / "evaluate.md").read_text()

@@ -490,6 +490,54 @@ class EvaluateConfig:
         return list(EVAL_METHODS) if "all" in self.methods else list(dict.fromkeys(["dense", *self.methods]))
 
 
+@dataclass
+class TransferBenchConfig:
+    """Schema of ``conf/bench_transfer.yaml``: adaptation curves and the accuracy-FLOPs front.
+
+    Attributes:
+        run_dirs: finished meta_train runs (e.g. one with ``+domain=legal``, one with held-out languages).
+        methods: controllers compared in the curves: meta, multitask, scratch.
+        steps: adaptation steps at which accuracy is read.
+        shots: support sentences per target cell.
+        seeds: support samples (and baseline training) per setting; intervals are over seeds.
+        max_cells: target cells per run (largest first; null: all).
+        test_sentences: test sentences per target cell (null: all).
+        converge_steps: Adam steps of the scratch controller trained to convergence on a cell's train split.
+        pareto_budgets: FLOPs budgets of the accuracy-FLOPs comparison.
+        pareto_methods: methods in it (``all``: every one).
+        pareto_runs: how many of ``run_dirs`` (from the first) get the accuracy-FLOPs comparison.
+        quick: a reduced grid for tests.
+        out: output folder (null: the Hydra run dir).
+    """
+
+    run_dirs: List[str] = MISSING  # noqa: UP006
+    methods: List[str] = field(default_factory=lambda: ["meta", "multitask", "scratch"])  # noqa: UP006
+    steps: List[int] = field(default_factory=lambda: [0, 1, 5, 10, 20, 50])  # noqa: UP006
+    shots: List[int] = field(default_factory=lambda: [8, 16, 32])  # noqa: UP006
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])  # noqa: UP006
+    max_cells: Optional[int] = None  # noqa: UP045
+    test_sentences: Optional[int] = None  # noqa: UP045
+    converge_steps: int = 300
+    pareto_budgets: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # noqa: UP006
+    pareto_methods: List[str] = field(default_factory=lambda: ["all"])  # noqa: UP006
+    pareto_runs: int = 1
+    quick: bool = False
+    out: Optional[str] = None  # noqa: UP045
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in ("meta", "multitask", "scratch")]
+        _require(not bad, "methods", "a list of: meta, multitask, scratch", self.methods)
+        _require(all(s >= 0 for s in self.steps) and self.steps, "steps", "non-negative integers", self.steps)
+        _require(all(k >= 1 for k in self.shots) and self.shots, "shots", "integers >= 1", self.shots)
+        _require(len(self.seeds) >= 1, "seeds", "at least one seed", self.seeds)
+        _require(
+            all(0 < b <= 1 for b in self.pareto_budgets), "pareto_budgets", "fractions in (0, 1]", self.pareto_budgets
+        )
+        bad = [m for m in self.pareto_methods if m not in (*EVAL_METHODS, "all")]
+        _require(not bad, "pareto_methods", f"a list of: {', '.join(EVAL_METHODS)}, or [all]", self.pareto_methods)
+        _require(self.converge_steps >= 1, "converge_steps", ">= 1", self.converge_steps)
+
+
 def register_configs() -> None:
     """Store the schemas under the names the YAML defaults lists use."""
     cs = ConfigStore.instance()
@@ -497,6 +545,7 @@ def register_configs() -> None:
     cs.store(name="pretrain_schema", node=PretrainConfig)
     cs.store(name="bench_speed_schema", node=SpeedBenchConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="bench_transfer_schema", node=TransferBenchConfig)
     cs.store(name="adapt_schema", node=AdaptRunConfig)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="domain", name="schema", node=DomainConfig)

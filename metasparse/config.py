@@ -538,6 +538,33 @@ class TransferBenchConfig:
         _require(self.converge_steps >= 1, "converge_steps", ">= 1", self.converge_steps)
 
 
+@dataclass
+class DiagnoseConfig:
+    """Schema of ``conf/diagnose.yaml``: shift between cells vs the pathways a run's controller chooses.
+
+    Attributes:
+        run_dir: a finished meta_train run.
+        min_test_sentences: cells with fewer test sentences are left out (their pathways are noise).
+        max_sentences: test sentences per cell the pathways are read from.
+        permutations: Mantel permutations.
+        bootstrap: bootstrap resamples of Spearman intervals.
+        seed: fixes permutations and resamples.
+    """
+
+    run_dir: str = MISSING
+    min_test_sentences: int = 20
+    max_sentences: int = 200
+    permutations: int = 999
+    bootstrap: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.min_test_sentences >= 1, "min_test_sentences", ">= 1", self.min_test_sentences)
+        _require(self.max_sentences >= 1, "max_sentences", ">= 1", self.max_sentences)
+        _require(self.permutations >= 9, "permutations", ">= 9", self.permutations)
+        _require(self.bootstrap >= 1, "bootstrap", ">= 1", self.bootstrap)
+
+
 def register_configs() -> None:
     """Store the schemas under the names the YAML defaults lists use."""
     cs = ConfigStore.instance()
@@ -546,6 +573,7 @@ def register_configs() -> None:
     cs.store(name="bench_speed_schema", node=SpeedBenchConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="bench_transfer_schema", node=TransferBenchConfig)
+    cs.store(name="diagnose_schema", node=DiagnoseConfig)
     cs.store(name="adapt_schema", node=AdaptRunConfig)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="domain", name="schema", node=DomainConfig)

@@ -1,0 +1,79 @@
+"""Figures of the diagnostics: cell-by-cell heatmaps, shift against pathway distance, usage by domain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def heatmap(m: np.ndarray, names: list[str], title: str, path: Path) -> None:
+    plt = _plt()
+    n = len(names)
+    size = max(6.0, 0.16 * n + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(m, cmap="viridis")
+    ax.set_xticks(range(n), names, rotation=90, fontsize=5)
+    ax.set_yticks(range(n), names, fontsize=5)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def scatter_fit(x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    """Scatter of the cell pairs with the least-squares line."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(x, y, s=6, alpha=0.4)
+    if np.ptp(x) > 0:
+        slope, icpt = np.polyfit(x, y, 1)
+        xs = np.linspace(x.min(), x.max(), 50)
+        ax.plot(xs, slope * xs + icpt, color="C3", label=f"fit: {slope:.3f} x + {icpt:.3f}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def usage_by_domain(usage: dict[str, np.ndarray], layers: int, path: Path) -> None:
+    """Mean share of units (heads and FFN groups together) used per layer, one line per domain."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for dom, u in sorted(usage.items()):
+        axes[0].plot(range(layers), u[:layers], marker="o", label=dom)
+        axes[1].plot(range(layers), u[layers:], marker="o", label=dom)
+    axes[0].set_title("attention heads used")
+    axes[1].set_title("FFN groups used")
+    for ax in axes:
+        ax.set_xlabel("layer")
+        ax.set_xticks(range(layers))
+    axes[0].set_ylabel("share of units (mean over cells)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compute_vs_uncertainty(flops: list[float], unc: list[float], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(unc, flops, s=4, alpha=0.3)
+    ax.set_xlabel("mean token uncertainty (normalised UPOS entropy)")
+    ax.set_ylabel("FLOPs / dense of the sentence")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,126 @@
+"""Which pathways a controller chooses on a cell: hard decisions on the cell's sentences, summarised.
+
+Per cell: the distribution over codebook patterns per layer, the mean share of heads and FFN groups used
+per layer, how often each layer is skipped, the entropy of the decisions (empirical, and of the
+controller's own probabilities), FLOPs per word, and how compute follows the model's uncertainty
+(Spearman between a sentence's FLOPs and its mean token uncertainty).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import stats
+
+from metasparse.diagnostics.shift import js_divergence
+from metasparse.model.flops import dense_flops, gated_flops
+
+
+@dataclass
+class CellPathways:
+    """A controller's decisions on one cell.
+
+    Attributes:
+        pattern_dist: ``[layers, patterns]`` share of sentences taking each pattern.
+        head_use, group_use: ``[layers]`` mean share of heads / FFN groups run.
+        skip_rate: ``[layers]`` share of sentences skipping the layer.
+        decision_entropy: mean over layers of the normalised entropy of ``pattern_dist``.
+        controller_entropy: mean normalised entropy of the controller's pattern probabilities.
+        flops_fraction, flops_per_word: compute used.
+        uncertainty_spearman: Spearman (rho, p) between sentence FLOPs and mean token uncertainty.
+        sentence_flops, sentence_uncertainty: per sentence, for plots.
+    """
+
+    pattern_dist: np.ndarray
+    head_use: np.ndarray
+    group_use: np.ndarray
+    skip_rate: np.ndarray
+    decision_entropy: float
+    controller_entropy: float
+    flops_fraction: float
+    flops_per_word: float
+    uncertainty_spearman: tuple[float, float]
+    sentence_flops: list[float] = field(repr=False, default_factory=list)
+    sentence_uncertainty: list[float] = field(repr=False, default_factory=list)
+
+    def usage_vector(self) -> np.ndarray:
+        """Heads and groups used per layer, concatenated: the cell's average pathway."""
+        return np.concatenate([self.head_use, self.group_use])
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+@torch.no_grad()
+def cell_pathways(model, controller, corpus, *, max_words: int = 4096) -> CellPathways:
+    """Run the controller's hard decisions over ``corpus`` and summarise them."""
+    model.eval()
+    controller.eval()
+    L, P = model.spec.layers, model.n_patterns
+    counts = np.zeros((L, P))
+    ctrl_ent, sent_flops, sent_unc = [], [], []
+    used = dense = words = 0.0
+    for idx in corpus.batches(max_words, shuffle=False):
+        batch = corpus.batch(idx)
+        probs: list[torch.Tensor] = []
+        out = model(batch, controller.policy(model, record=probs))
+        levels = torch.stack([d.levels for d in out.decisions], dim=1)  # [B, L]
+        for li in range(L):
+            counts[li] += np.bincount(levels[:, li].numpy(), minlength=P)
+        ctrl_ent += [float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean() / math.log(P)) for p in probs]
+        lp = torch.log_softmax(out.logits["upos"] if "upos" in out.logits else next(iter(out.logits.values())), -1)
+        unc = -(lp.exp() * lp).sum(-1) / math.log(lp.shape[-1])  # [B, T]
+        for b, n in enumerate(batch.lengths.tolist()):
+            pats = [model.codebook[int(v)] for v in levels[b]]
+            f = gated_flops(model.spec, pats, n, controller.flops_per_layer(model, n))
+            d = dense_flops(model.spec, n)
+            used, dense, words = used + f, dense + d, words + n
+            sent_flops.append(f / d)
+            sent_unc.append(float(unc[b, :n].mean()))
+    dist = counts / counts.sum(1, keepdims=True)
+    cb = model.codebook
+    heads = np.array([p.heads / model.spec.heads for p in cb])
+    groups = np.array([p.groups / model.spec.ffn_groups for p in cb])
+    skip = np.array([float(p.skip) for p in cb])
+    rho = stats.spearmanr(sent_flops, sent_unc) if len(set(sent_flops)) > 1 else (float("nan"), float("nan"))
+    return CellPathways(
+        dist,
+        dist @ heads,
+        dist @ groups,
+        dist @ skip,
+        float(np.mean([_entropy(d) / math.log(P) for d in dist])),
+        float(np.mean(ctrl_ent)),
+        used / dense,
+        used / words,
+        (float(rho[0]), float(rho[1])),
+        sent_flops,
+        sent_unc,
+    )
+
+
+PATHWAY_MEASURES = ("pattern_js", "usage_l1")
+
+
+def pathway_matrices(paths: list[CellPathways]) -> dict[str, np.ndarray]:
+    """Pairwise pathway distance: mean over layers of the JS divergence of pattern distributions, and the
+    L1 distance of the average pathways (heads and groups used per layer, averaged over units)."""
+    n = len(paths)
+    out = {m: np.zeros((n, n)) for m in PATHWAY_MEASURES}
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = paths[i], paths[j]
+            js = np.mean(
+                [
+                    js_divergence(dict(enumerate(x)), dict(enumerate(y)))
+                    for x, y in zip(a.pattern_dist, b.pattern_dist, strict=True)
+                ]
+            )
+            l1 = float(np.abs(a.usage_vector() - b.usage_vector()).mean())
+            out["pattern_js"][i, j] = out["pattern_js"][j, i] = js
+            out["usage_l1"][i, j] = out["usage_l1"][j, i] = l1
+    return out

@@ -1,0 +1,137 @@
+"""Diagnostics: each measure on small hand-computed examples, the Mantel test against an exact
+permutation count, and the diagnose CLI on the smoke run."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from metasparse.diagnostics.relations import mantel, partial_mantel, spearman_bootstrap, upper
+from metasparse.diagnostics.shift import js_divergence, profile_cell, shift_matrices, standardised_ttr
+
+
+def test_js_divergence_by_hand():
+    assert js_divergence(Counter(a=1), Counter(b=3)) == pytest.approx(1.0)
+    assert js_divergence(Counter(a=2, b=2), Counter(a=5)) == pytest.approx(
+        0.5 * (0.5 * math.log2(0.5 / 0.75) + 0.5 * math.log2(0.5 / 0.25)) + 0.5 * math.log2(1 / 0.75)
+    )  # = 0.3113
+    assert js_divergence(Counter(a=1, b=3), Counter(a=2, b=6)) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="empty"):
+        js_divergence(Counter(), Counter(a=1))
+
+
+class PairTokenizer:
+    """Splits every word into pieces of two characters; ``z`` has no piece and falls back to a byte."""
+
+    def subwords(self, word):
+        out = []
+        for i in range(0, len(word), 2):
+            piece = word[i : i + 2]
+            out += [f"<0x{ord(c):02X}>" for c in piece] if "z" in piece else [piece]
+        return out
+
+    def encode_words(self, words):
+        class E:
+            input_ids = [hash(p) % 97 for w in words for p in PairTokenizer().subwords(w)]
+
+        return E()
+
+
+def test_fertility_ratio_ttr_and_unknown_rate_by_hand():
+    tok = PairTokenizer()
+    a = profile_cell("a", "xx", "d1", "Latin", [["abcd", "ef"]], [["NOUN", "X"]], [["root", "dep"]], tok)
+    b = profile_cell("b", "yy", "d1", "Latin", [["abcdef"]], [["NOUN"]], [["root"]], tok)
+    assert a.fertility == pytest.approx(3 / 2) and b.fertility == pytest.approx(3 / 1)
+    m = shift_matrices([a, b])
+    assert m["fertility_log_ratio"][0, 1] == pytest.approx(math.log(2))
+    assert m["length_diff"][0, 1] == pytest.approx(1.0) and m["script_differs"][0, 1] == 0.0
+    z = profile_cell("z", "zz", "d2", "Latin", [["azb"]], [["X"]], [["root"]], tok)  # "az" -> 2 byte pieces
+    assert z.unknown_char_rate == pytest.approx(2 / 3)
+    assert standardised_ttr(["a", "b", "a", "b"], window=2) == pytest.approx(1.0)
+    assert standardised_ttr(["a", "a", "b", "b"], window=2) == pytest.approx(0.5)
+
+
+def _random_distance(n, rng):
+    pts = rng.normal(size=(n, 2))
+    return np.linalg.norm(pts[:, None] - pts[None], axis=-1), pts
+
+
+def test_mantel_statistic_and_p_against_an_exact_permutation_count():
+    rng = np.random.default_rng(3)
+    x, pts = _random_distance(6, rng)
+    y = x + rng.normal(scale=0.3, size=x.shape)
+    y = (y + y.T) / 2
+    np.fill_diagonal(y, 0)
+    res = mantel(x, y, permutations=4999, seed=0)
+    assert res.r == pytest.approx(np.corrcoef(upper(x), upper(y))[0, 1])
+    exact = [np.corrcoef(upper(x[np.ix_(p, p)]), upper(y))[0, 1] for p in map(list, itertools.permutations(range(6)))]
+    p_exact = np.mean([r >= res.r - 1e-12 for r in exact])  # 720 permutations, identity included
+    assert abs(res.p - p_exact) < 0.02
+
+
+def test_partial_mantel_removes_a_shared_factor():
+    rng = np.random.default_rng(0)
+    groups = np.repeat([0, 1, 2], 4)
+    z = (groups[:, None] != groups[None]).astype(float)  # e.g. "languages differ"
+    noise_a = rng.normal(scale=0.05, size=(12, 12))
+    noise_b = rng.normal(scale=0.05, size=(12, 12))
+    x = z + (noise_a + noise_a.T)
+    y = z + (noise_b + noise_b.T)
+    for m in (x, y):
+        np.fill_diagonal(m, 0)
+    assert mantel(x, y, permutations=199).r > 0.9  # related only through z
+    part = partial_mantel(x, y, z, permutations=199)
+    assert abs(part.r) < 0.3 and part.p > 0.05
+
+
+def test_spearman_bootstrap():
+    a = np.arange(20.0)
+    s = spearman_bootstrap(a, a**3, resamples=200)
+    assert s.rho == pytest.approx(1.0) and s.ci_low > 0.9 and s.n == 20
+    with pytest.raises(ValueError, match="at least 3"):
+        spearman_bootstrap([1, 2], [2, 1])
+
+
+def test_typology_reads_lang2vec_data_when_installed():
+    from metasparse.diagnostics.typology import features_file, typology_matrix
+
+    m, note = typology_matrix(["fi", "et", "zh"])
+    if features_file() is None:
+        assert m is None and "not installed" in note
+        return
+    assert m.shape == (3, 3) and np.allclose(m, m.T) and np.allclose(np.diag(m), 0)
+    assert m[0, 1] < m[0, 2]  # Finnish is syntactically closer to Estonian than to Chinese
+
+
+@pytest.mark.slow
+def test_diagnose_cli_on_the_smoke_run(smoke_run):
+    res = subprocess.run(
+        [sys.executable, "-m", "metasparse.diagnose", f"run_dir={smoke_run}", "permutations=49", "bootstrap=50"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    out = smoke_run / "diagnostics"
+    with (out / "relations.csv").open() as f:
+        rel = list(csv.DictReader(f))
+    tests = {(r["test"], r["shift"], r["pathway"], r["controls"]) for r in rel}
+    assert ("mantel", "word_js", "pattern_js", "") in tests
+    assert ("partial_mantel", "language_differs", "pattern_js", "domain_differs") in tests
+    assert all(0 < float(r["p"]) <= 1 for r in rel)
+    for name in (
+        "heatmap_pathways.png",
+        "heatmap_shift_word_js.png",
+        "scatter_shift_vs_pathways.png",
+        "usage_by_domain.png",
+    ):
+        assert (out / name).stat().st_size > 1000
+    md = (out / "diagnostics.md").read_text()
+    assert "## Mantel tests" in md and "partial r =" in md

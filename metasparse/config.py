@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional  # noqa: UP035
+from typing import Dict, List, Optional  # noqa: UP035
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -565,6 +565,35 @@ class DiagnoseConfig:
         _require(self.bootstrap >= 1, "bootstrap", ">= 1", self.bootstrap)
 
 
+@dataclass
+class MonitorConfig:
+    """Schema of ``conf/monitor.yaml``: drift of incoming text against a run's training reference.
+
+    Attributes:
+        run_dir: a finished meta_train run.
+        input: a UD folder or ``.conllu`` file, or plain text (one sentence a line, words split on spaces).
+        lang: language code stored for UD input (only a label here).
+        max_sentences: incoming sentences read.
+        reference_sentences: source test sentences in the reference.
+        margin: a measure drifts when it exceeds ``margin`` x the largest value any source cell shows.
+        thresholds: explicit per-measure thresholds that replace the automatic ones.
+        out: where ``monitor.json`` goes (null: the Hydra run dir).
+    """
+
+    run_dir: str = MISSING
+    input: str = MISSING
+    lang: str = "xx"
+    max_sentences: int = 1000
+    reference_sentences: int = 2000
+    margin: float = 1.25
+    thresholds: Dict[str, float] = field(default_factory=dict)  # noqa: UP006
+    out: Optional[str] = None  # noqa: UP045
+
+    def __post_init__(self) -> None:
+        _require(self.max_sentences >= 1, "max_sentences", ">= 1", self.max_sentences)
+        _require(self.margin > 0, "margin", "> 0", self.margin)
+
+
 def register_configs() -> None:
     """Store the schemas under the names the YAML defaults lists use."""
     cs = ConfigStore.instance()
@@ -574,6 +603,7 @@ def register_configs() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="bench_transfer_schema", node=TransferBenchConfig)
     cs.store(name="diagnose_schema", node=DiagnoseConfig)
+    cs.store(name="monitor_schema", node=MonitorConfig)
     cs.store(name="adapt_schema", node=AdaptRunConfig)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="domain", name="schema", node=DomainConfig)

@@ -81,3 +81,25 @@ def smoke_run(tmp_path_factory, _isolated_env) -> Path:
     )
     assert res.returncode == 0, res.stderr[-4000:]
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def smoke_analysis(smoke_run) -> Path:
+    """The smoke run after ``diagnose`` (into ``<run>/diagnostics``) and a quick ``bench.transfer`` (into
+    ``<run>/transfer``), both through the real CLIs; returns the run folder."""
+    import subprocess
+    import sys
+
+    for args in (
+        ["metasparse.diagnose", f"run_dir={smoke_run}", "permutations=49", "bootstrap=50"],
+        [
+            "metasparse.bench.transfer",
+            f"run_dirs=[{smoke_run}]",
+            "quick=true",
+            f"out={smoke_run / 'transfer'}",
+            f"hydra.run.dir={smoke_run / 'transfer' / 'hydra'}",
+        ],
+    ):
+        res = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=900)
+        assert res.returncode == 0, f"{args[0]}: {res.stderr[-4000:]}"
+    return smoke_run

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -38,23 +36,8 @@ def test_aggregate_and_goals_by_hand():
 
 
 @pytest.mark.slow
-def test_quick_transfer_bench_on_the_smoke_run(smoke_run, tmp_path):
-    out = tmp_path / "transfer"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "metasparse.bench.transfer",
-            f"run_dirs=[{smoke_run}]",
-            "quick=true",
-            f"out={out}",
-            f"hydra.run.dir={tmp_path / 'hydra'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stderr[-4000:]
+def test_quick_transfer_bench_on_the_smoke_run(smoke_analysis):
+    out = smoke_analysis / "transfer"
     r = json.loads((out / "transfer.json").read_text())
     run = r["runs"]["legal"]
     assert len(run["cells"]) == 2 and set(run["ceiling"]) == set(run["cells"])

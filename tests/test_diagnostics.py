@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,15 +112,8 @@ def test_typology_reads_lang2vec_data_when_installed():
 
 
 @pytest.mark.slow
-def test_diagnose_cli_on_the_smoke_run(smoke_run):
-    res = subprocess.run(
-        [sys.executable, "-m", "metasparse.diagnose", f"run_dir={smoke_run}", "permutations=49", "bootstrap=50"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stderr[-4000:]
-    out = smoke_run / "diagnostics"
+def test_diagnose_cli_on_the_smoke_run(smoke_analysis):
+    out = smoke_analysis / "diagnostics"
     with (out / "relations.csv").open() as f:
         rel = list(csv.DictReader(f))
     tests = {(r["test"], r["shift"], r["pathway"], r["controls"]) for r in rel}
@@ -135,3 +129,72 @@ def test_diagnose_cli_on_the_smoke_run(smoke_run):
         assert (out / name).stat().st_size > 1000
     md = (out / "diagnostics.md").read_text()
     assert "## Mantel tests" in md and "partial r =" in md
+
+
+@pytest.mark.slow
+def test_transfer_notebook_executes_on_the_smoke_run(smoke_analysis, tmp_path):
+    import os
+
+    nb = Path(__file__).resolve().parent.parent / "notebooks" / "transfer_analysis.ipynb"
+    env = {**os.environ, "METASPARSE_RUN_DIR": str(smoke_analysis)}
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake", str(nb)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "1 passed" in res.stdout
+
+
+def test_notebook_pair_is_in_sync():
+    import jupytext
+
+    root = Path(__file__).resolve().parent.parent / "notebooks"
+    py = jupytext.read(root / "transfer_analysis.py")
+    ipynb = jupytext.read(root / "transfer_analysis.ipynb")
+    assert [c.source for c in py.cells] == [c.source for c in ipynb.cells]
+
+
+@pytest.mark.slow
+def test_monitor_flags_another_script_and_passes_in_distribution_text(smoke_run, shared_ud, tmp_path):
+    import json
+
+    import conllu
+
+    def sentences(path, n):
+        with path.open(encoding="utf-8") as f:
+            return [
+                " ".join(t["form"] for t in s if isinstance(t["id"], int))
+                for s in itertools.islice(conllu.parse_incr(f), n)
+            ]
+
+    en = next((shared_ud / "UD_English-GUM").glob("*-dev.conllu"))
+    zh = next(shared_ud.glob("UD_Chinese*/*-test.conllu"))
+    (tmp_path / "en.txt").write_text("\n".join(sentences(en, 100)), encoding="utf-8")
+    (tmp_path / "zh.txt").write_text("\n".join(sentences(zh, 100)), encoding="utf-8")
+    results = {}
+    for name in ("en", "zh"):
+        out = tmp_path / f"{name}.json"
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "metasparse.monitor",
+                f"run_dir={smoke_run}",
+                f"input={tmp_path / (name + '.txt')}",
+                f"out={out}",
+                f"hydra.run.dir={tmp_path / ('hydra_' + name)}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert res.returncode == 0, res.stderr[-4000:]
+        results[name] = json.loads(out.read_text())
+    assert results["en"]["drift"] is False, results["en"]["drifted"]
+    assert results["zh"]["drift"] is True
+    assert "unknown_char_rise" in results["zh"]["drifted"] and "adapt" in results["zh"]["recommendation"]
+    assert (smoke_run / "monitor_reference.json").exists()  # the reference is computed once and kept

@@ -330,6 +330,8 @@ class MetaConfig:
         checkpoint_every: outer steps between checkpoints.
         stability_weight: weight of the term that rewards the same pathways for similar inputs.
         tau_start, tau_end: Gumbel temperature schedule over the outer steps.
+        max_nonfinite: outer steps with a NaN or infinite loss or gradient that are skipped (the last good
+            state kept) before the run stops with an error.
     """
 
     algorithm: str = "fomaml"
@@ -348,8 +350,10 @@ class MetaConfig:
     stability_weight: float = 0.1
     tau_start: float = 2.0
     tau_end: float = 0.3
+    max_nonfinite: int = 10
 
     def __post_init__(self) -> None:
+        _require(self.max_nonfinite >= 0, "meta.max_nonfinite", ">= 0", self.max_nonfinite)
         _require(self.algorithm in ALGORITHMS, "meta.algorithm", ", ".join(ALGORITHMS), self.algorithm)
         _require(self.adapt in ADAPT_SETS, "meta.adapt", ", ".join(ADAPT_SETS), self.adapt)
         for key in ("steps", "meta_batch", "inner_steps", "val_episodes", "checkpoint_every"):

@@ -4,6 +4,7 @@ python -m metasparse.meta_train +domain=legal          # every legal cell is a t
 python -m metasparse.meta_train +language=fi           # every Finnish cell is a target
 python -m metasparse.meta_train experiment=smoke +domain=legal
 python -m metasparse.meta_train +domain=legal resume=outputs/2026-11-28/10-00-00
+torchrun --nproc_per_node=2 -m metasparse.meta_train +domain=legal hydra.run.dir=outputs/legal_ddp
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from metasparse.config import MetaTrainConfig
+from metasparse.meta.distributed import broadcast_object, init_from_env, is_main
 from metasparse.meta.run import run
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,16 @@ log = logging.getLogger(__name__)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="meta_train")
 def main(cfg: DictConfig) -> float:
-    metrics = run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
-    return float(metrics["objective"])
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    if init_from_env():  # torchrun: one run dir (rank 0's) for every rank, and only rank 0 logs to files
+        out_dir = Path(broadcast_object(str(out_dir)))
+        if not is_main():
+            for h in list(logging.getLogger().handlers):
+                if isinstance(h, logging.FileHandler):
+                    logging.getLogger().removeHandler(h)
+            logging.getLogger().setLevel(logging.ERROR)
+    metrics = run(OmegaConf.to_object(cfg), out_dir)
+    return float(metrics.get("objective", float("nan")))
 
 
 __all__ = ["MetaTrainConfig", "main", "run"]

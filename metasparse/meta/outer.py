@@ -26,6 +26,7 @@ from metasparse.control.relax import anneal_temperature
 from metasparse.data.cells import Cell
 from metasparse.data.episodes import Episode, EpisodeSampler
 from metasparse.data.prepare import DataBundle
+from metasparse.meta.distributed import all_reduce_grads, is_main, rank_and_size, shard
 from metasparse.meta.maml import MAML
 from metasparse.meta.meta_sgd import MetaSGD
 from metasparse.meta.reptile import Reptile
@@ -79,6 +80,7 @@ class MetaState:
     best_step: int = -1
     restorations: int = 0
     history: list[dict] = field(default_factory=list)
+    nonfinite: list[dict] = field(default_factory=list)
 
 
 class EpisodeData:
@@ -192,7 +194,58 @@ def validate(
     return {"val_acc": float(np.mean(accs)), "val_flops": float(np.mean(flops))}
 
 
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient became NaN or infinite; the message says where."""
+
+
+def meta_gradient(
+    algo: MAML,
+    system: GatedSystem,
+    data: EpisodeData,
+    episodes: list[tuple[int, Episode]],
+    cfg: MetaTrainConfig,
+    *,
+    target: float,
+    tau: float,
+) -> list[dict[str, float]]:
+    """Accumulate the meta-gradient of ``episodes`` (``(global index, episode)`` pairs, this rank's share)
+    into ``.grad``, summed across ranks, scaled as the mean over the whole meta-batch.
+
+    Raises:
+        NonFiniteError: an episode's query loss is NaN or infinite (names the episode's cell and index).
+    """
+    m = cfg.meta
+    learners, stats = [], []
+    for i, ep in episodes:
+        torch.manual_seed(cfg.seed * 100_003 + i)  # Gumbel noise of episode i: the same on any rank, and on resume
+        learner = adapt_learner(algo, data, ep, cfg, steps=m.inner_steps, target=target, tau=tau, system=system)
+        if isinstance(algo, Reptile):
+            learners.append(learner)
+            continue
+        loss, st = episode_loss(
+            learner,
+            data.batch(ep.query),
+            ep.task,
+            target=target,
+            tau=tau,
+            budget_weight=cfg.budget.weight,
+            stability_weight=m.stability_weight,
+            backbone=system.backbone,
+            controller=system.controller,
+        )
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"query loss {float(loss)} in episode {i} (cell {ep.cell.name}, task {ep.task})")
+        (loss / m.meta_batch).backward()
+        stats.append(st)
+    if learners:
+        algo.meta_grads(learners, total=m.meta_batch)
+    all_reduce_grads(p for p in algo.parameters() if p.requires_grad)
+    return stats
+
+
 def _save(folder: Path, system: GatedSystem, algo: MAML, opt: torch.optim.Optimizer, state: MetaState) -> None:
+    if not is_main():  # every rank holds the same state; one writes it
+        return
     params = dict(algo.named_parameters())
     opt_tensors, opt_scalars = optimizer_state(opt, params)
     tensors = {**{f"param.{n}": p for n, p in params.items() if p.requires_grad}, **opt_tensors}
@@ -241,37 +294,37 @@ def meta_train(
     if resume is not None:
         state = _load(resume / "ckpt" / "last", algo, opt)
         log.info("resumed meta-training at step %d from %s", state.step, resume)
-    bar = tqdm(total=m.steps, initial=state.step, desc="meta-train", unit="step", mininterval=5.0)
+    rank, world = rank_and_size()
+    bar = tqdm(
+        total=m.steps, initial=state.step, desc="meta-train", unit="step", mininterval=5.0, disable=not is_main()
+    )
     t0 = time.time()
     while state.step < m.steps:
         step = state.step
         target = budget_at(step, cfg)
         tau = anneal_temperature(step, m.steps, m.tau_start, m.tau_end)
         opt.zero_grad(set_to_none=True)
-        learners, stats = [], []
-        torch.manual_seed(cfg.seed * 100_003 + step)  # Gumbel noise: a function of the step, so resume is exact
-        for ep in sampler.take(m.meta_batch, start=step * m.meta_batch):
-            learner = adapt_learner(algo, data, ep, cfg, steps=m.inner_steps, target=target, tau=tau, system=system)
-            if isinstance(algo, Reptile):
-                learners.append(learner)
-                continue
-            loss, st = episode_loss(
-                learner,
-                data.batch(ep.query),
-                ep.task,
-                target=target,
-                tau=tau,
-                budget_weight=cfg.budget.weight,
-                stability_weight=m.stability_weight,
-                backbone=system.backbone,
-                controller=system.controller,
-            )
-            (loss / m.meta_batch).backward()
-            stats.append(st)
-        if learners:
-            algo.meta_grads(learners)
-        torch.nn.utils.clip_grad_norm_([p for p in algo.parameters() if p.requires_grad], 1.0)
-        opt.step()
+        first = step * m.meta_batch
+        episodes = list(enumerate(sampler.take(m.meta_batch, start=first), start=first))
+        trainable = [p for p in algo.parameters() if p.requires_grad]
+        try:
+            stats = meta_gradient(algo, system, data, shard(episodes, rank, world), cfg, target=target, tau=tau)
+            norm = torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            if not torch.isfinite(norm):
+                raise NonFiniteError(f"meta-gradient norm is {float(norm)} at outer step {step + 1}")
+        except NonFiniteError as exc:
+            # Stop the step: nothing is applied, the parameters and optimiser state are still the last good
+            # ones (the optimiser has not stepped), and the run goes on with the next meta-batch.
+            opt.zero_grad(set_to_none=True)
+            state.nonfinite.append({"step": step + 1, "where": str(exc)})
+            log.warning("non-finite value, step skipped and the last good state kept: %s", exc)
+            if len(state.nonfinite) > m.max_nonfinite:
+                raise NonFiniteError(
+                    f"{len(state.nonfinite)} non-finite steps (meta.max_nonfinite={m.max_nonfinite}); last: {exc}"
+                ) from None
+            stats = []
+        else:
+            opt.step()
         state.step += 1
         rec = {
             "step": state.step,

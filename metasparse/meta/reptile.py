@@ -25,10 +25,14 @@ class Reptile(MAML):
         learner.fast = {n: p.detach().clone().requires_grad_(True) for n, p in learner.fast.items()}
         return learner
 
-    def meta_grads(self, learners: Sequence[Learner]) -> None:
-        """Accumulate the Reptile direction into ``.grad`` of the adapted parameters."""
+    def meta_grads(self, learners: Sequence[Learner], total: int | None = None) -> None:
+        """Accumulate the Reptile direction into ``.grad`` of the adapted parameters.
+
+        ``total`` is the whole meta-batch's size when ``learners`` are one rank's share of it (the shares'
+        directions are then summed across ranks); by default the learners are the whole meta-batch.
+        """
         params = dict(self.module.named_parameters())
+        n_total = total or len(learners)
         for n in self.adapt_names:
-            mean = torch.stack([lr.fast[n].detach() for lr in learners]).mean(0)
-            g = params[n].detach() - mean
+            g = torch.stack([params[n].detach() - lr.fast[n].detach() for lr in learners]).sum(0) / n_total
             params[n].grad = g if params[n].grad is None else params[n].grad + g

@@ -23,6 +23,7 @@ from metasparse.control.train import calibrate_bias
 from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import prepare
 from metasparse.io import atomic_write
+from metasparse.meta.distributed import is_main, main_first
 from metasparse.meta.evaluation import evaluate_cell
 from metasparse.meta.outer import EpisodeData, hard_accuracy, meta_train, split_validation_cells
 from metasparse.meta.system import GatedSystem
@@ -37,19 +38,36 @@ def _macro(entries: dict, key: str) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def check_shots(cfg: MetaTrainConfig, bundle) -> None:
+    """Refuse, before any training, support sets larger than a target cell can give."""
+    from metasparse.errors import ConfigValueError
+
+    idx = bundle.index
+    sizes = {c.name: idx.sentences(c, "train") or idx.sentences(c, "dev") for c in bundle.targets}
+    for name, have in sizes.items():
+        if cfg.adapt.shots > have:
+            raise ConfigValueError(
+                f"adapt.shots={cfg.adapt.shots} is out of range: target cell {name} has {have} train sentences; "
+                f"allowed: 1..{min(sizes.values())}"
+            )
+
+
 def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     """Run the main job; returns the metrics written to ``out_dir/metrics.json``."""
     t0 = time.time()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    bundle = prepare(cfg)
-    if not (cache_dir() / "backbones" / backbone_key(cfg, bundle) / "state.json").exists():
-        log.warning(
-            "no cached backbone for this config and data: pretraining it first (up to "
-            "pretrain.max_minutes=%s min, progress below); later runs reuse it",
-            cfg.pretrain.max_minutes,
-        )
-    backbone, backbone_metrics, backbone_dir = pretrain(cfg, bundle)
+    with main_first():  # under torchrun, rank 0 fills the caches (data, tokenizer, backbone); the rest read them
+        bundle = prepare(cfg)
+        check_shots(cfg, bundle)
+        if is_main() and not (cache_dir() / "backbones" / backbone_key(cfg, bundle) / "state.json").exists():
+            log.warning(
+                "no cached backbone for this config and data: pretraining it first (up to "
+                "pretrain.max_minutes=%s min, progress below); later runs reuse it",
+                cfg.pretrain.max_minutes,
+            )
+        backbone, backbone_metrics, backbone_dir = pretrain(cfg, bundle)
     for p in backbone.parameters():
         p.requires_grad_(False)
     e = cfg.episodes
@@ -93,6 +111,8 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
             shutil.copytree(resume / "ckpt" / "best", out_dir / "ckpt" / "best", dirs_exist_ok=True)
     algo, state = meta_train(cfg, bundle, system, data, out_dir, train_cells, val_cells, resume)
     t_meta = time.time()
+    if not is_main():  # every rank ends with the same controllers; rank 0 evaluates and writes
+        return {}
 
     if cfg.budget.calibrate:  # relaxed training meets the budget in expectation; make hard decisions meet it
         shift = calibrate_bias(backbone, controller, data.subset(calib), cfg.budget.target)
@@ -136,6 +156,7 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
         },
         "validation": [h for h in state.history if "val_acc" in h],
         "restorations": state.restorations,
+        "nonfinite_steps": state.nonfinite,
         "backbone": {"dir": str(backbone_dir), "macro": backbone_metrics["macro"]},
         "cells": {
             "train": [c.name for c in train_cells],

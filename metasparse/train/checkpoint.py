@@ -72,7 +72,13 @@ def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     want, got = state.get("tensors_sha256"), _sha256(tensors_path)
     if want != got:
         raise CheckpointError(f"{tensors_path}: sha256 {got} differs from the stored {want}: truncated or altered")
-    return load_file(str(tensors_path)), state
+    try:  # safetensors only parses its own header and raw buffers: a pickle can never execute here
+        tensors = load_file(str(tensors_path))
+    except Exception as exc:  # noqa: BLE001  (any parse failure means the same thing to the user)
+        raise CheckpointError(
+            f"{tensors_path}: not a safetensors file ({type(exc).__name__}: {exc}); pickled checkpoints are refused"
+        ) from None
+    return tensors, state
 
 
 def optimizer_state(

@@ -104,6 +104,15 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     controller = Controller(backbone, ControllerSpec(c.hidden, c.uncertainty_task, c.token_router, c.placement))
     system = GatedSystem(backbone, controller)
     resume = Path(cfg.resume) if cfg.resume else None
+    if (
+        resume is None
+        and (out_dir / "ckpt" / "last" / "state.json").exists()
+        and not (out_dir / "metrics.json").exists()
+    ):
+        # The same job started again in its own folder (a SLURM requeue, a re-run after a kill): go on from
+        # its last checkpoint instead of starting over.
+        log.warning("%s holds an unfinished run: resuming it from its last checkpoint", out_dir)
+        resume = out_dir
     if resume is not None:
         if not (resume / "ckpt" / "last" / "state.json").exists():
             raise FileNotFoundError(f"resume={resume}: no checkpoint at {resume / 'ckpt' / 'last'}")

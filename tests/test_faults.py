@@ -36,7 +36,7 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(smoke_run, tmp_path):
     # Started again in the same folder (what a SLURM requeue does), the run resumes by itself.
     res = subprocess.run([*cmd, f"hydra.run.dir={part}"], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
-    assert "unfinished run: resuming it" in res.stderr
+    assert "unfinished run: resuming it" in res.stdout + res.stderr
     a = json.loads((part / "metrics.json").read_text())
     b = json.loads((smoke_run / "metrics.json").read_text())
     for key in ("targets", "targets_macro", "source_test", "validation"):

@@ -234,7 +234,9 @@ def meta_gradient(
             controller=system.controller,
         )
         if not torch.isfinite(loss):
-            raise NonFiniteError(f"query loss {float(loss.detach())} in episode {i} (cell {ep.cell.name}, task {ep.task})")
+            raise NonFiniteError(
+                f"query loss {float(loss.detach())} in episode {i} (cell {ep.cell.name}, task {ep.task})"
+            )
         (loss / m.meta_batch).backward()
         stats.append(st)
     if learners:

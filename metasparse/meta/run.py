@@ -101,6 +101,7 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     data = EpisodeData.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
 
     c = cfg.controller
+    torch.manual_seed(cfg.seed)  # the controller's init must not depend on whether the backbone was just trained
     controller = Controller(backbone, ControllerSpec(c.hidden, c.uncertainty_task, c.token_router, c.placement))
     system = GatedSystem(backbone, controller)
     resume = Path(cfg.resume) if cfg.resume else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_utils import random_batch, tiny_model
 
 from metasparse.baselines.controllers import trained_controller
 from metasparse.baselines.importance import importance_pruned, unit_importance
@@ -18,7 +19,6 @@ from metasparse.model.encoder import EncoderSpec, GatedEncoder
 from metasparse.model.patterns import Pattern
 from metasparse.protocol.scores import score
 from metasparse.train.corpus import EncodedCorpus
-from tests.model_utils import random_batch, tiny_model
 
 BUDGET_TOLERANCE = 0.02
 

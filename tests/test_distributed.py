@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from model_utils import tiny_model
 
 from metasparse.config import MetaTrainConfig
 from metasparse.control.controller import Controller
@@ -21,7 +22,6 @@ from metasparse.meta.outer import EpisodeData, build_algorithm, meta_gradient
 from metasparse.meta.system import GatedSystem
 from metasparse.model.features import EncodedSentence
 from metasparse.train.corpus import EncodedCorpus
-from tests.model_utils import tiny_model
 
 EPISODES = 4
 

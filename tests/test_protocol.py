@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from model_utils import tiny_model
 
 from metasparse.baselines.methods import Dense, Method
 from metasparse.model.encoder import EncoderOutput
@@ -18,7 +19,6 @@ from metasparse.protocol.consistency import batch_consistency
 from metasparse.protocol.scores import score
 from metasparse.protocol.stress import add_noise, concatenate
 from metasparse.train.corpus import EncodedCorpus
-from tests.model_utils import tiny_model
 
 
 def _corpus(labels: list[list[int]], cells: list[str]) -> EncodedCorpus:

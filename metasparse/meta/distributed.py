@@ -72,3 +72,12 @@ def main_first() -> Iterator[None]:
     yield
     if is_main():
         dist.barrier()
+
+
+def gather_lists(items: list) -> list:
+    """Every rank's ``items`` concatenated in rank order (e.g. per-episode loss statistics for the log)."""
+    if rank_and_size()[1] == 1:
+        return items
+    out: list = [None] * rank_and_size()[1]
+    dist.all_gather_object(out, items)
+    return [x for part in out for x in part]

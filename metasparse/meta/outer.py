@@ -26,7 +26,7 @@ from metasparse.control.relax import anneal_temperature
 from metasparse.data.cells import Cell
 from metasparse.data.episodes import Episode, EpisodeSampler
 from metasparse.data.prepare import DataBundle
-from metasparse.meta.distributed import all_reduce_grads, is_main, rank_and_size, shard
+from metasparse.meta.distributed import all_reduce_grads, gather_lists, is_main, rank_and_size, shard
 from metasparse.meta.maml import MAML
 from metasparse.meta.meta_sgd import MetaSGD
 from metasparse.meta.reptile import Reptile
@@ -311,6 +311,7 @@ def meta_train(
         trainable = [p for p in algo.parameters() if p.requires_grad]
         try:
             stats = meta_gradient(algo, system, data, shard(episodes, rank, world), cfg, target=target, tau=tau)
+            stats = gather_lists(stats)  # the logged losses cover the whole meta-batch on every rank
             norm = torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             if not torch.isfinite(norm):
                 raise NonFiniteError(f"meta-gradient norm is {float(norm)} at outer step {step + 1}")

@@ -146,6 +146,16 @@ def reference(loaded, cfg: MonitorConfig) -> tuple[dict, dict[str, float], dict]
     return ref, source_max, per_cell
 
 
+BOUNDED = {"word_js", "subword_js", "predicted_upos_js"}  # Jensen-Shannon divergences: at most 1
+
+
+def auto_threshold(measure: str, source_max: float, margin: float) -> float:
+    """``margin`` x the largest value a source cell shows; for a JS divergence at most halfway from there
+    to its bound of 1, so the threshold stays reachable."""
+    t = margin * source_max
+    return min(t, source_max + (1.0 - source_max) / 2) if measure in BOUNDED else t
+
+
 def recommend(drifted: list[str], cfg: MonitorConfig) -> str:
     if not drifted:
         return "no drift: the run's controllers can serve this input as they are."
@@ -175,7 +185,7 @@ def run(cfg: MonitorConfig, out_dir: Path) -> dict:
     ref, source_max, _ = reference(loaded, cfg)
     obs = observe(loaded.system.backbone, loaded.system.controller, loaded.bundle.tokenizer, sentences)
     measures = compare(obs, ref)
-    thresholds = {m: cfg.thresholds.get(m, cfg.margin * source_max[m]) for m in MEASURES}
+    thresholds = {m: cfg.thresholds.get(m, auto_threshold(m, source_max[m], cfg.margin)) for m in MEASURES}
     drifted = [m for m in MEASURES if measures[m] > thresholds[m]]
     result = {
         "drift": bool(drifted),
@@ -183,7 +193,8 @@ def run(cfg: MonitorConfig, out_dir: Path) -> dict:
         "measures": measures,
         "thresholds": thresholds,
         "threshold_source": {
-            m: "explicit" if m in cfg.thresholds else f"{cfg.margin} x max over source cells" for m in MEASURES
+            m: "explicit" if m in cfg.thresholds else f"{cfg.margin} x max over source cells (JS capped below 1)"
+            for m in MEASURES
         },
         "incoming": {
             k: obs[k]

@@ -198,3 +198,11 @@ def test_monitor_flags_another_script_and_passes_in_distribution_text(smoke_run,
     assert results["zh"]["drift"] is True
     assert "unknown_char_rise" in results["zh"]["drifted"] and "adapt" in results["zh"]["recommendation"]
     assert (smoke_run / "monitor_reference.json").exists()  # the reference is computed once and kept
+
+
+def test_monitor_thresholds_by_hand():
+    from metasparse.monitor import auto_threshold
+
+    assert auto_threshold("flops_shift", 0.1, 1.25) == pytest.approx(0.125)
+    assert auto_threshold("word_js", 0.2, 1.25) == pytest.approx(0.25)
+    assert auto_threshold("word_js", 0.9, 1.25) == pytest.approx(0.95)  # 1.125 could never be reached

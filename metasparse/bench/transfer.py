@@ -283,6 +283,7 @@ def plot(result: dict, out: Path) -> list[str]:
             if conv == conv:
                 ax.axhline(100 * conv, color="grey", ls="--", lw=1, label="scratch, converged")
             ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(-0.2, 1.3 * max(a["step"] for a in agg) + 0.5)  # no negative decade on the step axis
             ax.set_title(f"{name}: K={k}")
             ax.set_xlabel("adaptation steps")
         axes[0][0].set_ylabel(f"{r['task'].upper()} accuracy (%), macro over cells")

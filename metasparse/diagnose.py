@@ -13,8 +13,6 @@ gets, and for the target cells the adaptation gain. Writes CSVs, PNGs and ``diag
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from collections import Counter, defaultdict
@@ -26,18 +24,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from metasparse.config import DiagnoseConfig
-from metasparse.io import atomic_write
+from metasparse.io import atomic_write, csv_text
 
 log = logging.getLogger(__name__)
-
-
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return buf.getvalue()
 
 
 def run(cfg: DiagnoseConfig, out_dir: Path) -> dict:
@@ -49,7 +38,6 @@ def run(cfg: DiagnoseConfig, out_dir: Path) -> dict:
     from metasparse.diagnostics.pathways import cell_pathways, pathway_matrices
     from metasparse.diagnostics.relations import mantel, partial_mantel, spearman_bootstrap, upper
     from metasparse.diagnostics.shift import (
-        CellProfile,
         design_matrices,
         js_divergence,
         profile_cell,
@@ -137,25 +125,24 @@ def run(cfg: DiagnoseConfig, out_dir: Path) -> dict:
             )
 
     # Each cell's shift from the pooled source cells, against the compute it gets.
-    src = [p for p in profiles if p.name not in targets]
-    pool = CellProfile(
-        "sources", "-", "-", "-", sum((p.words for p in src), Counter()), Counter(), Counter(), Counter()
-    )
+    source_words = sum((p.words for p in profiles if p.name not in targets), Counter())
     cell_rows = []
     for p, pw in zip(profiles, paths, strict=True):
-        cell_rows.append({
-            **p.scalars(),
-            "role": "target" if p.name in targets else "source",
-            "word_js_to_sources": js_divergence(p.words, pool.words),
-            "flops_fraction": pw.flops_fraction,
-            "flops_per_word": pw.flops_per_word,
-            "decision_entropy": pw.decision_entropy,
-            "controller_entropy": pw.controller_entropy,
-            "skip_rate": float(pw.skip_rate.mean()),
-            "head_use": float(pw.head_use.mean()),
-            "group_use": float(pw.group_use.mean()),
-            "flops_vs_uncertainty_rho": pw.uncertainty_spearman[0],
-        })  # fmt: off
+        cell_rows.append(
+            {
+                **p.scalars(),
+                "role": "target" if p.name in targets else "source",
+                "word_js_to_sources": js_divergence(p.words, source_words),
+                "flops_fraction": pw.flops_fraction,
+                "flops_per_word": pw.flops_per_word,
+                "decision_entropy": pw.decision_entropy,
+                "controller_entropy": pw.controller_entropy,
+                "skip_rate": float(pw.skip_rate.mean()),
+                "head_use": float(pw.head_use.mean()),
+                "group_use": float(pw.group_use.mean()),
+                "flops_vs_uncertainty_rho": pw.uncertainty_spearman[0],
+            }
+        )
     spearman = []
 
     def add(name: str, a, bb, n_note: str) -> None:
@@ -254,11 +241,11 @@ def run(cfg: DiagnoseConfig, out_dir: Path) -> dict:
     figures.usage_by_domain(usage, L, out_dir / "usage_by_domain.png")
     figures.compute_vs_uncertainty(all_f, all_u, out_dir / "compute_vs_uncertainty.png")
 
-    atomic_write(out_dir / "cells.csv", _csv(cell_rows))
-    atomic_write(out_dir / "pairs.csv", _csv(pairs))
-    atomic_write(out_dir / "relations.csv", _csv(relations))
-    atomic_write(out_dir / "spearman.csv", _csv(spearman))
-    atomic_write(out_dir / "layer_usage.csv", _csv(layer_rows))
+    atomic_write(out_dir / "cells.csv", csv_text(cell_rows))
+    atomic_write(out_dir / "pairs.csv", csv_text(pairs))
+    atomic_write(out_dir / "relations.csv", csv_text(relations))
+    atomic_write(out_dir / "spearman.csv", csv_text(spearman))
+    atomic_write(out_dir / "layer_usage.csv", csv_text(layer_rows))
     summary = {
         "run_dir": str(cfg.run_dir),
         "cells": names,

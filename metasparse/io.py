@@ -1,7 +1,10 @@
-"""Atomic file writes: a temporary file in the same folder, then ``os.replace`` (never half-written)."""
+"""Atomic file writes: a temporary file in the same folder, then ``os.replace`` (never half-written);
+and the CSV text the reports write that way."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -20,3 +23,14 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def csv_text(rows: list[dict]) -> str:
+    """Rows of equal keys as CSV text with a header (empty for no rows), for :func:`atomic_write`."""
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()

@@ -40,6 +40,17 @@ MEASURES = (
 )
 
 
+SUMMARY_KEYS = (
+    "sentences",
+    "fertility",
+    "unknown_char_rate",
+    "mean_length",
+    "flops_fraction",
+    "confidence",
+    "uncertainty",
+)
+
+
 def read_sentences(path: Path, lang: str, max_sentences: int) -> list[list[str]]:
     """Sentences of a UD folder or ``.conllu`` file (validated), or of a plain text file (a sentence a line)."""
     if not path.exists():
@@ -133,8 +144,8 @@ def reference(loaded, cfg: MonitorConfig) -> tuple[dict, dict[str, float], dict]
     ref = observe(model, ctrl, b.tokenizer, [words[i] for i in pool])
     cache = Path(cfg.run_dir) / "monitor_reference.json"
     key = {"reference_sentences": cfg.reference_sentences}
-    if cache.exists() and json.loads(cache.read_text()).get("key") == key:
-        cached = json.loads(cache.read_text())
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    if cached.get("key") == key:
         return ref, cached["source_max"], cached["per_cell"]
     per_cell = {}
     for c in b.sources:
@@ -196,30 +207,8 @@ def run(cfg: MonitorConfig, out_dir: Path) -> dict:
             m: "explicit" if m in cfg.thresholds else f"{cfg.margin} x max over source cells (JS capped below 1)"
             for m in MEASURES
         },
-        "incoming": {
-            k: obs[k]
-            for k in (
-                "sentences",
-                "fertility",
-                "unknown_char_rate",
-                "mean_length",
-                "flops_fraction",
-                "confidence",
-                "uncertainty",
-            )
-        },
-        "reference": {
-            k: ref[k]
-            for k in (
-                "sentences",
-                "fertility",
-                "unknown_char_rate",
-                "mean_length",
-                "flops_fraction",
-                "confidence",
-                "uncertainty",
-            )
-        },
+        "incoming": {k: obs[k] for k in SUMMARY_KEYS},
+        "reference": {k: ref[k] for k in SUMMARY_KEYS},
         "recommendation": recommend(drifted, cfg),
         "input": str(cfg.input),
         "run_dir": str(cfg.run_dir),

@@ -115,7 +115,6 @@ def test_michel_importance_ranks_a_silenced_head_last():
     model = tiny_model()
     with torch.no_grad():  # head 3 of layer 0 contributes nothing: its output projection rows are zero
         model.blocks[0].o_weight[3 * 8 : 4 * 8].zero_()
-    from metasparse.model.features import IGNORE_INDEX  # noqa: F401
 
     class Corpus:  # the minimum unit_importance needs
         def __init__(self, b):

@@ -18,9 +18,8 @@ from metasparse.baselines.l0 import l0_pruned
 from metasparse.baselines.methods import Dense, Method, controlled
 from metasparse.baselines.random_policy import random_calibrated
 from metasparse.baselines.teal import teal_calibrated
-from metasparse.control.controller import ControllerSpec
 from metasparse.control.train import calibrate_bias
-from metasparse.meta.load import LoadedRun
+from metasparse.meta.load import LoadedRun, controller_spec
 from metasparse.train.corpus import EncodedCorpus
 
 METHODS = ("dense", "meta", "multitask", "importance", "l0", "teal", "random")
@@ -77,8 +76,7 @@ def build_method(
         calibrate_bias(model, ctrl, splits.calib, budget)
         return controlled(model, ctrl, "meta")
     if name == "multitask":
-        c = run.cfg.controller
-        spec = ControllerSpec(c.hidden, c.uncertainty_task, c.token_router, c.placement)
+        spec = controller_spec(run.cfg)
         ctrl = trained_controller(model, splits.train, splits.calib, budget, spec=spec, steps=steps, seed=seed)
         return controlled(model, ctrl, "multitask")
     if name == "importance":

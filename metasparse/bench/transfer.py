@@ -16,8 +16,6 @@ Writes ``transfer.json``, ``curves.csv``, ``pareto.csv``, ``transfer.md`` and PN
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import time
@@ -30,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from metasparse.config import EVAL_METHODS, TransferBenchConfig
-from metasparse.io import atomic_write
+from metasparse.io import atomic_write, csv_text
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +61,7 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
     from metasparse.baselines.controllers import trained_controller
     from metasparse.control.train import calibrate_bias
     from metasparse.meta.evaluation import adapt_and_score, support_rows
-    from metasparse.meta.load import new_controller
+    from metasparse.meta.load import controller_spec, new_controller
     from metasparse.meta.outer import EpisodeData, build_algorithm, hard_accuracy
     from metasparse.meta.system import GatedSystem
 
@@ -85,7 +83,7 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
             splits.train,
             splits.calib,
             budget,
-            spec=new_controller(model, run_cfg).spec,
+            spec=controller_spec(run_cfg),
             steps=30 if cfg.quick else 300,
         )
         mt_system = GatedSystem(model, mt)
@@ -105,7 +103,7 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
             data.subset(train),
             data.subset(train),
             budget,
-            spec=new_controller(model, run_cfg).spec,
+            spec=controller_spec(run_cfg),
             steps=cfg.converge_steps,
             max_words=512,
         )
@@ -247,16 +245,6 @@ def pareto_for_run(loaded, cfg: TransferBenchConfig) -> list[dict]:
                 time.time() - t0,
             )
     return rows
-
-
-def _csv(rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def plot(result: dict, out: Path) -> list[str]:
@@ -407,8 +395,8 @@ def run(cfg: TransferBenchConfig, out_dir: Path) -> dict:
     result["minutes"] = (time.time() - t0) / 60
     result["plots"] = plot(result, out)
     md = format_report(result)
-    atomic_write(out / "curves.csv", _csv(all_curves))
-    atomic_write(out / "pareto.csv", _csv(all_pareto))
+    atomic_write(out / "curves.csv", csv_text(all_curves))
+    atomic_write(out / "pareto.csv", csv_text(all_pareto))
     atomic_write(out / "transfer.json", json.dumps(result, indent=2))
     atomic_write(out / "transfer.md", md)
     print(md)

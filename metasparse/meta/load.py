@@ -44,9 +44,14 @@ def load_run_config(run_dir: Path) -> MetaTrainConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(MetaTrainConfig), OmegaConf.load(path)))
 
 
-def new_controller(backbone, cfg: MetaTrainConfig) -> Controller:
+def controller_spec(cfg: MetaTrainConfig) -> ControllerSpec:
+    """The controller settings of a run's config."""
     c = cfg.controller
-    return Controller(backbone, ControllerSpec(c.hidden, c.uncertainty_task, c.token_router, c.placement))
+    return ControllerSpec(c.hidden, c.uncertainty_task, c.token_router, c.placement)
+
+
+def new_controller(backbone, cfg: MetaTrainConfig) -> Controller:
+    return Controller(backbone, controller_spec(cfg))
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:

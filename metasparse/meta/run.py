@@ -18,13 +18,13 @@ import torch
 from omegaconf import OmegaConf
 
 from metasparse.config import MetaTrainConfig
-from metasparse.control.controller import Controller, ControllerSpec
 from metasparse.control.train import calibrate_bias
 from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import prepare
 from metasparse.io import atomic_write
 from metasparse.meta.distributed import is_main, main_first
 from metasparse.meta.evaluation import evaluate_cell
+from metasparse.meta.load import new_controller
 from metasparse.meta.outer import EpisodeData, hard_accuracy, meta_train, split_validation_cells
 from metasparse.meta.system import GatedSystem
 from metasparse.train.checkpoint import save_checkpoint
@@ -100,9 +100,8 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     )
     data = EpisodeData.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
 
-    c = cfg.controller
     torch.manual_seed(cfg.seed)  # the controller's init must not depend on whether the backbone was just trained
-    controller = Controller(backbone, ControllerSpec(c.hidden, c.uncertainty_task, c.token_router, c.placement))
+    controller = new_controller(backbone, cfg)
     system = GatedSystem(backbone, controller)
     resume = Path(cfg.resume) if cfg.resume else None
     if (

@@ -30,7 +30,7 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     from metasparse.data.ud import load_folder
     from metasparse.meta.evaluation import adapt_and_score
     from metasparse.meta.load import load_run
-    from metasparse.meta.outer import EpisodeData
+    from metasparse.train.corpus import EncodedRows
 
     run_dir = Path(cfg.run_dir)
     loaded = load_run(run_dir)
@@ -56,7 +56,7 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     support = sorted(rng.choice(train_rows, min(cfg.shots, len(train_rows)), replace=False).tolist())
     test = test_rows[: cfg.max_test_sentences].tolist() if cfg.max_test_sentences else test_rows.tolist()
 
-    data = EpisodeData.build(ds, range(len(ds)), bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
+    data = EncodedRows.build(ds, range(len(ds)), bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
 
     tasks = list(mcfg.episodes.tasks)
     res = adapt_and_score(algo, system, data, support, test, tasks, mcfg, steps=cfg.steps, curve=True)

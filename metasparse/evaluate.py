@@ -43,9 +43,9 @@ def run(cfg: EvaluateConfig, out_dir: Path) -> dict:
     from metasparse.baselines.build import FAMILIES, build_method, source_splits
     from metasparse.meta.load import load_run
     from metasparse.protocol.consistency import batch_consistency
-    from metasparse.protocol.scores import score
     from metasparse.protocol.speed import measure_speed
     from metasparse.protocol.stress import stress_corpora
+    from metasparse.scoring import score
     from metasparse.train.corpus import EncodedCorpus
 
     t0 = time.time()

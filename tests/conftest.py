@@ -10,35 +10,41 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _shared_ud() -> Path:
-    env = os.environ.get("METASPARSE_DATA_DIR")
-    path = Path(env) if env else REPO.parent / "shared" / "data" / "ud"
-    if not (path / "MANIFEST.tsv").exists():
-        raise RuntimeError(
-            f"the UD data is not at {path}: set METASPARSE_DATA_DIR to the shared copy (../shared/data/ud)"
-        )
-    return path.resolve()
+# The user's environment as the run started, before the fixtures below point the cache at a temp folder:
+# the data is resolved with the user's own cache, like the package does.
+_USER_ENV = dict(os.environ)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Point the cache at a session temp dir and the data at the shared copy; quiet progress bars."""
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Point every cache at a session temp folder and quiet progress bars; no data is read here, so unit
+    tests run without the treebanks (a test that secretly reads them fails: the temp cache holds none)."""
     import datasets
 
     datasets.disable_progress_bars()
     os.environ["METASPARSE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    os.environ["METASPARSE_DATA_DIR"] = str(_shared_ud())
+    os.environ.pop("METASPARSE_DATA_DIR", None)
     os.environ["METASPARSE_OFFLINE"] = "1"  # tests never reach the internet; download tests use 127.0.0.1
 
 
 @pytest.fixture(scope="session")
-def shared_ud() -> Path:
-    """The shared, read-only UD folder."""
-    return _shared_ud()
+def ud_root(_isolated_cache) -> Path:
+    """The verified UD folder (see ``data_location.resolve_ud``), exported as ``METASPARSE_DATA_DIR`` for
+    the code and the subprocesses of the tests that ask for it."""
+    from data_location import resolve_ud
+
+    from metasparse.errors import ChecksumError, DataUnavailableError
+
+    try:
+        root = resolve_ud(REPO, _USER_ENV)
+    except (DataUnavailableError, ChecksumError) as exc:
+        pytest.fail(f"the tests that read the UD data cannot find it:\n{exc}", pytrace=False)
+    os.environ["METASPARSE_DATA_DIR"] = str(root)
+    return root
 
 
 @pytest.fixture(scope="session")
-def ud_dataset(_isolated_env):
+def ud_dataset(ud_root):
     """All 44,715 real sentences (parsed once per session)."""
     from metasparse.data.ud import load_ud
 
@@ -59,7 +65,7 @@ def write(path: Path, text: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory, _isolated_env) -> Path:
+def smoke_run(tmp_path_factory, ud_root) -> Path:
     """One ``meta_train experiment=smoke +domain=legal`` run through the real CLI, shared by the tests that
     read a run folder (evaluate, bench.transfer, diagnose, monitor, the notebook)."""
     import subprocess

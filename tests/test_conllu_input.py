@@ -108,8 +108,8 @@ def test_check_cli_passes_good_file_and_missing_path_is_an_error(tmp_path):
     assert res.returncode == 2 and "no such file or folder" in res.stderr
 
 
-def test_check_cli_on_all_shared_data(shared_ud):
-    res = _check(shared_ud)
+def test_check_cli_on_all_shared_data(ud_root):
+    res = _check(ud_root)
     assert res.returncode == 0, res.stderr
     assert "38 file(s) checked, 0 error(s)" in res.stdout
 

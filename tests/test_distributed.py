@@ -18,10 +18,10 @@ from metasparse.control.controller import Controller
 from metasparse.data.cells import Cell
 from metasparse.data.episodes import Episode
 from metasparse.meta.distributed import shard
-from metasparse.meta.outer import EpisodeData, build_algorithm, meta_gradient
+from metasparse.meta.outer import build_algorithm, meta_gradient
 from metasparse.meta.system import GatedSystem
 from metasparse.model.features import EncodedSentence
-from metasparse.train.corpus import EncodedCorpus
+from metasparse.train.corpus import EncodedCorpus, EncodedRows
 
 EPISODES = 4
 
@@ -50,7 +50,7 @@ def _setup(algorithm: str):
         )
         labels.append(rng.integers(0, 17, n).tolist())
     corpus = EncodedCorpus(np.arange(40), items, {"upos": labels}, ["xx"] * 40, ["xx/d/T"] * 40)
-    data = EpisodeData(corpus)
+    data = EncodedRows(corpus)
     cell = Cell("UD_X-T", "xx", "d")
     eps = [
         Episode(i, "upos", cell, tuple(range(8 * i, 8 * i + 4)), tuple(range(8 * i + 4, 8 * i + 8)))

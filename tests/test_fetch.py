@@ -52,9 +52,9 @@ class _Server:
 
 
 @pytest.mark.network
-def test_download_from_loopback_then_no_network(tmp_path, shared_ud):
+def test_download_from_loopback_then_no_network(tmp_path, ud_root):
     dest = tmp_path / "ud"
-    with _Server(shared_ud) as server:
+    with _Server(ud_root) as server:
         paths = fetch(SMALL, root=dest, url_template=server.template, offline=False)
         assert server.requests == 2
     files = [f for name in SMALL for f in load_registry()[name].files]
@@ -66,9 +66,9 @@ def test_download_from_loopback_then_no_network(tmp_path, shared_ud):
 
 
 @pytest.mark.network
-def test_corrupted_download_is_refused_and_discarded(tmp_path, shared_ud):
+def test_corrupted_download_is_refused_and_discarded(tmp_path, ud_root):
     bad = tmp_path / "mirror"
-    shutil.copytree(shared_ud / "UD_Turkish-PUD", bad / "UD_Turkish-PUD")
+    shutil.copytree(ud_root / "UD_Turkish-PUD", bad / "UD_Turkish-PUD")
     f = bad / "UD_Turkish-PUD" / "tr_pud-ud-test.conllu"
     f.write_bytes(f.read_bytes().replace(b"NOUN", b"VERB", 1))
     dest = tmp_path / "ud"
@@ -96,8 +96,8 @@ def test_offline_with_missing_files_names_them_the_dir_and_the_variable(tmp_path
     assert str(tmp_path) in msg and "METASPARSE_DATA_DIR" in msg and "METASPARSE_OFFLINE" in msg
 
 
-def test_present_file_with_wrong_hash_is_never_used(tmp_path, shared_ud):
-    shutil.copytree(shared_ud / "UD_Korean-PUD", tmp_path / "UD_Korean-PUD")
+def test_present_file_with_wrong_hash_is_never_used(tmp_path, ud_root):
+    shutil.copytree(ud_root / "UD_Korean-PUD", tmp_path / "UD_Korean-PUD")
     f = tmp_path / "UD_Korean-PUD" / "ko_pud-ud-test.conllu"
     original = f.read_bytes()
     f.write_bytes(original + b"\n")
@@ -106,6 +106,6 @@ def test_present_file_with_wrong_hash_is_never_used(tmp_path, shared_ud):
     assert f.read_bytes() == original + b"\n"  # reported, not silently replaced
 
 
-def test_default_data_dir_from_env(shared_ud):
+def test_default_data_dir_from_env(ud_root):
     paths = fetch(["UD_Korean-PUD"], offline=True)  # conftest points METASPARSE_DATA_DIR at the shared copy
-    assert paths["UD_Korean-PUD/ko_pud-ud-test.conllu"] == shared_ud / "UD_Korean-PUD" / "ko_pud-ud-test.conllu"
+    assert paths["UD_Korean-PUD/ko_pud-ud-test.conllu"] == ud_root / "UD_Korean-PUD" / "ko_pud-ud-test.conllu"

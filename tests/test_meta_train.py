@@ -36,7 +36,7 @@ def _cfg(*extra):
 
 
 @pytest.mark.slow
-def test_smoke_cli_then_adapt_on_a_folder_outside_the_registry(tmp_path, shared_ud, smoke_run):
+def test_smoke_cli_then_adapt_on_a_folder_outside_the_registry(tmp_path, ud_root, smoke_run):
     run_dir = smoke_run
     m = json.loads((run_dir / "metrics.json").read_text())
     assert sorted(m["targets"]) == LEGAL  # every legal cell adapted and evaluated, also in the smoke run
@@ -49,7 +49,7 @@ def test_smoke_cli_then_adapt_on_a_folder_outside_the_registry(tmp_path, shared_
 
     folder = tmp_path / "UD_Unseen-Legal"  # data the run never saw, named nowhere in the registry
     folder.mkdir()
-    shutil.copy(shared_ud / "UD_Armenian-ArmTDP" / "hy_armtdp-ud-test.conllu", folder / "xx_unseen-ud-test.conllu")
+    shutil.copy(ud_root / "UD_Armenian-ArmTDP" / "hy_armtdp-ud-test.conllu", folder / "xx_unseen-ud-test.conllu")
     out = tmp_path / "adapt"
     res = subprocess.run(
         [

@@ -12,12 +12,12 @@ import pytest
 import torch
 from model_utils import tiny_model
 
-from metasparse.baselines.methods import Dense, Method
 from metasparse.model.encoder import EncoderOutput
 from metasparse.model.features import EncodedSentence
 from metasparse.protocol.consistency import batch_consistency
-from metasparse.protocol.scores import score
 from metasparse.protocol.stress import add_noise, concatenate
+from metasparse.scoring import score
+from metasparse.scoring.methods import Dense, Method
 from metasparse.train.corpus import EncodedCorpus
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 
 from metasparse.data.fetch import sha256_file
 from metasparse.data.registry import load_registry
@@ -20,15 +21,15 @@ def test_registry_shape():
     assert all(len(tb.commit) == 40 for tb in reg.treebanks)
 
 
-def test_every_pinned_hash_matches_the_shared_file(shared_ud):
+def test_every_pinned_hash_matches_the_shared_file(ud_root):
     for f in load_registry().files:
-        assert sha256_file(shared_ud / f.relpath) == f.sha256, f.relpath
+        assert sha256_file(ud_root / f.relpath) == f.sha256, f.relpath
 
 
-def test_registry_matches_manifest_and_domain_tables(shared_ud):
+def test_registry_matches_manifest_and_domain_tables(ud_root):
     reg = load_registry()
     manifest = {
-        r["file"]: r for r in csv.DictReader((shared_ud / "MANIFEST.tsv").read_text().splitlines(), delimiter="\t")
+        r["file"]: r for r in csv.DictReader((ud_root / "MANIFEST.tsv").read_text().splitlines(), delimiter="\t")
     }
     assert set(manifest) == {f.relpath for f in reg.files}
     for f in reg.files:
@@ -41,7 +42,7 @@ def test_registry_matches_manifest_and_domain_tables(shared_ud):
         )
     rules = [
         (r["treebank"], r["rule"], r["domain"])
-        for r in csv.DictReader((shared_ud / "DOMAINS.tsv").read_text().splitlines(), delimiter="\t")
+        for r in csv.DictReader((ud_root / "DOMAINS.tsv").read_text().splitlines(), delimiter="\t")
     ]
     assert rules == [(tb.name, r.pattern.pattern, r.domain) for tb in reg.treebanks for r in tb.rules]
 
@@ -60,6 +61,13 @@ def test_unknown_treebank_lists_available():
         load_registry()["UD_Klingon-X"]
 
 
-def test_fingerprint_is_stable():
-    assert load_registry().fingerprint() == load_registry().fingerprint()
-    assert len(load_registry().fingerprint()) == 16
+def test_fingerprint_is_pinned_and_follows_every_file_hash():
+    reg = load_registry()
+    # Written down once: every cache key (tokenizers, backbones) hangs on it, so it must not drift between
+    # processes, machines or Python versions, and must change when any pinned file does.
+    assert reg.fingerprint() == "46f481b0b19e5b89"
+    first, *rest = reg.treebanks
+    edited = replace(first, files=(replace(first.files[0], sha256="0" * 64), *first.files[1:]))
+    assert replace(reg, treebanks=(edited, *rest)).fingerprint() != reg.fingerprint()
+    relabelled = replace(first, rules=(replace(first.rules[0], domain="other"), *first.rules[1:]))
+    assert replace(reg, treebanks=(relabelled, *rest)).fingerprint() != reg.fingerprint()

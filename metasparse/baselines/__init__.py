@@ -1,4 +1,4 @@
-"""Everything metasparse is compared against, run through one interface (:mod:`.methods`):
+"""Everything metasparse is compared against, run through one interface (:mod:`metasparse.scoring`):
 
 dense; static structured pruning by unit importance (:mod:`.importance`) and by L0 gates (:mod:`.l0`);
 training-free activation thresholding (:mod:`.teal`); random per-input decisions (:mod:`.random_policy`);

@@ -15,11 +15,12 @@ import numpy as np
 from metasparse.baselines.controllers import trained_controller
 from metasparse.baselines.importance import importance_pruned
 from metasparse.baselines.l0 import l0_pruned
-from metasparse.baselines.methods import Dense, Method, controlled
 from metasparse.baselines.random_policy import random_calibrated
 from metasparse.baselines.teal import teal_calibrated
+from metasparse.control.controller import controlled
 from metasparse.control.train import calibrate_bias
 from metasparse.meta.load import LoadedRun, controller_spec
+from metasparse.scoring.methods import Dense, Method
 from metasparse.train.corpus import EncodedCorpus
 
 METHODS = ("dense", "meta", "multitask", "importance", "l0", "teal", "random")

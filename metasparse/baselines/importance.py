@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from metasparse.baselines.methods import StaticMethod
 from metasparse.baselines.units import UnitCosts, prune_to_budget, reorder_units
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.features import IGNORE_INDEX
+from metasparse.scoring.methods import StaticMethod
 from metasparse.train.corpus import EncodedCorpus
 
 

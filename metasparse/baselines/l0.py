@@ -15,9 +15,11 @@ import torch
 from tqdm.auto import tqdm
 
 from metasparse.baselines.importance import task_loss
-from metasparse.baselines.methods import StaticMethod
 from metasparse.baselines.units import UnitCosts, prune_to_budget, reorder_units
+from metasparse.control.budget import annealed_target
 from metasparse.model.encoder import GatedEncoder
+from metasparse.model.freeze import frozen
+from metasparse.scoring.methods import StaticMethod
 from metasparse.train.corpus import EncodedCorpus
 
 BETA, LEFT, RIGHT = 2.0 / 3.0, -0.1, 1.1
@@ -50,32 +52,30 @@ def train_l0_gates(
     """Learn ``log_alpha`` per head ``[layers, heads]`` and per FFN group ``[layers, groups]``."""
     torch.manual_seed(seed)
     model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     L, H, G = model.spec.layers, model.spec.heads, model.spec.ffn_groups
     la_h = torch.full((L, H), 3.0, requires_grad=True)  # start nearly all-on
     la_g = torch.full((L, G), 3.0, requires_grad=True)
     opt = torch.optim.Adam([la_h, la_g], lr=lr)
     costs = UnitCosts.of(model, corpus.lengths())
-    order, epoch = [], 0
-    for step in tqdm(range(steps), desc=f"l0@{target}", disable=not progress, mininterval=5.0):
-        if not order:
-            order = corpus.batches(max_words, shuffle=True, seed=seed, epoch=epoch)
-            epoch += 1
-        batch = corpus.batch(order.pop())
-        gh, gg = sample_gates(la_h), sample_gates(la_g)
-        out = model.forward_with(batch, lambda i, blk, x, m, gh=gh, gg=gg: blk.forward_unit_gated(x, m, gh[i], gg[i]))
-        frac = (
-            costs.head * prob_nonzero(la_h).sum() + costs.group * prob_nonzero(la_g).sum() + costs.fixed
-        ) / costs.dense
-        warm = max(1, int(0.3 * steps))
-        goal = 1.0 - (1.0 - target) * min(1.0, (step + 1) / warm)
-        loss = task_loss(out.logits, batch.labels) + weight * (frac - goal) ** 2
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    for p in model.parameters():
-        p.requires_grad_(True)
+    with frozen(model):  # the caller's requires_grad flags come back as they were
+        order, epoch = [], 0
+        for step in tqdm(range(steps), desc=f"l0@{target}", disable=not progress, mininterval=5.0):
+            if not order:
+                order = corpus.batches(max_words, shuffle=True, seed=seed, epoch=epoch)
+                epoch += 1
+            batch = corpus.batch(order.pop())
+            gh, gg = sample_gates(la_h), sample_gates(la_g)
+            out = model.forward_with(
+                batch, lambda i, blk, x, m, gh=gh, gg=gg: blk.forward_unit_gated(x, m, gh[i], gg[i])
+            )
+            frac = (
+                costs.head * prob_nonzero(la_h).sum() + costs.group * prob_nonzero(la_g).sum() + costs.fixed
+            ) / costs.dense
+            goal = annealed_target(step, steps, target, warmup=0.3)
+            loss = task_loss(out.logits, batch.labels) + weight * (frac - goal) ** 2
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     return la_h.detach(), la_g.detach()
 
 

@@ -9,10 +9,10 @@ import zlib
 import numpy as np
 import torch
 
-from metasparse.baselines.methods import PolicyMethod
 from metasparse.control.budget import pattern_flops_table
 from metasparse.model.encoder import Decision, GatedEncoder
 from metasparse.model.flops import dense_flops, heads_flops
+from metasparse.scoring.methods import PolicyMethod
 from metasparse.train.corpus import EncodedCorpus
 
 

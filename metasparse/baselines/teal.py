@@ -15,12 +15,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from metasparse.baselines.methods import Method
 from metasparse.model.attention import attend
 from metasparse.model.block import GatedBlock
 from metasparse.model.encoder import EncoderOutput, GatedEncoder
 from metasparse.model.features import Batch
 from metasparse.model.flops import heads_flops
+from metasparse.scoring.methods import Method
 from metasparse.train.corpus import EncodedCorpus
 
 SITES = ("qkv", "o", "w1", "w2")

@@ -26,16 +26,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from metasparse.config import SpeedBenchConfig
-from metasparse.control.controller import Controller, ControllerSpec
+from metasparse.control.controller import Controller, ControllerSpec, controlled
 from metasparse.control.train import ControllerTrainConfig, calibrate_bias, train_controller
 from metasparse.data.prepare import prepare
 from metasparse.io import atomic_write
 from metasparse.model.encoder import GatedEncoder
-from metasparse.model.flops import dense_flops, gated_flops
 from metasparse.runtime.latency import interleaved, quantiles
 from metasparse.runtime.profiling import labels_enabled
+from metasparse.scoring import Dense, score
 from metasparse.train.corpus import EncodedCorpus
-from metasparse.train.evaluate import evaluate
 from metasparse.train.pretraining import _rows, pretrain
 
 log = logging.getLogger(__name__)
@@ -105,7 +104,7 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
     test = EncodedCorpus.build(
         bundle.dataset, pick(test_rows, 400 if cfg.quick else 4000), bundle.tokenizer, bundle.tasks, sb
     )
-    dense_eval = evaluate(model, test)
+    dense_eval = score(Dense(model), test)
     tasks = sorted(bundle.tasks)
     timing_batches = {
         bs: _batches(test, bs, b.sentences if bs == 1 else max(b.sentences, bs) * (1 if cfg.quick else 4), cfg.seed)
@@ -121,22 +120,11 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
         )
         calibrate_bias(model, ctrl, dev, target)
         controllers[target] = ctrl
-        acc = evaluate(
-            model,
-            test,
-            policy=ctrl.policy(model),
-            controller_flops=lambda n, c=ctrl: c.flops_per_layer(model, n),
-        )
+        acc = score(controlled(model, ctrl), test)
         for bs, batches in timing_batches.items():
             timed = TimedPolicy(ctrl.policy(model))
-            used = dense = 0
-            with torch.no_grad():  # FLOPs of exactly the timed sentences, decisions as timed
-                for batch in batches:
-                    out = model(batch, ctrl.policy(model))
-                    for e, n in enumerate(batch.lengths.tolist()):
-                        pats = [model.codebook[int(d.levels[e])] for d in out.decisions]
-                        used += gated_flops(model.spec, pats, n, ctrl.flops_per_layer(model, n))
-                        dense += dense_flops(model.spec, n)
+            outs = [controlled(model, ctrl)(batch) for batch in batches]  # FLOPs of exactly the timed sentences
+            used, dense = sum(sum(o.flops) for o in outs), sum(sum(o.dense_flops) for o in outs)
 
             def run_dense(batches=batches):
                 with torch.no_grad():

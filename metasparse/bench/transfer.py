@@ -62,8 +62,9 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
     from metasparse.control.train import calibrate_bias
     from metasparse.meta.evaluation import adapt_and_score, support_rows
     from metasparse.meta.load import controller_spec, new_controller
-    from metasparse.meta.outer import EpisodeData, build_algorithm, hard_accuracy
-    from metasparse.meta.system import GatedSystem
+    from metasparse.meta.outer import build_algorithm
+    from metasparse.meta.system import GatedSystem, gated_scores
+    from metasparse.train.corpus import EncodedRows
 
     run_cfg, b = loaded.cfg, loaded.bundle
     idx, model = b.index, loaded.system.backbone
@@ -71,7 +72,7 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
     budget = run_cfg.budget.target
     cells = sorted(b.targets, key=lambda c: -idx.sentences(c, "train"))[: cfg.max_cells or None]
     rows = sorted({int(r) for c in cells for s in ("train", "dev", "test") for r in idx.rows(c, s)})
-    data = EpisodeData.build(b.dataset, rows, b.tokenizer, b.tasks, model.spec.suffix_buckets)
+    data = EncodedRows.build(b.dataset, rows, b.tokenizer, b.tasks, model.spec.suffix_buckets)
     steps = max(cfg.steps)
     inits = {}
     if "meta" in cfg.methods:
@@ -107,8 +108,12 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
             steps=cfg.converge_steps,
             max_words=512,
         )
-        acc, flops = hard_accuracy(GatedSystem(model, conv), data, test, task)
-        ceiling[cell.name] = {"acc": acc, "flops": flops, "train_sentences": len(train)}
+        conv_scores = gated_scores(GatedSystem(model, conv), data.subset(test))
+        ceiling[cell.name] = {
+            "acc": conv_scores.accuracy[task],
+            "flops": conv_scores.flops_fraction,
+            "train_sentences": len(train),
+        }
         for shots in cfg.shots:
             for seed in cfg.seeds:
                 support = support_rows(idx, cell, shots, seed)
@@ -201,7 +206,7 @@ def goals(agg: list[dict], ceiling: dict, shots: int = 16) -> dict:
 def pareto_for_run(loaded, cfg: TransferBenchConfig) -> list[dict]:
     """Every method at every budget: source test and zero-shot target accuracy and FLOPs."""
     from metasparse.baselines.build import FAMILIES, build_method, source_splits
-    from metasparse.protocol.scores import score
+    from metasparse.scoring import score
     from metasparse.train.corpus import EncodedCorpus
 
     b, idx = loaded.bundle, loaded.bundle.index

@@ -38,3 +38,14 @@ def budget_penalty(fraction: torch.Tensor, target: float, kind: str = "hinge") -
     if kind == "square":
         return gap**2
     raise ValueError(f"budget kind {kind!r}; allowed: hinge, square")
+
+
+def annealed_target(step: int, steps: int, target: float, warmup: float) -> float:
+    """The budget at ``step`` of ``steps``: dense (1.0) annealed linearly to ``target`` over the first
+    ``warmup`` share of the steps, then ``target``.
+
+    Why anneal: a controller that must meet the budget from its first step never learns which inputs need
+    width; starting dense lets it learn that first and give width up gradually.
+    """
+    warm = max(1, int(warmup * steps))  # whole steps; warmup 0 gives the target from the first step
+    return 1.0 - (1.0 - target) * min(1.0, (step + 1) / warm)

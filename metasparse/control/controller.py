@@ -8,7 +8,6 @@ linear router plus the per-token entropy, so uncertain tokens are the ones the F
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +16,8 @@ from torch import nn
 
 from metasparse.control.relax import gumbel_softmax_st
 from metasparse.model.encoder import Decision, GatedEncoder
+from metasparse.model.uncertainty import normalized_entropy
+from metasparse.scoring.methods import PolicyMethod
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Controller(nn.Module):
             for _ in range(1 if self.upfront else L)
         )
         self.routers = nn.ModuleList(nn.Linear(d, 1) for _ in range(L)) if self.spec.token_router else None
-        for net in self.nets:  # start near "all patterns equally likely", with a lean to the full one
+        for net in self.nets:  # every pattern equally likely at first: the budget term decides how lean to go
             nn.init.zeros_(net[2].weight)
             nn.init.zeros_(net[2].bias)
 
@@ -97,8 +98,7 @@ class Controller(nn.Module):
             pooled = (x * m[..., None]).sum(1) / count
         feats, tok_scores = [pooled], None
         if self.spec.uncertainty_task:
-            lsm = torch.log_softmax(model.heads[self.spec.uncertainty_task](x), dim=-1)
-            ent = (lsm.exp() * lsm).sum(-1) * (-1.0 / math.log(lsm.shape[-1]))  # [B, T] in [0, 1]
+            ent = normalized_entropy(model.heads[self.spec.uncertainty_task](x))  # [B, T] in [0, 1]
             feats.append(ent.mean(1, keepdim=True) if full else (ent * m).sum(1, keepdim=True) / count)
             tok_scores = ent
         if need_tokens and self.routers is not None:
@@ -142,3 +142,12 @@ class Controller(nn.Module):
             return Decision(w, tok, gate)
 
         return decide
+
+
+def controlled(model: GatedEncoder, ctrl: Controller, name: str = "meta") -> PolicyMethod:
+    """A trained controller as a method: hard argmax decisions, its cost counted per layer, its pattern
+    probabilities recorded for diagnostics."""
+    ctrl.eval()
+    return PolicyMethod(
+        model, lambda record: ctrl.policy(model, record=record), lambda n: ctrl.flops_per_layer(model, n), name
+    )

@@ -8,15 +8,11 @@ import torch
 import torch.nn.functional as F
 
 
-def gumbel_softmax_st(logits: torch.Tensor, tau: float, *, hard: bool = True, generator=None) -> torch.Tensor:
-    """Sample a (straight-through) one-hot over the last dim.
-
-    Forward is one-hot when ``hard``; the gradient is that of the relaxed softmax sample.
-    """
-    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype).clamp_(1e-9, 1 - 1e-9)
+def gumbel_softmax_st(logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """Sample a straight-through one-hot over the last dim: one-hot forward, the relaxed softmax sample's
+    gradient backward (the global torch generator draws the noise, so callers seed it)."""
+    u = torch.rand(logits.shape, dtype=logits.dtype).clamp_(1e-9, 1 - 1e-9)
     y = F.softmax((logits - torch.log(-torch.log(u))) / tau, dim=-1)
-    if not hard:
-        return y
     one_hot = F.one_hot(y.argmax(-1), y.shape[-1]).to(y.dtype)
     return one_hot + y - y.detach()
 

@@ -15,11 +15,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from metasparse.control.budget import budget_penalty, expected_flops_fraction
-from metasparse.control.controller import Controller
+from metasparse.control.budget import annealed_target, budget_penalty, expected_flops_fraction
+from metasparse.control.controller import Controller, controlled
 from metasparse.control.relax import anneal_temperature
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.features import IGNORE_INDEX
+from metasparse.model.freeze import frozen
+from metasparse.scoring import score
 from metasparse.train.corpus import EncodedCorpus
 
 log = logging.getLogger(__name__)
@@ -74,29 +76,27 @@ def train_controller(
     progress: bool = True,
 ) -> list[dict]:
     """Fit ``ctrl`` on ``corpus`` with the backbone frozen; returns the per-step log."""
-    model.eval()  # no dropout; the backbone is frozen
-    for p in model.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.Adam(ctrl.parameters(), lr=cfg.lr)
-    history, epoch, order = [], 0, []
-    torch.manual_seed(seed)
-    bar = tqdm(range(cfg.steps), desc=f"controller@{cfg.target}", disable=not progress, mininterval=5.0)
-    for step in bar:
-        if not order:
-            order = corpus.batches(cfg.max_words, shuffle=True, seed=seed, epoch=epoch)
-            epoch += 1
-        batch = corpus.batch(order.pop())
-        warm = max(1, int(cfg.budget_warmup * cfg.steps))
-        target = 1.0 - (1.0 - cfg.target) * min(1.0, (step + 1) / warm)
-        tau = anneal_temperature(step, cfg.steps, cfg.tau_start, cfg.tau_end)
-        loss, frac = controller_loss(model, ctrl, batch, target, tau, cfg.budget_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.append({"step": step, "loss": float(loss.detach()), "flops": float(frac.mean().detach()), "tau": tau})
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", flops=f"{history[-1]['flops']:.3f}", refresh=False)
-    for p in model.parameters():
-        p.requires_grad_(True)
+    model.eval()  # no dropout; the backbone is frozen (and handed back with the caller's flags)
+    with frozen(model):
+        opt = torch.optim.Adam(ctrl.parameters(), lr=cfg.lr)
+        history, epoch, order = [], 0, []
+        torch.manual_seed(seed)
+        bar = tqdm(range(cfg.steps), desc=f"controller@{cfg.target}", disable=not progress, mininterval=5.0)
+        for step in bar:
+            if not order:
+                order = corpus.batches(cfg.max_words, shuffle=True, seed=seed, epoch=epoch)
+                epoch += 1
+            batch = corpus.batch(order.pop())
+            target = annealed_target(step, cfg.steps, cfg.target, cfg.budget_warmup)
+            tau = anneal_temperature(step, cfg.steps, cfg.tau_start, cfg.tau_end)
+            loss, frac = controller_loss(model, ctrl, batch, target, tau, cfg.budget_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append(
+                {"step": step, "loss": float(loss.detach()), "flops": float(frac.mean().detach()), "tau": tau}
+            )
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", flops=f"{history[-1]['flops']:.3f}", refresh=False)
     return history
 
 
@@ -111,9 +111,8 @@ def calibrate_bias(
 ) -> float:
     """Shift every layer's logits by ``s * flops_share(pattern)`` (bisection on ``s``) so that hard
     decisions on ``corpus`` meet ``target``; the relaxed training only meets it in expectation."""
-    from metasparse.train.evaluate import evaluate
-
-    share = torch.tensor([(p.heads / model.spec.heads + p.groups / model.spec.ffn_groups) / 2 for p in model.codebook])
+    spec = model.spec
+    share = torch.tensor([(p.n_heads / spec.heads + p.n_groups / spec.ffn_groups) / 2 for p in model.codebook])
     base = [net[2].bias.detach().clone() for net in ctrl.nets]
 
     def shift(s: float) -> None:
@@ -125,13 +124,7 @@ def calibrate_bias(
     for _ in range(iters):
         mid = (lo + hi) / 2
         shift(mid)
-        r = evaluate(
-            model,
-            corpus,
-            policy=ctrl.policy(model),
-            max_words=max_words,
-            controller_flops=lambda n: ctrl.flops_per_layer(model, n),
-        )
+        r = score(controlled(model, ctrl), corpus, max_words=max_words)
         lo, hi = (lo, mid) if r.flops_fraction > target else (mid, hi)
     shift(lo)
     return lo

@@ -60,7 +60,7 @@ def held_out(cfg: MetaTrainConfig | PretrainConfig) -> tuple[list[str], list[str
     return ([cfg.domain.name] if cfg.domain else []), ([cfg.language.code, *cfg.language.also] if cfg.language else [])
 
 
-def prepare(cfg: MetaTrainConfig | PretrainConfig, task_names: list[str] | None = None) -> DataBundle:
+def prepare(cfg: MetaTrainConfig | PretrainConfig) -> DataBundle:
     """Load sentences, partition cells into sources and targets, and train or load the tokenizer.
 
     The tokenizer sees only the train split of the source cells, so nothing of a held-out domain or
@@ -68,10 +68,8 @@ def prepare(cfg: MetaTrainConfig | PretrainConfig, task_names: list[str] | None 
 
     Args:
         cfg: a job config with ``data``, ``tokenizer``, ``seed``, ``domain`` and ``language``.
-        task_names: tasks to load; defaults to ``cfg.tasks`` or ``cfg.episodes.tasks``.
     """
-    if task_names is None:
-        task_names = list(cfg.tasks) if hasattr(cfg, "tasks") else list(cfg.episodes.tasks)
+    task_names = list(cfg.tasks)
     d = cfg.data
     ds = load_ud(
         d.treebanks,

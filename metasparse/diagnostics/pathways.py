@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from scipy import stats
 
+from metasparse.control.controller import controlled
 from metasparse.diagnostics.shift import js_divergence
-from metasparse.model.flops import dense_flops, gated_flops
+from metasparse.model.uncertainty import normalized_entropy
+from metasparse.scoring import score
 
 
 @dataclass
@@ -58,36 +60,28 @@ def _entropy(p: np.ndarray) -> float:
 
 @torch.no_grad()
 def cell_pathways(model, controller, corpus, *, max_words: int = 4096) -> CellPathways:
-    """Run the controller's hard decisions over ``corpus`` and summarise them."""
-    model.eval()
-    controller.eval()
+    """Run the controller's hard decisions over ``corpus`` (the one walker) and summarise them."""
     L, P = model.spec.layers, model.n_patterns
-    counts = np.zeros((L, P))
-    ctrl_ent, sent_flops, sent_unc = [], [], []
-    used = dense = words = 0.0
-    for idx in corpus.batches(max_words, shuffle=False):
-        batch = corpus.batch(idx)
-        probs: list[torch.Tensor] = []
-        out = model(batch, controller.policy(model, record=probs))
-        levels = torch.stack([d.levels for d in out.decisions], dim=1)  # [B, L]
-        for li in range(L):
-            counts[li] += np.bincount(levels[:, li].numpy(), minlength=P)
-        ctrl_ent += [float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean() / math.log(P)) for p in probs]
-        lp = torch.log_softmax(out.logits["upos"] if "upos" in out.logits else next(iter(out.logits.values())), -1)
-        unc = -(lp.exp() * lp).sum(-1) / math.log(lp.shape[-1])  # [B, T]
-        for b, n in enumerate(batch.lengths.tolist()):
-            pats = [model.codebook[int(v)] for v in levels[b]]
-            f = gated_flops(model.spec, pats, n, controller.flops_per_layer(model, n))
-            d = dense_flops(model.spec, n)
-            used, dense, words = used + f, dense + d, words + n
-            sent_flops.append(f / d)
-            sent_unc.append(float(unc[b, :n].mean()))
+    ctrl_ent: list[float] = []
+    unc = [0.0] * len(corpus)
+    head = "upos" if "upos" in model.spec.tasks else next(iter(model.spec.tasks))
+
+    def observe(batch, idx, out) -> None:
+        ctrl_ent.extend(float(normalized_entropy(p.clamp_min(1e-12).log()).mean()) for p in out.decision_probs)
+        word_unc = normalized_entropy(out.logits[head])  # [B, T]
+        for b, (i, n) in enumerate(zip(idx, batch.lengths.tolist(), strict=True)):
+            unc[i] = float(word_unc[b, :n].mean())
+
+    s = score(controlled(model, controller), corpus, max_words=max_words, observe=observe)
+    levels = np.asarray(s.levels).reshape(-1, L)
+    counts = np.stack([np.bincount(levels[:, li], minlength=P) for li in range(L)]).astype(float)
     dist = counts / counts.sum(1, keepdims=True)
     cb = model.codebook
-    heads = np.array([p.heads / model.spec.heads for p in cb])
-    groups = np.array([p.groups / model.spec.ffn_groups for p in cb])
+    heads = np.array([p.n_heads / model.spec.heads for p in cb])
+    groups = np.array([p.n_groups / model.spec.ffn_groups for p in cb])
     skip = np.array([float(p.skip) for p in cb])
-    rho = stats.spearmanr(sent_flops, sent_unc) if len(set(sent_flops)) > 1 else (float("nan"), float("nan"))
+    sent_flops = s.sentence_flops
+    rho = stats.spearmanr(sent_flops, unc) if len(set(sent_flops)) > 1 else (float("nan"), float("nan"))
     return CellPathways(
         dist,
         dist @ heads,
@@ -95,11 +89,11 @@ def cell_pathways(model, controller, corpus, *, max_words: int = 4096) -> CellPa
         dist @ skip,
         float(np.mean([_entropy(d) / math.log(P) for d in dist])),
         float(np.mean(ctrl_ent)),
-        used / dense,
-        used / words,
+        s.flops_fraction,
+        s.flops_per_token,
         (float(rho[0]), float(rho[1])),
         sent_flops,
-        sent_unc,
+        unc,
     )
 
 

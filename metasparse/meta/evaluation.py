@@ -5,15 +5,14 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-import torch
 
 from metasparse.config import MetaTrainConfig
 from metasparse.control.train import calibrate_bias
 from metasparse.data.cells import Cell, CellIndex
 from metasparse.meta.maml import MAML
-from metasparse.meta.outer import EpisodeData, hard_accuracy, materialize
-from metasparse.meta.system import GatedSystem, episode_loss
-from metasparse.train.evaluate import evaluate
+from metasparse.meta.outer import materialize
+from metasparse.meta.system import GatedSystem, dense_scores, episode_loss, gated_scores
+from metasparse.train.corpus import EncodedRows
 
 
 def support_rows(index: CellIndex, cell: Cell, shots: int, seed: int) -> list[int]:
@@ -28,7 +27,7 @@ def support_rows(index: CellIndex, cell: Cell, shots: int, seed: int) -> list[in
 def adapt_and_score(
     algo: MAML,
     system: GatedSystem,
-    data: EpisodeData,
+    data: EncodedRows,
     support: list[int],
     test: list[int],
     tasks: list[str],
@@ -54,12 +53,12 @@ def adapt_and_score(
         adapted = materialize(system, learner.fast)
         if cfg.adapt.calibrate and step > 0:
             calibrate_bias(adapted.backbone, adapted.controller, data.subset(support), cfg.budget.target, iters=8)
-        accs = {t: hard_accuracy(adapted, data, test, t) for t in tasks}
+        s = gated_scores(adapted, data.subset(test))
         return {
             "step": step,
-            "acc": accs[tasks[0]][0],
-            "flops": accs[tasks[0]][1],
-            "by_task": {t: a for t, (a, _) in accs.items()},
+            "acc": s.accuracy[tasks[0]],
+            "flops": s.flops_fraction,
+            "by_task": {t: s.accuracy[t] for t in tasks},
         }
 
     want = (lambda k: score_at is None or k in score_at) if curve else (lambda k: False)  # noqa: E731
@@ -84,26 +83,20 @@ def adapt_and_score(
     return {"final": final, "curve": points}
 
 
-@torch.no_grad()
-def dense_accuracy(system: GatedSystem, data: EpisodeData, rows, tasks: list[str]) -> dict[str, float]:
-    r = evaluate(system.backbone, data.subset(rows))
-    return {t: r.by_lang.acc("x", t) for t in tasks}
-
-
 def evaluate_cell(algo, system, data, index, cell, cfg: MetaTrainConfig, *, adapt: bool) -> dict:
     """The metrics.json entry of one cell."""
     tasks = list(cfg.episodes.tasks)
     test = [int(r) for r in index.rows(cell, "test")]
     if cfg.adapt.max_test_sentences:
         test = test[: cfg.adapt.max_test_sentences]
-    dense = dense_accuracy(system, data, test, tasks)
-    zero = {t: hard_accuracy(system, data, test, t) for t in tasks}
+    corpus = data.subset(test)
+    dense, zero = dense_scores(system, corpus).accuracy, gated_scores(system, corpus)
     entry = {
         "dense_acc": dense[tasks[0]],
-        "zero_shot_acc": zero[tasks[0]][0],
-        "zero_shot_flops": zero[tasks[0]][1],
+        "zero_shot_acc": zero.accuracy[tasks[0]],
+        "zero_shot_flops": zero.flops_fraction,
         "test_sentences": len(test),
-        "by_task": {t: {"dense_acc": dense[t], "zero_shot_acc": zero[t][0]} for t in tasks},
+        "by_task": {t: {"dense_acc": dense[t], "zero_shot_acc": zero.accuracy[t]} for t in tasks},
     }
     if adapt:
         sup = support_rows(index, cell, cfg.adapt.shots, cfg.seed)

@@ -49,9 +49,6 @@ class Learner:
             grads = {n: g.detach() for n, g in grads.items()}
         self.fast = self._step(self.fast, grads)
 
-    def parameters(self) -> dict[str, torch.Tensor]:
-        return dict(self.fast)
-
 
 class MAML(nn.Module):
     """Model-agnostic meta-learning wrapper.

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metasparse.config import MetaTrainConfig
+from metasparse.control.budget import annealed_target
 from metasparse.control.relax import anneal_temperature
 from metasparse.data.cells import Cell
 from metasparse.data.episodes import Episode, EpisodeSampler
@@ -30,14 +31,14 @@ from metasparse.meta.distributed import all_reduce_grads, gather_lists, is_main,
 from metasparse.meta.maml import MAML
 from metasparse.meta.meta_sgd import MetaSGD
 from metasparse.meta.reptile import Reptile
-from metasparse.meta.system import GatedSystem, episode_loss
+from metasparse.meta.system import GatedSystem, episode_loss, gated_scores
 from metasparse.train.checkpoint import (
     load_checkpoint,
     optimizer_state,
     restore_optimizer_state,
     save_checkpoint,
 )
-from metasparse.train.corpus import EncodedCorpus
+from metasparse.train.corpus import EncodedRows
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,7 @@ def build_algorithm(system: GatedSystem, cfg: MetaTrainConfig) -> MAML:
 
 def budget_at(step: int, cfg: MetaTrainConfig) -> float:
     """Target FLOPs fraction at an outer step: 1.0 (dense) annealed linearly to the budget."""
-    warm = cfg.budget.warmup * cfg.meta.steps
-    if warm <= 0:
-        return cfg.budget.target
-    return 1.0 - (1.0 - cfg.budget.target) * min(1.0, (step + 1) / warm)
+    return annealed_target(step, cfg.meta.steps, cfg.budget.target, cfg.budget.warmup)
 
 
 @dataclass
@@ -81,33 +79,6 @@ class MetaState:
     restorations: int = 0
     history: list[dict] = field(default_factory=list)
     nonfinite: list[dict] = field(default_factory=list)
-
-
-class EpisodeData:
-    """Encoded sentences of every dataset row an episode or an evaluation may use, built once.
-
-    Args:
-        corpus: the encoded rows; ``corpus.rows`` maps positions back to dataset rows.
-    """
-
-    def __init__(self, corpus: EncodedCorpus) -> None:
-        self.corpus = corpus
-        self.pos = {int(r): i for i, r in enumerate(corpus.rows)}
-
-    @classmethod
-    def build(cls, dataset, rows, tokenizer, tasks, suffix_buckets: int) -> EpisodeData:
-        return cls(EncodedCorpus.build(dataset, list(rows), tokenizer, tasks, suffix_buckets))
-
-    def batch(self, rows) -> object:
-        return self.corpus.batch([self.pos[int(r)] for r in rows])
-
-    def subset(self, rows) -> EncodedCorpus:
-        """The sentences of ``rows`` as one corpus, all in a single group ``x`` (for one accuracy figure)."""
-        idx = [self.pos[int(r)] for r in rows]
-        labels = {t: [v[i] for i in idx] for t, v in self.corpus.labels.items()}
-        return EncodedCorpus(
-            np.asarray(rows), [self.corpus.items[i] for i in idx], labels, ["x"] * len(idx), ["x"] * len(idx)
-        )
 
 
 def split_validation_cells(
@@ -127,7 +98,7 @@ def split_validation_cells(
 
 def adapt_learner(
     algo: MAML,
-    data: EpisodeData,
+    data: EncodedRows,
     ep: Episode,
     cfg: MetaTrainConfig,
     *,
@@ -166,19 +137,8 @@ def materialize(system: GatedSystem, fast: dict[str, torch.Tensor]) -> GatedSyst
     return copy_.eval()
 
 
-@torch.no_grad()
-def hard_accuracy(system: GatedSystem, data: EpisodeData, rows, task: str) -> tuple[float, float]:
-    """Accuracy and FLOPs fraction of hard decisions on ``rows`` (controller included)."""
-    from metasparse.train.evaluate import evaluate
-
-    sub = data.subset(rows)
-    bb, ctrl = system.backbone, system.controller
-    r = evaluate(bb, sub, policy=ctrl.policy(bb), controller_flops=lambda n: ctrl.flops_per_layer(bb, n))
-    return r.by_lang.acc("x", task), r.flops_fraction
-
-
 def validate(
-    algo: MAML, system: GatedSystem, data: EpisodeData, episodes: list[Episode], cfg: MetaTrainConfig, step: int
+    algo: MAML, system: GatedSystem, data: EncodedRows, episodes: list[Episode], cfg: MetaTrainConfig, step: int
 ) -> dict[str, float]:
     """Post-adaptation query accuracy and FLOPs on validation episodes (hard decisions)."""
     accs, flops = [], []
@@ -188,9 +148,9 @@ def validate(
             algo, data, ep, cfg, steps=cfg.meta.inner_steps, target=cfg.budget.target, tau=tau, system=system
         )
         adapted = materialize(system, learner.fast)
-        a, f = hard_accuracy(adapted, data, ep.query, ep.task)
-        accs.append(a)
-        flops.append(f)
+        s = gated_scores(adapted, data.subset(ep.query))
+        accs.append(s.accuracy[ep.task])
+        flops.append(s.flops_fraction)
     return {"val_acc": float(np.mean(accs)), "val_flops": float(np.mean(flops))}
 
 
@@ -201,7 +161,7 @@ class NonFiniteError(FloatingPointError):
 def meta_gradient(
     algo: MAML,
     system: GatedSystem,
-    data: EpisodeData,
+    data: EncodedRows,
     episodes: list[tuple[int, Episode]],
     cfg: MetaTrainConfig,
     *,
@@ -273,7 +233,7 @@ def meta_train(
     cfg: MetaTrainConfig,
     bundle: DataBundle,
     system: GatedSystem,
-    data: EpisodeData,
+    data: EncodedRows,
     out_dir: Path,
     train_cells: list[Cell],
     val_cells: list[Cell],

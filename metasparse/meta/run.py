@@ -25,9 +25,10 @@ from metasparse.io import atomic_write
 from metasparse.meta.distributed import is_main, main_first
 from metasparse.meta.evaluation import evaluate_cell
 from metasparse.meta.load import new_controller
-from metasparse.meta.outer import EpisodeData, hard_accuracy, meta_train, split_validation_cells
-from metasparse.meta.system import GatedSystem
+from metasparse.meta.outer import meta_train, split_validation_cells
+from metasparse.meta.system import GatedSystem, dense_scores, gated_scores
 from metasparse.train.checkpoint import save_checkpoint
+from metasparse.train.corpus import EncodedRows
 from metasparse.train.pretraining import backbone_key, pretrain
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
         | set(src_test)
         | set(calib)
     )
-    data = EpisodeData.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
+    data = EncodedRows.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
 
     torch.manual_seed(cfg.seed)  # the controller's init must not depend on whether the backbone was just trained
     controller = new_controller(backbone, cfg)
@@ -142,10 +143,10 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
             {k: round(v, 4) for k, v in targets[cell.name].items() if isinstance(v, float)},
         )
     task = cfg.episodes.tasks[0]
-    src_acc, src_flops = hard_accuracy(system, data, src_test, task)
-    from metasparse.meta.evaluation import dense_accuracy
-
-    src_dense = dense_accuracy(system, data, src_test, list(cfg.episodes.tasks))
+    src_corpus = data.subset(src_test)
+    src = gated_scores(system, src_corpus)
+    src_acc, src_flops = src.accuracy[task], src.flops_fraction
+    src_dense = dense_scores(system, src_corpus).accuracy
     metrics = {
         "task": task,
         "budget": cfg.budget.target,

@@ -7,9 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from metasparse.control.budget import budget_penalty, expected_flops_fraction
-from metasparse.control.controller import Controller
+from metasparse.control.controller import Controller, controlled
 from metasparse.model.encoder import EncoderOutput, GatedEncoder
 from metasparse.model.features import IGNORE_INDEX, Batch
+from metasparse.scoring import Dense, Scores, score
+from metasparse.train.corpus import EncodedCorpus
 
 ADAPT_PREFIXES = {
     "controller": ("controller.",),
@@ -45,6 +47,19 @@ class GatedSystem(nn.Module):
             if p.requires_grad:
                 names.append(n)
         return names
+
+
+@torch.no_grad()
+def gated_scores(system: GatedSystem, corpus: EncodedCorpus) -> Scores:
+    """The system's hard decisions on ``corpus`` through the one walker (accuracy, FLOPs with the
+    controller's cost)."""
+    return score(controlled(system.backbone, system.controller), corpus)
+
+
+@torch.no_grad()
+def dense_scores(system: GatedSystem, corpus: EncodedCorpus) -> Scores:
+    """The system's backbone with every unit on."""
+    return score(Dense(system.backbone), corpus)
 
 
 def stability_term(probs: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:

@@ -60,26 +60,26 @@ class GatedBlock(nn.Module):
         """Run ``x`` ``[B, T, d]`` under one pattern with sliced weights."""
         if p.skip:
             return x
-        if p.heads == 0:  # static pruning can remove every head of a layer but keep some FFN groups
+        if p.n_heads == 0:  # static pruning can remove every head of a layer but keep some FFN groups
             with region("ffn"):
                 return self._ffn_sliced(x, mask, p, token_scores)
         B, T, _ = x.shape
-        n = p.heads * self.d_head
+        n = p.n_heads * self.d_head
         with region("attention"):
             h = self.ln1(x)
-            q = self.out_prefix("q", h, n).view(B, T, p.heads, self.d_head).transpose(1, 2)
-            k = self.out_prefix("k", h, n).view(B, T, p.heads, self.d_head).transpose(1, 2)
-            v = self.out_prefix("v", h, n).view(B, T, p.heads, self.d_head).transpose(1, 2)
+            q = self.out_prefix("q", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
+            k = self.out_prefix("k", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
+            v = self.out_prefix("v", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
             ctx = attend(q, k, v, mask, p.topk).transpose(1, 2).reshape(B * T, n)
             x = x + self.drop(self.in_prefix("o", ctx, n).view(B, T, -1))
-        if p.groups == 0:
+        if p.n_groups == 0:
             return x
         with region("ffn"):
             return self._ffn_sliced(x, mask, p, token_scores)
 
     def _ffn_sliced(self, x: torch.Tensor, mask: torch.Tensor, p: Pattern, token_scores: torch.Tensor | None):
         B, T, _ = x.shape
-        f = p.groups * self.group_size
+        f = p.n_groups * self.group_size
         h2 = self.ln2(x)
         if p.tokens >= 1.0:
             a = F.gelu(self.out_prefix("w1", h2.reshape(B * T, -1), f))
@@ -133,7 +133,7 @@ class GatedBlock(nn.Module):
             if p.skip:
                 continue
             alive = alive + weights[:, i]
-            hm = (unit_h < p.heads).to(x.dtype)[None, :] * weights[:, i : i + 1]
+            hm = (unit_h < p.n_heads).to(x.dtype)[None, :] * weights[:, i : i + 1]
             head_masks[p.topk] = head_masks.get(p.topk, 0) + hm
         h = self.ln1(x)
         q = self.q(h).view(B, T, H, dh).transpose(1, 2)
@@ -162,7 +162,7 @@ class GatedBlock(nn.Module):
                 if token_gate is not None:
                     tok = tok * token_gate
             wt = weights[:, i, None] * tok  # [B, T]
-            m = m + wt[:, :, None] * (unit_f < p.groups).to(x.dtype)[None, None, :]
+            m = m + wt[:, :, None] * (unit_f < p.n_groups).to(x.dtype)[None, None, :]
             tok_alive = tok_alive + wt
         y = (a * m) @ self.w2_weight + self.w2_bias * tok_alive[:, :, None]
         return x + self.drop(y)

@@ -8,7 +8,6 @@ what moved UPOS most in the measurements behind the design, the hashed forms act
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ from torch import nn
 from metasparse.model.block import GatedBlock
 from metasparse.model.features import Batch
 from metasparse.model.patterns import DEFAULT_CODEBOOK, Pattern, PatternSpec, resolve_codebook
+from metasparse.model.uncertainty import normalized_entropy
 from metasparse.runtime.grouped import run_grouped
 from metasparse.runtime.profiling import region
 
@@ -123,8 +123,7 @@ class GatedEncoder(nn.Module):
         """Normalised entropy ``[B, T]`` of the UPOS head (else the first task's) applied to ``x``: a
         training-free token score (static plans route the most uncertain tokens through the FFN)."""
         head = self.heads["upos"] if "upos" in self.heads else next(iter(self.heads.values()))
-        probs = torch.softmax(head(x), dim=-1)
-        return -(probs * probs.clamp_min(1e-9).log()).sum(-1) / math.log(probs.shape[-1])
+        return normalized_entropy(head(x))
 
     def embed(self, batch: Batch) -> torch.Tensor:
         """Word inputs ``[B, T, d]``: mean of subword embeddings + word-form + suffix + position."""

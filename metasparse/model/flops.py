@@ -16,9 +16,9 @@ def block_flops(spec: EncoderSpec, p: Pattern, n: int) -> int:
     if p.skip or n == 0:
         return 0
     d, dh = spec.d_model, spec.d_model // spec.heads
-    a = p.heads * dh
+    a = p.n_heads * dh
     span = n if p.topk is None else min(p.topk, n)
-    f = p.groups * (spec.d_ffn // spec.ffn_groups)
+    f = p.n_groups * (spec.d_ffn // spec.ffn_groups)
     attn = 3 * 2 * n * d * a + 2 * n * n * a + 2 * n * span * a + 2 * n * a * d
     ffn = 2 * 2 * p.kept_tokens(n) * d * f
     return attn + ffn

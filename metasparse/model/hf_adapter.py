@@ -102,12 +102,12 @@ class GatedBertAdapter(nn.Module):
             return x
         layer = self.bert.encoder.layer[i]
         B, T, d = x.shape
-        n = p.heads * self.d_head
-        q, k, v = self._qkv(layer, x, n, p.heads)
+        n = p.n_heads * self.d_head
+        q, k, v = self._qkv(layer, x, n, p.n_heads)
         ctx = attend(q, k, v, mask, p.topk).transpose(1, 2).reshape(B * T, n)
         attn = torch.addmm(layer.attention.output.dense.bias, ctx, self.o_t[i][:n]).view(B, T, d)
         x1 = layer.attention.output.LayerNorm(attn + x)
-        f = p.groups * self.group_size
+        f = p.n_groups * self.group_size
         inter = layer.intermediate.dense
         if p.tokens >= 1.0:
             hmid = self.act(F.linear(x1, inter.weight[:f], inter.bias[:f])).reshape(B * T, f)
@@ -136,10 +136,10 @@ class GatedBertAdapter(nn.Module):
             if p.skip:
                 out = out + w * x
                 continue
-            hm = (torch.arange(H) < p.heads).to(x.dtype)[None, :, None, None]
+            hm = (torch.arange(H) < p.n_heads).to(x.dtype)[None, :, None, None]
             ctx = (attend_topk_masked(q, k, v, mask, p.topk) * hm).transpose(1, 2).reshape(B, T, H * self.d_head)
             x1 = layer.attention.output.LayerNorm(ctx @ self.o_t[i] + layer.attention.output.dense.bias + x)
-            cm = (torch.arange(self.w2_t[i].shape[0]) < p.groups * self.group_size).to(x.dtype)
+            cm = (torch.arange(self.w2_t[i].shape[0]) < p.n_groups * self.group_size).to(x.dtype)
             y = (self.act(layer.intermediate.dense(x1)) * cm) @ self.w2_t[i] + layer.output.dense.bias
             x2 = layer.output.LayerNorm(y + x1)
             if p.tokens < 1.0:

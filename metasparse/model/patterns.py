@@ -36,21 +36,21 @@ class Pattern:
     """A codebook entry resolved for one model: unit counts.
 
     Attributes:
-        heads: number of heads run (prefix).
-        groups: number of FFN channel groups run (prefix).
+        n_heads: number of heads run (prefix); ``PatternSpec.heads`` is the fraction this was resolved from.
+        n_groups: number of FFN channel groups run (prefix).
         tokens: fraction of valid tokens routed through the FFN.
         topk: top-k attention (None: full attention).
     """
 
-    heads: int
-    groups: int
+    n_heads: int
+    n_groups: int
     tokens: float = 1.0
     topk: int | None = None
 
     @property
     def skip(self) -> bool:
         """True when the layer does nothing (identity)."""
-        return self.heads == 0 and self.groups == 0
+        return self.n_heads == 0 and self.n_groups == 0
 
     def kept_tokens(self, n: int) -> int:
         """Tokens the FFN sees in a sentence of ``n`` tokens (at least one)."""
@@ -72,7 +72,7 @@ def resolve_codebook(specs: Sequence[PatternSpec], n_heads: int, n_groups: int) 
         if s.topk is not None and s.topk < 1:
             raise ValueError(f"codebook[{i}].topk={s.topk} is out of range; allowed: null or >= 1")
         p = Pattern(round(s.heads * n_heads), round(s.ffn * n_groups), s.tokens, s.topk)
-        if (p.heads == 0) != (p.groups == 0):
+        if (p.n_heads == 0) != (p.n_groups == 0):
             raise ValueError(f"codebook[{i}]={s}: heads and ffn must be both 0 (skip the layer) or both > 0")
         if s.tokens <= 0 and not p.skip:
             raise ValueError(f"codebook[{i}].tokens must be > 0 unless the layer is skipped")

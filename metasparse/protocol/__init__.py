@@ -1,3 +1,3 @@
-"""The evaluation protocol every method goes through: accuracy and macro-F1 (:mod:`.scores`), latency,
-throughput and CPU time (:mod:`.speed`), batch-size consistency (:mod:`.consistency`) and stress inputs
-(:mod:`.stress`)."""
+"""The evaluation protocol every method goes through, on top of :func:`metasparse.scoring.score` (accuracy,
+macro-F1, FLOPs): latency, throughput and CPU time (:mod:`.speed`), batch-size consistency
+(:mod:`.consistency`) and stress inputs (:mod:`.stress`)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metasparse.baselines.methods import Method
+from metasparse.scoring.methods import Method
 from metasparse.train.corpus import EncodedCorpus
 
 

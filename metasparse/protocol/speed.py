@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from metasparse.baselines.methods import Method
+from metasparse.scoring.methods import Method
 from metasparse.train.corpus import EncodedCorpus
 
 

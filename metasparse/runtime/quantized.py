@@ -29,8 +29,8 @@ class QuantizedSlices:
     def wrap(model: GatedEncoder) -> GatedEncoder:
         """A deep copy of ``model`` whose sliced linears run int8 for every prefix in its codebook."""
         q = copy.deepcopy(model).eval()
-        heads = sorted({p.heads for p in q.codebook if not p.skip} | {q.spec.heads})
-        groups = sorted({p.groups for p in q.codebook if not p.skip} | {q.spec.ffn_groups})
+        heads = sorted({p.n_heads for p in q.codebook if not p.skip} | {q.spec.heads})
+        groups = sorted({p.n_groups for p in q.codebook if not p.skip} | {q.spec.ffn_groups})
         for block in q.blocks:
             block.packed = QuantizedSlices._pack_block(block, heads, groups)
         return q

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import datasets
@@ -67,6 +67,14 @@ class EncodedCorpus:
         labels = {name: [t.encode(seq) for seq in tags[t.column]] for name, t in tasks.items()}
         return cls(np.full(len(items), -1, dtype=np.int64), items, labels, list(langs), list(cells))
 
+    @classmethod
+    def unlabelled(
+        cls, words: Sequence[Sequence[str]], tokenizer: SubwordTokenizer, suffix_buckets: int, lang: str = "x"
+    ) -> EncodedCorpus:
+        """Sentences without annotation (text to tag or to monitor): predicted, never scored."""
+        items = [encode_sentence(w, tokenizer, suffix_buckets) for w in words]
+        return cls(np.full(len(items), -1, dtype=np.int64), items, {}, [lang] * len(items), [lang] * len(items))
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -112,6 +120,30 @@ class EncodedCorpus:
             out = [out[j] for j in perm]
         return out
 
-    def iter_batches(self, max_words: int, **kw) -> Iterator[Batch]:
-        for idx in self.batches(max_words, **kw):
-            yield self.batch(idx)
+
+class EncodedRows:
+    """A cache of encoded dataset rows: every row an episode or an evaluation may use, encoded once and
+    served by dataset row number.
+
+    Args:
+        corpus: the encoded rows; ``corpus.rows`` maps positions back to dataset rows.
+    """
+
+    def __init__(self, corpus: EncodedCorpus) -> None:
+        self.corpus = corpus
+        self.pos = {int(r): i for i, r in enumerate(corpus.rows)}
+
+    @classmethod
+    def build(cls, dataset, rows, tokenizer, tasks, suffix_buckets: int) -> EncodedRows:
+        return cls(EncodedCorpus.build(dataset, list(rows), tokenizer, tasks, suffix_buckets))
+
+    def batch(self, rows) -> object:
+        return self.corpus.batch([self.pos[int(r)] for r in rows])
+
+    def subset(self, rows) -> EncodedCorpus:
+        """The sentences of ``rows`` as one corpus, all in a single group ``x`` (for one accuracy figure)."""
+        idx = [self.pos[int(r)] for r in rows]
+        labels = {t: [v[i] for i in idx] for t, v in self.corpus.labels.items()}
+        return EncodedCorpus(
+            np.asarray(rows), [self.corpus.items[i] for i in idx], labels, ["x"] * len(idx), ["x"] * len(idx)
+        )

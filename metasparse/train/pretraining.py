@@ -30,6 +30,7 @@ from metasparse.io import atomic_write
 from metasparse.model.encoder import Decision, EncoderSpec, GatedEncoder
 from metasparse.model.features import IGNORE_INDEX
 from metasparse.model.patterns import PatternSpec
+from metasparse.scoring import Dense, PlanMethod, score
 from metasparse.train.checkpoint import (
     load_checkpoint,
     optimizer_state,
@@ -37,7 +38,6 @@ from metasparse.train.checkpoint import (
     save_checkpoint,
 )
 from metasparse.train.corpus import EncodedCorpus
-from metasparse.train.evaluate import evaluate
 from metasparse.train.metrics import AccuracyTable
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
         bar.set_postfix(loss=f"{loss_ema:.3f}", epoch=epoch, refresh=False)
         done = step + 1
         if p.eval_every and done % p.eval_every == 0:
-            r = evaluate(model, dev)
+            r = score(Dense(model), dev)
             log.info("step %d dev macro %s", done, {t: round(r.by_lang.macro(t), 4) for t in bundle.tasks})
             model.train()
         if done % p.checkpoint_every == 0 and done < total:
@@ -267,7 +267,7 @@ def _final_metrics(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder,
     """Dense accuracy per language on the source test cells, the lookup baseline, and static patterns."""
     test_rows = _rows(bundle, "test")
     test = EncodedCorpus.build(bundle.dataset, test_rows, bundle.tokenizer, bundle.tasks, spec.suffix_buckets)
-    dense = evaluate(model, test)
+    dense = score(Dense(model), test)
     tasks = sorted(bundle.tasks)
     lookup = {t: _lookup_table(bundle, test_rows, t, _rows(bundle, "train")) for t in tasks}
     per_lang = {
@@ -276,10 +276,11 @@ def _final_metrics(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder,
     }
     static = []
     for i, pat in enumerate(model.codebook):
-        r = evaluate(model, test, plan=[i] * spec.layers)
+        r = score(PlanMethod(model, [i] * spec.layers), test)
         static.append(
             {
-                "pattern": dataclasses.asdict(pat),
+                # unit counts under the keys cached backbones already carry in their metrics
+                "pattern": {"heads": pat.n_heads, "groups": pat.n_groups, "tokens": pat.tokens, "topk": pat.topk},
                 "flops_fraction": r.flops_fraction,
                 **{t: r.by_lang.macro(t) for t in tasks},
             }

@@ -1,4 +1,4 @@
-"""One interface for every way of running the backbone, so all methods share one evaluation harness.
+"""One interface for every way of running the backbone, so all of them share one corpus walker.
 
 A :class:`Method` labels a batch and reports, per sentence, the FLOPs it really spent (analytic, as the
 engine counts them: controller included for per-input methods, measured non-zeros for activation
@@ -8,16 +8,31 @@ sparsity) and, for per-input methods, the codebook pattern it chose per layer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from metasparse.control.controller import Controller
-from metasparse.model.encoder import EncoderOutput, GatedEncoder
+from metasparse.model.encoder import EncoderOutput, EncoderSpec, GatedEncoder, Policy
 from metasparse.model.features import Batch
 from metasparse.model.flops import dense_flops, gated_flops
 from metasparse.model.patterns import Pattern
+
+
+def decision_flops(
+    spec: EncoderSpec,
+    codebook: Sequence[Pattern],
+    levels: torch.Tensor,
+    lengths: Sequence[int],
+    controller_flops: Callable[[int], int] | None = None,
+) -> list[float]:
+    """FLOPs per sentence of hard decisions ``levels`` ``[B, layers]`` (codebook indices), with the
+    controller's cost per layer (``n_words -> FLOPs``) when one decided."""
+    rows = levels.tolist()
+    return [
+        float(gated_flops(spec, [codebook[lv] for lv in rows[b]], n, controller_flops(n) if controller_flops else 0))
+        for b, n in enumerate(lengths)
+    ]
 
 
 @dataclass
@@ -29,12 +44,15 @@ class MethodOutput:
         flops: FLOPs spent per sentence.
         dense_flops: FLOPs the dense model spends per sentence.
         levels: ``[B, layers]`` codebook index per sentence and layer (per-input methods), else None.
+        decision_probs: per layer, the policy's pattern probabilities ``[B, patterns]`` (controllers), else
+            None.
     """
 
     logits: dict[str, torch.Tensor]
     flops: list[float]
     dense_flops: list[float]
     levels: torch.Tensor | None = None
+    decision_probs: list[torch.Tensor] | None = None
 
 
 class Method(ABC):
@@ -58,6 +76,10 @@ class Method(ABC):
         """FLOPs per sentence of ``batch`` as run in ``out``."""
         return [float(dense_flops(self.model.spec, n)) for n in batch.lengths.tolist()]
 
+    def decision_probs(self) -> list[torch.Tensor] | None:
+        """The last forward's pattern probabilities per layer, for methods whose policy has them."""
+        return None
+
     @torch.no_grad()
     def __call__(self, batch: Batch) -> MethodOutput:
         self.model.eval()
@@ -71,6 +93,7 @@ class Method(ABC):
             self.flops(batch, out),
             [float(dense_flops(spec, n)) for n in batch.lengths.tolist()],
             levels,
+            self.decision_probs(),
         )
 
 
@@ -91,32 +114,36 @@ class PolicyMethod(Method):
 
     Args:
         model: the backbone.
-        policy_fn: builds a fresh hard policy for one forward.
+        policy_fn: ``record -> policy``: builds a fresh hard policy for one forward; a policy that has
+            pattern probabilities appends them to ``record`` (a list), one ``[B, patterns]`` per layer.
         controller_flops: ``n_words -> FLOPs`` the decision costs per layer.
         name: method name.
     """
 
     family = "per-input"
 
-    def __init__(self, model: GatedEncoder, policy_fn, controller_flops, name: str) -> None:
+    def __init__(
+        self,
+        model: GatedEncoder,
+        policy_fn: Callable[[list], Policy],
+        controller_flops: Callable[[int], int],
+        name: str,
+    ) -> None:
         self.model, self.policy_fn, self.controller_flops, self.name = model, policy_fn, controller_flops, name
+        self._probs: list[torch.Tensor] = []
 
     def forward(self, batch: Batch) -> EncoderOutput:
-        return self.model(batch, self.policy_fn())
+        self._probs = []
+        return self.model(batch, self.policy_fn(self._probs))
+
+    def decision_probs(self) -> list[torch.Tensor] | None:
+        return self._probs or None
 
     def flops(self, batch: Batch, out: EncoderOutput) -> list[float]:
-        cb, spec = self.model.codebook, self.model.spec
-        levels = torch.stack([d.levels for d in out.decisions], dim=1).tolist()
-        return [
-            float(gated_flops(spec, [cb[lv] for lv in levels[b]], n, self.controller_flops(n)))
-            for b, n in enumerate(batch.lengths.tolist())
-        ]
-
-
-def controlled(model: GatedEncoder, ctrl: Controller, name: str = "meta") -> PolicyMethod:
-    """A trained controller as a method (hard argmax decisions)."""
-    ctrl.eval()
-    return PolicyMethod(model, lambda: ctrl.policy(model), lambda n: ctrl.flops_per_layer(model, n), name)
+        levels = torch.stack([d.levels for d in out.decisions], dim=1)
+        return decision_flops(
+            self.model.spec, self.model.codebook, levels, batch.lengths.tolist(), self.controller_flops
+        )
 
 
 class StaticMethod(Method):
@@ -139,3 +166,24 @@ class StaticMethod(Method):
 
     def flops(self, batch: Batch, out: EncoderOutput) -> list[float]:
         return [float(gated_flops(self.model.spec, self.patterns, n)) for n in batch.lengths.tolist()]
+
+
+class PlanMethod(Method):
+    """One codebook entry per layer for every input, on the backbone as it is (no reordering).
+
+    Args:
+        model: the backbone.
+        plan: codebook index per layer.
+    """
+
+    family = "static"
+
+    def __init__(self, model: GatedEncoder, plan: Sequence[int], name: str = "plan") -> None:
+        self.model, self.plan, self.name = model, list(plan), name
+
+    def forward(self, batch: Batch) -> EncoderOutput:
+        return self.model(batch, plan=self.plan)
+
+    def flops(self, batch: Batch, out: EncoderOutput) -> list[float]:
+        patterns = [self.model.codebook[i] for i in self.plan]
+        return [float(gated_flops(self.model.spec, patterns, n)) for n in batch.lengths.tolist()]

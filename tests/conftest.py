@@ -22,7 +22,14 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import datasets
 
     datasets.disable_progress_bars()
-    os.environ["METASPARSE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    cache = tmp_path_factory.mktemp("cache")
+    # Parsing the treebanks takes 30-50 s; the parsed tables depend only on the pinned files (verified on every
+    # load), the split and the reader's version, all in their folder's name, so they are kept between runs
+    # in the ignored .pytest_cache. Everything else (tokenizers, backbones, runs) is new in every session.
+    parsed = REPO / ".pytest_cache" / "metasparse-parsed-ud"
+    parsed.mkdir(parents=True, exist_ok=True)
+    (cache / "datasets").symlink_to(parsed, target_is_directory=True)
+    os.environ["METASPARSE_CACHE_DIR"] = str(cache)
     os.environ.pop("METASPARSE_DATA_DIR", None)
     os.environ["METASPARSE_OFFLINE"] = "1"  # tests never reach the internet; download tests use 127.0.0.1
 

@@ -90,6 +90,7 @@ def _check(*paths):
     )
 
 
+@pytest.mark.slow  # a subprocess
 def test_check_cli_reports_every_bad_file_and_fails(tmp_path):
     for kind, (text, _, _) in BAD.items():
         write(tmp_path / "bad" / f"{kind}.conllu", text)
@@ -100,6 +101,7 @@ def test_check_cli_reports_every_bad_file_and_fails(tmp_path):
     assert "5 file(s) checked, 5 error(s)" in res.stdout
 
 
+@pytest.mark.slow  # a subprocess
 def test_check_cli_passes_good_file_and_missing_path_is_an_error(tmp_path):
     res = _check(write(tmp_path / "good.conllu", GOOD))
     assert res.returncode == 0, res.stderr
@@ -108,6 +110,7 @@ def test_check_cli_passes_good_file_and_missing_path_is_an_error(tmp_path):
     assert res.returncode == 2 and "no such file or folder" in res.stderr
 
 
+@pytest.mark.slow  # a subprocess
 def test_check_cli_on_all_shared_data(ud_root):
     res = _check(ud_root)
     assert res.returncode == 0, res.stderr

@@ -83,6 +83,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # starts two processes
 @pytest.mark.parametrize("algorithm", ["fomaml", "reptile"])
 def test_two_gloo_processes_give_the_one_process_meta_gradient(algorithm):
     single = _grads(algorithm)

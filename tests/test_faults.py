@@ -106,7 +106,8 @@ def test_no_torch_load_without_weights_only_in_the_package():
     assert offenders == []
 
 
-def test_a_nan_loss_skips_the_step_keeps_the_last_good_state_and_says_where(tmp_path, monkeypatch):
+@pytest.mark.slow  # trains a backbone and meta-trains
+def test_a_nan_loss_skips_the_step_keeps_the_last_good_state_and_says_where(tmp_path, monkeypatch, ud_root):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 

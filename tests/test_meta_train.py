@@ -82,7 +82,7 @@ class _Killed(Exception):
 
 
 @pytest.mark.slow
-def test_no_legal_in_meta_training_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
+def test_no_legal_in_meta_training_and_resume_equals_uninterrupted(tmp_path, monkeypatch, ud_root):
     seen = []
     real_take = EpisodeSampler.take
 
@@ -146,7 +146,7 @@ def test_report_shows_every_task():
 
 
 @pytest.mark.slow
-def test_validation_dip_restores_the_best_state_and_lowers_the_lr(tmp_path, monkeypatch):
+def test_validation_dip_restores_the_best_state_and_lowers_the_lr(tmp_path, monkeypatch, ud_root):
     from metasparse.train.checkpoint import load_checkpoint
 
     scores = iter([0.90, 0.50])  # validation at step 3, then a dip at step 6

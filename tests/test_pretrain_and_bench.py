@@ -35,7 +35,7 @@ class _Killed(Exception):
 
 
 @pytest.mark.slow
-def test_pretrain_caches_and_resumes_exactly(monkeypatch, tmp_path):
+def test_pretrain_caches_and_resumes_exactly(monkeypatch, tmp_path, ud_root):
     monkeypatch.setenv("METASPARSE_CACHE_DIR", str(tmp_path))
     cfg = _cfg()
     bundle = prepare(cfg)
@@ -80,7 +80,7 @@ def test_pretrain_caches_and_resumes_exactly(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_pretrain_and_speed_bench_clis(tmp_path):
+def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
     env = {**__import__("os").environ, "METASPARSE_CACHE_DIR": str(tmp_path / "cache")}
     res = subprocess.run(
         [sys.executable, "-m", "metasparse.pretrain", *TINY, f"hydra.run.dir={tmp_path / 'pt'}"],
@@ -126,7 +126,7 @@ def test_pretrain_and_speed_bench_clis(tmp_path):
 
 
 @pytest.mark.slow
-def test_word_dropout_is_seeded_and_changes_training(monkeypatch, tmp_path):
+def test_word_dropout_is_seeded_and_changes_training(monkeypatch, tmp_path, ud_root):
     monkeypatch.setenv("METASPARSE_CACHE_DIR", str(tmp_path))
     cfg0, cfg1 = _cfg("pretrain", "pretrain.word_dropout=0.0"), _cfg("pretrain", "pretrain.word_dropout=0.3")
     bundle = prepare(cfg0)

@@ -124,7 +124,9 @@ def test_any_config_value_is_accepted_or_refused_clearly(_hydra, key, value):
     try:
         cfg = OmegaConf.to_object(compose("meta_train", overrides=[f"{key}={value}"]))
     except CLEAR as e:
-        assert key.split(".")[-1] in str(e) or "override" in str(e).lower() or "Error" in type(e).__name__
+        # A refusal names the key the user wrote (Hydra's parse errors quote the whole override); any other
+        # exception type escapes the except clause and fails the test.
+        assert key in str(e), f"{type(e).__name__} does not name {key}: {e}"
     else:
         assert isinstance(cfg, MetaTrainConfig)
         if key == "budget.target":

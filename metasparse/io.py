@@ -1,12 +1,18 @@
-"""Atomic file writes: a temporary file in the same folder, then ``os.replace`` (never half-written);
-and the CSV text the reports write that way."""
+"""Files written so that nothing is ever half-written, and read back verified.
+
+Atomic file and folder writes (a temporary sibling, then ``os.replace``), file sha256, and the CSV text the
+reports write that way."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -23,6 +29,48 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def atomic_folder(folder: str | Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling of ``folder`` to fill; on success it is renamed into place.
+
+    Readers see the old folder or the new one, never a partial one; on an error the temporary folder is
+    removed and ``folder`` is left as it was.
+
+    Args:
+        folder: the final path.
+        replace: an existing ``folder`` is replaced (moved aside first, so a crash never leaves neither);
+            False keeps it and drops the new copy (another process won a race to write the same content).
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        yield tmp
+        if folder.exists() and not replace:
+            shutil.rmtree(tmp)
+            return
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def csv_text(rows: list[dict]) -> str:

@@ -26,9 +26,10 @@ def test_a_clone_without_shared_beside_it_reads_the_download_cache(tmp_path, ud_
     _mirror(ud_root, cache / "ud")
     assert resolve_ud(clone, {"HOME": str(tmp_path / "home"), "METASPARSE_OFFLINE": "1"}) == (cache / "ud").resolve()
     other = tmp_path / "elsewhere"
-    assert resolve_ud(clone, {"METASPARSE_CACHE_DIR": str(other), "METASPARSE_DATA_DIR": str(cache / "ud")}) == (
-        cache / "ud"
-    ).resolve()
+    assert (
+        resolve_ud(clone, {"METASPARSE_CACHE_DIR": str(other), "METASPARSE_DATA_DIR": str(cache / "ud")})
+        == (cache / "ud").resolve()
+    )
 
 
 def test_shared_beside_the_clone_comes_before_the_cache(tmp_path, ud_root):

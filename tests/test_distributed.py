@@ -51,7 +51,7 @@ def _setup(algorithm: str):
         labels.append(rng.integers(0, 17, n).tolist())
     corpus = EncodedCorpus(np.arange(40), items, {"upos": labels}, ["xx"] * 40, ["xx/d/T"] * 40)
     data = EncodedRows(corpus)
-    cell = Cell("UD_X-T", "xx", "d")
+    cell = Cell("xx", "d", "UD_X-T")
     eps = [
         Episode(i, "upos", cell, tuple(range(8 * i, 8 * i + 4)), tuple(range(8 * i + 4, 8 * i + 8)))
         for i in range(EPISODES)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from metasparse.data.fetch import fetch, sha256_file
+from metasparse.data.fetch import fetch
 from metasparse.data.registry import load_registry
 from metasparse.errors import ChecksumError, DataUnavailableError
+from metasparse.io import sha256_file
 
 SMALL = ["UD_Turkish-PUD", "UD_Korean-PUD"]  # one test file each: quick to serve
 TEMPLATE = "http://127.0.0.1:{port}/{{treebank}}/{{name}}"

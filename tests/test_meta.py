@@ -3,11 +3,11 @@ meta-gradients against finite differences, ANIL/Meta-SGD/Reptile behaviour."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from metasparse.meta import MAML, MetaSGD, Reptile
-from metasparse.meta.maml import anil
 
 
 def _net(seed=0):
@@ -83,12 +83,25 @@ def test_second_order_differs_from_first_order():
     assert any((pa.grad - pb.grad).abs().max() > 1e-6 for pa, pb in zip(a.parameters(), b.parameters(), strict=True))
 
 
-def test_anil_adapts_only_the_head():
-    net, sup = _net(), _data(7)
-    learner = anil(net, lr=0.1, head_prefix="2.").clone()
-    assert sorted(learner.fast) == ["2.bias", "2.weight"]
-    learner.adapt(_loss(learner, sup))
-    assert not torch.equal(learner.fast["2.weight"], net[2].weight)
+@pytest.mark.parametrize("adapt", ["controller", "controller+head"])
+def test_anil_as_meta_training_builds_it_adapts_only_the_controllers_output_layers(adapt):
+    from model_utils import tiny_model
+
+    from metasparse.config import MetaTrainConfig
+    from metasparse.control.controller import Controller
+    from metasparse.meta.outer import build_algorithm
+    from metasparse.meta.system import GatedSystem
+
+    model = tiny_model()
+    cfg = MetaTrainConfig()
+    cfg.meta.algorithm, cfg.meta.adapt = "anil", adapt
+    algo = build_algorithm(GatedSystem(model, Controller(model)), cfg)
+    heads = ["backbone.heads.deprel.bias", "backbone.heads.deprel.weight", "backbone.heads.upos.bias"]
+    heads.append("backbone.heads.upos.weight")
+    out_layers = [f"controller.nets.{i}.2.{p}" for i in range(3) for p in ("bias", "weight")]
+    assert sorted(algo.adapt_names) == sorted(out_layers + (heads if adapt == "controller+head" else []))
+    learner = algo.clone()
+    assert sorted(learner.fast) == sorted(algo.adapt_names)
 
 
 def test_meta_sgd_learns_its_rates():
@@ -98,6 +111,20 @@ def test_meta_sgd_learns_its_rates():
     learner.adapt(_loss(learner, sup))
     _loss(learner, qry).backward()
     assert all(r.grad is not None and r.grad.abs().sum() > 0 for r in meta.rates.values())
+
+
+def test_a_test_time_lr_rescales_meta_sgds_learned_rates_instead_of_replacing_them():
+    net, sup = _net(), _data(11)
+    meta = MetaSGD(net, lr=0.1)
+    with torch.no_grad():
+        for r in meta.rates.values():  # learned rates that differ per element
+            r.copy_(torch.linspace(0.01, 0.2, r.numel()).view_as(r))
+    plain, scaled = meta.clone(first_order=True), meta.clone(first_order=True, lr_scale=0.5)
+    before = {n: p.detach().clone() for n, p in plain.fast.items()}
+    plain.adapt(_loss(plain, sup))
+    scaled.adapt(_loss(scaled, sup))
+    for n in before:  # the same per-element step shape, half as long
+        torch.testing.assert_close(scaled.fast[n] - before[n], 0.5 * (plain.fast[n] - before[n]))
 
 
 def test_reptile_moves_toward_the_adapted_weights():

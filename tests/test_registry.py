@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 from dataclasses import replace
 
-from metasparse.data.fetch import sha256_file
 from metasparse.data.registry import load_registry
+from metasparse.io import sha256_file
 
 
 def test_registry_shape():

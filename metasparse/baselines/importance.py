@@ -10,22 +10,12 @@ serves every input.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from metasparse.baselines.units import UnitCosts, prune_to_budget, reorder_units
 from metasparse.model.encoder import GatedEncoder
-from metasparse.model.features import IGNORE_INDEX
+from metasparse.model.loss import task_loss
 from metasparse.scoring.methods import StaticMethod
 from metasparse.train.corpus import EncodedCorpus
-
-
-def task_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum over the labelled tasks of the token cross-entropy."""
-    return sum(
-        F.cross_entropy(lg.flatten(0, 1), labels[t].flatten(), ignore_index=IGNORE_INDEX)
-        for t, lg in logits.items()
-        if t in labels
-    )
 
 
 def unit_importance(

@@ -14,11 +14,11 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from metasparse.baselines.importance import task_loss
 from metasparse.baselines.units import UnitCosts, prune_to_budget, reorder_units
 from metasparse.control.budget import annealed_target
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.freeze import frozen
+from metasparse.model.loss import task_loss
 from metasparse.scoring.methods import StaticMethod
 from metasparse.train.corpus import EncodedCorpus
 

@@ -31,8 +31,8 @@ from metasparse.control.train import ControllerTrainConfig, calibrate_bias, trai
 from metasparse.data.prepare import prepare
 from metasparse.io import atomic_write
 from metasparse.model.encoder import GatedEncoder
+from metasparse.model.profiling import labels_enabled
 from metasparse.runtime.latency import interleaved, quantiles
-from metasparse.runtime.profiling import labels_enabled
 from metasparse.scoring import Dense, score
 from metasparse.train.corpus import EncodedCorpus
 from metasparse.train.pretraining import _rows, pretrain

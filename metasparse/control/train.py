@@ -9,18 +9,19 @@ controller first learns which inputs need width, then gives width up.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from metasparse.control.budget import annealed_target, budget_penalty, expected_flops_fraction
 from metasparse.control.controller import Controller, controlled
 from metasparse.control.relax import anneal_temperature
-from metasparse.model.encoder import GatedEncoder
-from metasparse.model.features import IGNORE_INDEX
+from metasparse.model.encoder import EncoderOutput, GatedEncoder
+from metasparse.model.features import Batch
 from metasparse.model.freeze import frozen
+from metasparse.model.loss import task_loss
 from metasparse.scoring import score
 from metasparse.train.corpus import EncodedCorpus
 
@@ -51,19 +52,40 @@ class ControllerTrainConfig:
     tau_end: float = 0.3
 
 
+def budgeted_loss(
+    backbone: GatedEncoder,
+    controller: Controller,
+    out: EncoderOutput,
+    probs: list[torch.Tensor],
+    batch: Batch,
+    *,
+    target: float,
+    budget_weight: float,
+    tasks: Iterable[str] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss every controller trainer minimises on a relaxed forward: task cross-entropy plus
+    ``budget_weight`` x (expected FLOPs fraction - target)^2, the controller's own cost included.
+
+    Args:
+        out, probs: the relaxed forward's output and each layer's pattern probabilities.
+        tasks: tasks in the loss (default: every labelled one).
+
+    Returns:
+        (loss, task cross-entropy, expected FLOPs fraction per sentence ``[B]``).
+    """
+    ce = task_loss(out.logits, batch.labels, tasks)
+    lengths = batch.lengths
+    ctrl_cost = torch.tensor([float(controller.flops_per_layer(backbone, int(n))) for n in lengths.tolist()])
+    frac = expected_flops_fraction(backbone, probs, lengths, ctrl_cost)
+    return ce + budget_weight * budget_penalty(frac, target, "square"), ce, frac
+
+
 def controller_loss(model: GatedEncoder, ctrl: Controller, batch, target: float, tau: float, budget_weight: float):
-    """Task loss + budget penalty for one batch; returns (loss, expected fraction [B])."""
+    """Non-episodic training's loss on one batch (masked path, Gumbel decisions); returns (loss, fraction)."""
     probs: list[torch.Tensor] = []
     out = model(batch, ctrl.policy(model, hard=False, tau=tau, record=probs), mode="masked")
-    task = sum(
-        F.cross_entropy(lg.flatten(0, 1), batch.labels[t].flatten(), ignore_index=IGNORE_INDEX)
-        for t, lg in out.logits.items()
-        if t in batch.labels
-    )
-    lengths = batch.lengths
-    ctrl_cost = torch.tensor([float(ctrl.flops_per_layer(model, int(n))) for n in lengths.tolist()])
-    frac = expected_flops_fraction(model, probs, lengths, ctrl_cost)
-    return task + budget_weight * budget_penalty(frac, target, "square"), frac
+    loss, _, frac = budgeted_loss(model, ctrl, out, probs, batch, target=target, budget_weight=budget_weight)
+    return loss, frac
 
 
 def train_controller(

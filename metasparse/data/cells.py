@@ -12,9 +12,15 @@ import numpy as np
 from metasparse.errors import ConfigValueError
 
 
+def cell_name(lang: str, domain: str, treebank: str) -> str:
+    """The readable unique name of a cell, e.g. ``fi/legal/Finnish-TDT``: how every report and table keys it."""
+    return f"{lang}/{domain}/{treebank.removeprefix('UD_')}"
+
+
 @dataclass(frozen=True, order=True)
 class Cell:
-    """One (treebank, language, domain) group of sentences."""
+    """One group of sentences: a language, a domain and the treebank they come from, in that field order
+    (cells sort by language, then domain)."""
 
     lang: str
     domain: str
@@ -23,7 +29,7 @@ class Cell:
     @property
     def name(self) -> str:
         """Readable unique name, e.g. ``fi/legal/Finnish-TDT``."""
-        return f"{self.lang}/{self.domain}/{self.treebank.removeprefix('UD_')}"
+        return cell_name(self.lang, self.domain, self.treebank)
 
     def __str__(self) -> str:
         return self.name

@@ -7,7 +7,6 @@ downloaded from the pinned commits unless ``METASPARSE_OFFLINE=1``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ import pooch
 
 from metasparse.data.registry import DEFAULT_URL_TEMPLATE, RegistryFile, load_registry
 from metasparse.errors import ChecksumError, DataUnavailableError
+from metasparse.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,6 @@ def data_dir() -> Path:
 def is_offline() -> bool:
     """True when ``METASPARSE_OFFLINE`` is set to a true value."""
     return os.environ.get(OFFLINE_ENV, "").lower() in {"1", "true", "yes", "on"}
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _selected_files(treebanks: Iterable[str] | None) -> list[RegistryFile]:

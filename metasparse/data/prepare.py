@@ -40,18 +40,19 @@ class DataBundle:
     tokenizer: SubwordTokenizer
     tokenizer_path: Path
 
-    def source_sampler(self, cfg: MetaTrainConfig) -> EpisodeSampler:
-        """Meta-training episodes: source cells, ``episodes.split``."""
+    def sampler(self, cells: list[Cell], cfg: MetaTrainConfig, *, validation: bool = False) -> EpisodeSampler:
+        """The episodes meta-training draws from ``cells`` (``episodes.split``); validation episodes use
+        their own seed and skip cells too small for an episode."""
         e = cfg.episodes
         return EpisodeSampler(
             self.index,
-            self.sources,
+            cells,
             e.tasks,
             e.shots,
             e.queries,
             split=e.split,
-            seed=cfg.seed,
-            on_small=e.on_small,
+            seed=cfg.seed + 1 if validation else cfg.seed,
+            on_small="skip" if validation else e.on_small,
         )
 
 

@@ -11,9 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from metasparse.data.labels import deprel_base
 from metasparse.data.registry import load_registry
 from metasparse.data.splits import assign_split, check_fractions
 from metasparse.data.validate import conllu_files, read_text, validate_text
+from metasparse.io import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -129,17 +127,8 @@ def _cache_key(treebanks: list[str], split_seed: int, fractions: tuple[float, fl
 
 def save_dataset_atomic(ds: datasets.Dataset, target: Path) -> None:
     """Write ``ds`` with ``save_to_disk`` into a temporary sibling, then rename it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with atomic_folder(target, replace=False) as tmp:  # another process may win the race: keep its copy
         ds.save_to_disk(str(tmp))
-        if target.exists():  # another process won the race: keep its copy
-            shutil.rmtree(tmp)
-            return
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_ud(

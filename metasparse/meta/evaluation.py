@@ -42,10 +42,9 @@ def adapt_and_score(
     Returns the final accuracy per task and FLOPs, and with ``curve`` the same after every step (or only
     after the steps in ``score_at``, which scoring every step would make the expensive part).
     """
-    lr = cfg.adapt.lr or cfg.meta.inner_lr
-    learner = algo.clone(first_order=True)
-    if lr != cfg.meta.inner_lr:
-        learner._step = lambda fast, grads: {n: fast[n] - lr * grads[n] for n in fast}
+    # adapt.lr rescales the inner rates instead of replacing them, so Meta-SGD keeps its learned per-element rates
+    scale = cfg.adapt.lr / cfg.meta.inner_lr if cfg.adapt.lr else 1.0
+    learner = algo.clone(first_order=True, lr_scale=scale)
     sup = data.batch(support)
     points = []
 

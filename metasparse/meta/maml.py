@@ -75,14 +75,19 @@ class MAML(nn.Module):
     def inner_rates(self) -> dict[str, torch.Tensor | float]:
         return {n: self.lr for n in self.adapt_names}
 
-    def clone(self, first_order: bool | None = None) -> Learner:
+    def clone(self, first_order: bool | None = None, lr_scale: float = 1.0) -> Learner:
         """A learner whose fast weights are (graph-connected) views of the module's parameters.
 
-        ``first_order`` overrides the wrapper's setting for this learner (e.g. plain fine-tuning at test time).
+        Args:
+            first_order: overrides the wrapper's setting for this learner (e.g. plain fine-tuning at test time).
+            lr_scale: multiplies every inner rate (a test-time learning rate other than the meta-trained one);
+                Meta-SGD's learned per-element rates keep their shape, only their scale changes.
         """
         params = dict(self.module.named_parameters())
         fast = {n: params[n] for n in self.adapt_names}
         rates = self.inner_rates()
+        if lr_scale != 1.0:
+            rates = {n: r * lr_scale for n, r in rates.items()}
 
         def step(fast: dict, grads: dict) -> dict:
             return {n: fast[n] - rates[n] * grads[n] for n in fast}
@@ -90,6 +95,7 @@ class MAML(nn.Module):
         return Learner(self.module, fast, step, self.first_order if first_order is None else first_order)
 
 
-def anil(module: nn.Module, lr: float, head_prefix: str, first_order: bool = False) -> MAML:
-    """ANIL (Raghu et al. 2020): MAML whose inner loop adapts only the parameters under ``head_prefix``."""
-    return MAML(module, lr, first_order, adapt=lambda n: n.startswith(head_prefix))
+def anil(module: nn.Module, lr: float, head: Callable[[str], bool], first_order: bool = True) -> MAML:
+    """ANIL (Raghu et al. 2020): MAML whose inner loop adapts only the "head" parameters (``head(name)``);
+    the body is learned in the outer loop only."""
+    return MAML(module, lr, first_order, adapt=head)

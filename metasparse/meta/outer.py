@@ -25,10 +25,10 @@ from metasparse.config import MetaTrainConfig
 from metasparse.control.budget import annealed_target
 from metasparse.control.relax import anneal_temperature
 from metasparse.data.cells import Cell
-from metasparse.data.episodes import Episode, EpisodeSampler
+from metasparse.data.episodes import Episode
 from metasparse.data.prepare import DataBundle
 from metasparse.meta.distributed import all_reduce_grads, gather_lists, is_main, rank_and_size, shard
-from metasparse.meta.maml import MAML
+from metasparse.meta.maml import MAML, anil
 from metasparse.meta.meta_sgd import MetaSGD
 from metasparse.meta.reptile import Reptile
 from metasparse.meta.system import GatedSystem, episode_loss, gated_scores
@@ -43,6 +43,13 @@ from metasparse.train.corpus import EncodedRows
 log = logging.getLogger(__name__)
 
 
+def anil_head(name: str) -> bool:
+    """ANIL's inner loop: the controllers' output layers, and the task heads when ``meta.adapt`` trains them."""
+    parts = name.split(".")  # controller.nets.<layer>.<module in the Sequential>.<weight|bias>
+    # (a substring test for ".2." also caught layer 2's first Linear: "controller.nets.2.0.bias")
+    return (parts[:2] == ["controller", "nets"] and parts[3] == "2") or name.startswith("backbone.heads.")
+
+
 def build_algorithm(system: GatedSystem, cfg: MetaTrainConfig) -> MAML:
     """The configured meta-learner over the system's trainable parameters."""
     m = cfg.meta
@@ -51,13 +58,8 @@ def build_algorithm(system: GatedSystem, cfg: MetaTrainConfig) -> MAML:
         return MAML(system, m.inner_lr, first_order=False)
     if m.algorithm == "fomaml":
         return MAML(system, m.inner_lr, first_order=True)
-    if m.algorithm == "anil":  # inner loop on the controllers' output layers (and heads if adapted) only
-        return MAML(
-            system,
-            m.inner_lr,
-            first_order=True,
-            adapt=lambda n: (n.startswith("controller.nets.") and ".2." in n) or n.startswith("backbone.heads."),
-        )
+    if m.algorithm == "anil":
+        return anil(system, m.inner_lr, head=anil_head, first_order=True)
     if m.algorithm == "metasgd":
         return MetaSGD(system, m.inner_lr, first_order=True)
     return Reptile(system, m.inner_lr)
@@ -243,13 +245,7 @@ def meta_train(
     m = cfg.meta
     algo = build_algorithm(system, cfg)
     opt = torch.optim.Adam([p for p in algo.parameters() if p.requires_grad], lr=m.outer_lr)
-    e = cfg.episodes
-    sampler = EpisodeSampler(
-        bundle.index, train_cells, e.tasks, e.shots, e.queries, split=e.split, seed=cfg.seed, on_small=e.on_small
-    )
-    val_sampler = EpisodeSampler(
-        bundle.index, val_cells, e.tasks, e.shots, e.queries, split=e.split, seed=cfg.seed + 1, on_small="skip"
-    )
+    sampler, val_sampler = bundle.sampler(train_cells, cfg), bundle.sampler(val_cells, cfg, validation=True)
     val_eps = val_sampler.take(m.val_episodes)
     state = MetaState(outer_lr=m.outer_lr)
     ckpt = out_dir / "ckpt"

@@ -20,8 +20,8 @@ class Reptile(MAML):
     def __init__(self, module: nn.Module, lr: float, adapt: Callable[[str], bool] | None = None) -> None:
         super().__init__(module, lr, first_order=True, adapt=adapt)
 
-    def clone(self, first_order: bool | None = None) -> Learner:
-        learner = super().clone(first_order=True)
+    def clone(self, first_order: bool | None = None, lr_scale: float = 1.0) -> Learner:
+        learner = super().clone(first_order=True, lr_scale=lr_scale)
         learner.fast = {n: p.detach().clone().requires_grad_(True) for n, p in learner.fast.items()}
         return learner
 

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metasparse.control.budget import budget_penalty, expected_flops_fraction
 from metasparse.control.controller import Controller, controlled
+from metasparse.control.train import budgeted_loss
 from metasparse.model.encoder import EncoderOutput, GatedEncoder
-from metasparse.model.features import IGNORE_INDEX, Batch
+from metasparse.model.features import Batch
 from metasparse.scoring import Dense, Scores, score
 from metasparse.train.corpus import EncodedCorpus
 
@@ -89,17 +89,13 @@ def episode_loss(
     probs: list[torch.Tensor] = []
     out = f(batch, hard=False, tau=tau, record=probs)
     tasks = [task] if isinstance(task, str) else task
-    ce = sum(
-        F.cross_entropy(out.logits[t].flatten(0, 1), batch.labels[t].flatten(), ignore_index=IGNORE_INDEX)
-        for t in tasks
+    loss, ce, frac = budgeted_loss(
+        backbone, controller, out, probs, batch, target=target, budget_weight=budget_weight, tasks=tasks
     )
-    lengths = batch.lengths
-    ctrl = torch.tensor([float(controller.flops_per_layer(backbone, int(n))) for n in lengths.tolist()])
-    frac = expected_flops_fraction(backbone, probs, lengths, ctrl)
     m = batch.word_mask.to(out.hidden.dtype)
     pooled = (out.hidden * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
     stab = stability_term(probs, pooled)
-    loss = ce + budget_weight * budget_penalty(frac, target, "square") + stability_weight * stab
+    loss = loss + stability_weight * stab
     return loss, {
         "ce": float(ce.detach()),
         "flops": float(frac.mean().detach()),

@@ -21,8 +21,8 @@ from torch import nn
 
 from metasparse.model.attention import attend, attend_topk_masked
 from metasparse.model.patterns import Pattern
+from metasparse.model.profiling import region
 from metasparse.model.tokens import select_tokens
-from metasparse.runtime.profiling import region
 
 
 class GatedBlock(nn.Module):

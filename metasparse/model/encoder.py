@@ -17,10 +17,10 @@ from torch import nn
 
 from metasparse.model.block import GatedBlock
 from metasparse.model.features import Batch
+from metasparse.model.grouped import run_grouped
 from metasparse.model.patterns import DEFAULT_CODEBOOK, Pattern, PatternSpec, resolve_codebook
+from metasparse.model.profiling import region
 from metasparse.model.uncertainty import normalized_entropy
-from metasparse.runtime.grouped import run_grouped
-from metasparse.runtime.profiling import region
 
 
 @dataclass

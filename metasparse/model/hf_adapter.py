@@ -24,9 +24,9 @@ from torch import nn
 
 from metasparse.model.attention import attend, attend_topk_masked
 from metasparse.model.encoder import Policy
+from metasparse.model.grouped import run_grouped
 from metasparse.model.patterns import DEFAULT_CODEBOOK, Pattern, PatternSpec, resolve_codebook
 from metasparse.model.tokens import select_tokens
-from metasparse.runtime.grouped import run_grouped
 
 _ACTS = {"gelu": F.gelu, "relu": F.relu, "gelu_new": lambda x: F.gelu(x, approximate="tanh")}
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 import torch
 
+from metasparse.runtime.latency import interleaved, quantiles
 from metasparse.scoring.methods import Method
 from metasparse.train.corpus import EncodedCorpus
 
@@ -28,6 +30,14 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
 
 
+def _timed_batches(forward, batches: list, latencies: list[float]) -> None:
+    """Run ``forward`` over ``batches``, appending each batch's latency (seconds)."""
+    for b in batches:
+        t0 = time.perf_counter()
+        forward(b)
+        latencies.append(time.perf_counter() - t0)
+
+
 @torch.no_grad()
 def measure_speed(
     methods: dict[str, Method],
@@ -41,48 +51,35 @@ def measure_speed(
     baseline: str = "dense",
 ) -> list[dict]:
     """One row per (batch size, method): latency p50/p90/p99 per batch (ms), words per second, CPU ms per
-    1,000 words, and the wall ratio to ``baseline`` (median of per-round ratios, with its IQR)."""
+    1,000 words, and the wall ratio to ``baseline`` (ratio of medians, with the IQR of per-round ratios)."""
     rows = []
     for bs in batch_sizes:
         batches = timing_batches(corpus, bs, max(sentences, bs), seed)
         words = sum(int(b.lengths.sum()) for b in batches)
         for m in methods.values():
             m.model.eval()
-        lat = {n: [] for n in methods}
-        wall = {n: [] for n in methods}
-        cpu = {n: [] for n in methods}
-        names = list(methods)
-        for r in range(warmup + repeats):
-            order = names[r % len(names) :] + names[: r % len(names)]
-            for n in order:
-                f = methods[n].forward
-                c0, t0 = time.process_time(), time.perf_counter()
-                per = []
-                for b in batches:
-                    t1 = time.perf_counter()
-                    f(b)
-                    per.append(time.perf_counter() - t1)
-                if r >= warmup:
-                    wall[n].append(time.perf_counter() - t0)
-                    cpu[n].append(time.process_time() - c0)
-                    lat[n].extend(per)
-        for n in names:
+        lat: dict[str, list[float]] = {n: [] for n in methods}
+        fns = {n: partial(_timed_batches, m.forward, batches, lat[n]) for n, m in methods.items()}
+        cpu: dict[str, list[float]] = {}
+        wall = interleaved(fns, repeats=repeats, warmup=warmup, cpu=cpu)
+        for n in methods:
+            per = lat[n][warmup * len(batches) :]  # the warm-up rounds' batches come first
             ratios = [a / b for a, b in zip(wall[n], wall[baseline], strict=True)] if baseline in wall else []
-            q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else [float("nan")] * 3
+            q = quantiles(ratios) if len(ratios) > 1 else {"p25": float("nan"), "p75": float("nan")}
             rows.append(
                 {
                     "batch": bs,
                     "method": n,
-                    "p50_ms": 1000 * _pct(lat[n], 50),
-                    "p90_ms": 1000 * _pct(lat[n], 90),
-                    "p99_ms": 1000 * _pct(lat[n], 99),
+                    "p50_ms": 1000 * _pct(per, 50),
+                    "p90_ms": 1000 * _pct(per, 90),
+                    "p99_ms": 1000 * _pct(per, 99),
                     "words_per_s": words / statistics.median(wall[n]),
                     "cpu_ms_per_1k_words": 1000 * statistics.median(cpu[n]) / words * 1000,
                     "wall_ratio": statistics.median(wall[n]) / statistics.median(wall[baseline])
                     if ratios
                     else float("nan"),
-                    "wall_ratio_p25": q[0],
-                    "wall_ratio_p75": q[2],
+                    "wall_ratio_p25": q["p25"],
+                    "wall_ratio_p75": q["p75"],
                     "repeats": repeats,
                     "words": words,
                 }

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from metasparse.data.cells import cell_name
 from metasparse.train.corpus import EncodedCorpus
 
 OPS = ("insert", "delete", "swap")
@@ -77,9 +78,7 @@ def stress_corpora(
     """
     sub = dataset.select(list(rows)).to_dict()
     columns = sorted({t.column for t in tasks.values()})
-    cells = [
-        f"{a}/{b}/{c.removeprefix('UD_')}" for a, b, c in zip(sub["lang"], sub["domain"], sub["treebank"], strict=True)
-    ]
+    cells = [cell_name(*c) for c in zip(sub["lang"], sub["domain"], sub["treebank"], strict=True)]
     words = sub["words"]
     out = {
         "clean": EncodedCorpus.from_words(

@@ -1,1 +1,1 @@
-"""Runtime: latency measurement and the profiling labels of the execution paths."""
+"""Runtime above the model: interleaved latency measurement and int8 execution of the sliced paths."""

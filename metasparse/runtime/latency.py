@@ -8,22 +8,38 @@ import time
 from collections.abc import Callable
 
 
-def interleaved(fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int = 2,
+    cpu: dict[str, list[float]] | None = None,
+) -> dict[str, list[float]]:
     """Time each function ``repeats`` times, rotating their order every round.
 
+    Args:
+        fns: name -> the work to time (no arguments).
+        repeats: timed rounds.
+        warmup: untimed rounds first.
+        cpu: if given, filled with name -> CPU seconds per call (``time.process_time``, all threads).
+
     Returns:
-        name -> list of seconds per call, one per repeat (warm-up rounds dropped).
+        name -> list of wall seconds per call, one per repeat (warm-up rounds dropped).
     """
     names = list(fns)
     times: dict[str, list[float]] = {n: [] for n in names}
+    if cpu is not None:
+        cpu.update({n: [] for n in names})
     for r in range(warmup + repeats):
         order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fns[n]()
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if r >= warmup:
                 times[n].append(dt)
+                if cpu is not None:
+                    cpu[n].append(dc)
     return times
 
 

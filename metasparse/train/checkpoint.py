@@ -6,11 +6,7 @@ sha256 of the tensor file, so a truncated or altered file is detected before it 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,40 +14,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from metasparse.errors import MetasparseError
+from metasparse.io import atomic_folder, sha256_file
 
 
 class CheckpointError(MetasparseError, ValueError):
     """A checkpoint is missing, truncated or altered."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_checkpoint(folder: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
     """Write ``folder`` atomically (a new temporary folder renamed into place); replaces an older one."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_folder(folder) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "tensors.safetensors"))
-        full = {**state, "tensors_sha256": _sha256(tmp / "tensors.safetensors")}
+        full = {**state, "tensors_sha256": sha256_file(tmp / "tensors.safetensors")}
         (tmp / "state.json").write_text(json.dumps(full, indent=2, sort_keys=True))
-        old = None
-        if folder.exists():  # move the old one aside first so a crash never leaves neither
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
@@ -69,7 +44,7 @@ def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
         state = json.loads(state_path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{state_path}: not valid JSON ({exc})") from None
-    want, got = state.get("tensors_sha256"), _sha256(tensors_path)
+    want, got = state.get("tensors_sha256"), sha256_file(tensors_path)
     if want != got:
         raise CheckpointError(f"{tensors_path}: sha256 {got} differs from the stored {want}: truncated or altered")
     try:  # safetensors only parses its own header and raw buffers: a pickle can never execute here

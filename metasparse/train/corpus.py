@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 
+from metasparse.data.cells import cell_name
 from metasparse.data.tokenizer import SubwordTokenizer
 from metasparse.model.features import Batch, EncodedSentence, encode_sentence, pad
 from metasparse.tasks import Task
@@ -45,10 +46,7 @@ class EncodedCorpus:
         data = cols.to_dict()
         items = [encode_sentence(w, tokenizer, suffix_buckets) for w in data["words"]]
         labels = {name: [t.encode(seq) for seq in data[t.column]] for name, t in tasks.items()}
-        cells = [
-            f"{lang}/{dom}/{tb.removeprefix('UD_')}"
-            for lang, dom, tb in zip(data["lang"], data["domain"], data["treebank"], strict=True)
-        ]
+        cells = [cell_name(*c) for c in zip(data["lang"], data["domain"], data["treebank"], strict=True)]
         return cls(np.asarray(rows, dtype=np.int64), items, labels, data["lang"], cells)
 
     @classmethod

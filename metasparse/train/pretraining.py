@@ -28,7 +28,7 @@ from metasparse.data.prepare import DataBundle
 from metasparse.data.registry import load_registry
 from metasparse.io import atomic_write
 from metasparse.model.encoder import Decision, EncoderSpec, GatedEncoder
-from metasparse.model.features import IGNORE_INDEX
+from metasparse.model.loss import task_loss
 from metasparse.model.patterns import PatternSpec
 from metasparse.scoring import Dense, PlanMethod, score
 from metasparse.train.checkpoint import (
@@ -101,13 +101,6 @@ def load_backbone(folder: Path) -> tuple[GatedEncoder, dict[str, Any]]:
     model = GatedEncoder(spec_from_json(state["spec"]))
     model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
     return model.eval(), state
-
-
-def _task_loss(out, batch) -> torch.Tensor:
-    return sum(
-        F.cross_entropy(lg.flatten(0, 1), batch.labels[t].flatten(), ignore_index=IGNORE_INDEX)
-        for t, lg in out.logits.items()
-    )
 
 
 def _random_plan_policy(model: GatedEncoder, step: int, seed: int, B: int, T: int):
@@ -208,12 +201,11 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
         if p.word_dropout > 0:
             drop = torch.rand(batch.word_hash.shape) < p.word_dropout
             batch.word_hash = batch.word_hash.masked_fill(drop, 0)
-        loss = _task_loss(model(batch), batch)
+        loss = task_loss(model(batch).logits, batch.labels)
         if p.sparse_weight > 0:
             B, T = batch.word_mask.shape
-            loss = loss + p.sparse_weight * _task_loss(
-                model(batch, _random_plan_policy(model, step, cfg.seed, B, T)), batch
-            )
+            sparse = model(batch, _random_plan_policy(model, step, cfg.seed, B, T))
+            loss = loss + p.sparse_weight * task_loss(sparse.logits, batch.labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)

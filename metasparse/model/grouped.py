@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from metasparse.model.patterns import Pattern
-from metasparse.runtime.profiling import region
+from metasparse.model.profiling import region
 
 # (inputs [b, T, d], mask [b, T], pattern, token scores [b, T] or None) -> outputs [b, T, d]
 SlicedStep = Callable[[torch.Tensor, torch.Tensor, Pattern, "torch.Tensor | None"], torch.Tensor]

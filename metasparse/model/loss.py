@@ -1,0 +1,19 @@
+"""The training signal every trainer shares: token cross-entropy summed over tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+
+from metasparse.model.features import IGNORE_INDEX
+
+
+def task_loss(
+    logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], tasks: Iterable[str] | None = None
+) -> torch.Tensor:
+    """Sum over ``tasks`` (default: every task with both logits and labels) of the mean token cross-entropy;
+    padding positions carry ``IGNORE_INDEX`` and do not count."""
+    names = list(tasks) if tasks is not None else [t for t in logits if t in labels]
+    return sum(F.cross_entropy(logits[t].flatten(0, 1), labels[t].flatten(), ignore_index=IGNORE_INDEX) for t in names)

@@ -34,5 +34,15 @@ class ConfigValueError(MetasparseError, ValueError):
     """A configuration value is unknown or out of its allowed range."""
 
 
+def require(ok: bool, key: str, allowed: str, value: object) -> None:
+    """Refuse a config value with the key, the value and what is allowed (configs call it in ``__post_init__``).
+
+    Raises:
+        ConfigValueError: when ``ok`` is false.
+    """
+    if not ok:
+        raise ConfigValueError(f"{key}={value!r} is out of range; allowed: {allowed}")
+
+
 class CellTooSmallError(MetasparseError, ValueError):
     """A cell has fewer sentences than an episode needs (support + query)."""

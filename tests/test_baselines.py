@@ -26,12 +26,12 @@ BUDGET_TOLERANCE = 0.02
 @pytest.fixture(scope="module")
 def small_setup(ud_dataset, cell_index):
     """A tiny encoder briefly fitted to Finnish UPOS/DEPREL, and train/calibration corpora."""
-    from metasparse.data.tokenizer import TokenizerSettings, train_tokenizer
+    from metasparse.data.tokenizer import TokenizerConfig, train_tokenizer
     from metasparse.tasks import load_task
 
     rows = sorted(int(r) for c in cell_index.cells if c.lang == "fi" for r in cell_index.rows(c, "train"))
     words = ud_dataset["words"]
-    tok, _ = train_tokenizer({"fi": [words[i] for i in rows]}, TokenizerSettings(vocab_size=1000))
+    tok, _ = train_tokenizer({"fi": [words[i] for i in rows]}, TokenizerConfig(vocab_size=1000))
     tasks = {"upos": load_task("upos"), "deprel": load_task("deprel")}
     train = EncodedCorpus.build(ud_dataset, rows[:400], tok, tasks, 64)
     calib = EncodedCorpus.build(ud_dataset, rows[400:600], tok, tasks, 64)

@@ -25,7 +25,7 @@ def test_prepare_legal_run_keeps_legal_out_of_tokenizer_and_episodes(ud_dataset)
     assert len(bundle.targets) == 7 and {c.domain for c in bundle.targets} == {"legal"}
     assert "legal" not in {c.domain for c in bundle.sources}
     assert set(bundle.tasks) == {"upos", "deprel"}  # the backbone's heads; episodes use episodes.tasks
-    sampler = bundle.sampler(bundle.sources, cfg)
+    sampler = bundle.sampler(bundle.sources, cfg.episodes, cfg.seed)
     assert "legal" not in {ep.cell.domain for ep in sampler.take(200)}
     assert bundle.tokenizer_path.exists()
     assert prepare(cfg).tokenizer_path == bundle.tokenizer_path  # second run: cache hit

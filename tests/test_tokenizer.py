@@ -9,12 +9,12 @@ import sentencepiece as spm
 
 from metasparse.data.tokenizer import (
     SubwordTokenizer,
-    TokenizerSettings,
+    TokenizerConfig,
     sample_training_sentences,
     train_tokenizer,
 )
 
-SMALL = TokenizerSettings(vocab_size=1500, sentences_per_language=60)
+SMALL = TokenizerConfig(vocab_size=1500, sentences_per_language=60)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_cached_by_inputs(corpus, tmp_path, monkeypatch):
     tok2, path2 = train_tokenizer(corpus, SMALL, cache=tmp_path)
     assert path2 == path and tok2.model_proto == tok.model_proto
     with pytest.raises(AssertionError, match="must not train"):  # other inputs: a new key, so it trains
-        train_tokenizer(corpus, TokenizerSettings(vocab_size=1501, sentences_per_language=60), cache=tmp_path)
+        train_tokenizer(corpus, TokenizerConfig(vocab_size=1501, sentences_per_language=60), cache=tmp_path)
 
 
 def test_alignment_on_real_sentences(corpus, tmp_path):

@@ -67,12 +67,12 @@ def test_checkpoint_state_is_json_not_pickle(tmp_path):
 
 @pytest.fixture(scope="module")
 def fi_corpus(ud_dataset, cell_index):
-    from metasparse.data.tokenizer import TokenizerSettings, train_tokenizer
+    from metasparse.data.tokenizer import TokenizerConfig, train_tokenizer
     from metasparse.tasks import load_task
 
     rows = sorted(int(r) for c in cell_index.cells if c.lang == "fi" for r in cell_index.rows(c, "train"))
     words = ud_dataset["words"]
-    tok, _ = train_tokenizer({"fi": [words[i] for i in rows]}, TokenizerSettings(vocab_size=1000))
+    tok, _ = train_tokenizer({"fi": [words[i] for i in rows]}, TokenizerConfig(vocab_size=1000))
     return EncodedCorpus.build(ud_dataset, rows, tok, {"upos": load_task("upos")}, 64), tok
 
 

@@ -5,3 +5,6 @@ training-free activation thresholding (:mod:`.teal`); random per-input decisions
 multitask and scratch controllers (:mod:`.controllers`); and the most-frequent-tag lookup
 (:mod:`.lookup`), the floor a dense model has to clear.
 """
+
+# Every method ``evaluate`` and ``bench.transfer`` know, in report order (dense first).
+METHODS = ("dense", "meta", "multitask", "importance", "l0", "teal", "random")

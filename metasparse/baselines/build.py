@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metasparse.baselines import METHODS
 from metasparse.baselines.controllers import trained_controller
 from metasparse.baselines.importance import importance_pruned
 from metasparse.baselines.l0 import l0_pruned
@@ -19,11 +20,10 @@ from metasparse.baselines.random_policy import random_calibrated
 from metasparse.baselines.teal import teal_calibrated
 from metasparse.control.controller import controlled
 from metasparse.control.train import calibrate_bias
-from metasparse.meta.load import LoadedRun, controller_spec
+from metasparse.meta.load import LoadedRun
 from metasparse.scoring.methods import Dense, Method
 from metasparse.train.corpus import EncodedCorpus
 
-METHODS = ("dense", "meta", "multitask", "importance", "l0", "teal", "random")
 FAMILIES = {
     "dense": "dense",
     "meta": "per-input",
@@ -77,7 +77,7 @@ def build_method(
         calibrate_bias(model, ctrl, splits.calib, budget)
         return controlled(model, ctrl, "meta")
     if name == "multitask":
-        spec = controller_spec(run.cfg)
+        spec = run.cfg.controller
         ctrl = trained_controller(model, splits.train, splits.calib, budget, spec=spec, steps=steps, seed=seed)
         return controlled(model, ctrl, "multitask")
     if name == "importance":

@@ -27,7 +27,8 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from metasparse.config import EVAL_METHODS, TransferBenchConfig
+from metasparse.baselines import METHODS
+from metasparse.config import TransferBenchConfig
 from metasparse.io import atomic_write, csv_text
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
     from metasparse.baselines.controllers import trained_controller
     from metasparse.control.train import calibrate_bias
     from metasparse.meta.evaluation import adapt_and_score, support_rows
-    from metasparse.meta.load import controller_spec, new_controller
+    from metasparse.meta.load import new_controller
     from metasparse.meta.outer import build_algorithm
     from metasparse.meta.system import GatedSystem, gated_scores
     from metasparse.train.corpus import EncodedRows
@@ -84,7 +85,7 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
             splits.train,
             splits.calib,
             budget,
-            spec=controller_spec(run_cfg),
+            spec=run_cfg.controller,
             steps=30 if cfg.quick else 300,
         )
         mt_system = GatedSystem(model, mt)
@@ -104,7 +105,7 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
             data.subset(train),
             data.subset(train),
             budget,
-            spec=controller_spec(run_cfg),
+            spec=run_cfg.controller,
             steps=cfg.converge_steps,
             max_words=512,
         )
@@ -217,7 +218,7 @@ def pareto_for_run(loaded, cfg: TransferBenchConfig) -> list[dict]:
     targets = EncodedCorpus.build(
         b.dataset, target_rows, b.tokenizer, b.tasks, loaded.system.backbone.spec.suffix_buckets
     )
-    names = list(EVAL_METHODS) if "all" in cfg.pareto_methods else list(cfg.pareto_methods)
+    names = list(METHODS) if "all" in cfg.pareto_methods else list(cfg.pareto_methods)
     rows = []
     for budget in [1.0, *cfg.pareto_budgets]:
         for name in ["dense"] if budget == 1.0 else [n for n in names if n != "dense"]:

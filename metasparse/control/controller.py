@@ -15,9 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from metasparse.control.relax import gumbel_softmax_st
+from metasparse.errors import require
 from metasparse.model.encoder import Decision, GatedEncoder
 from metasparse.model.uncertainty import normalized_entropy
 from metasparse.scoring.methods import PolicyMethod
+
+PLACEMENTS = ("per_layer", "upfront")
 
 
 @dataclass
@@ -38,6 +41,10 @@ class ControllerSpec:
     token_router: bool = True
     placement: str = "per_layer"
 
+    def __post_init__(self) -> None:
+        require(self.hidden >= 1, "controller.hidden", ">= 1", self.hidden)
+        require(self.placement in PLACEMENTS, "controller.placement", ", ".join(PLACEMENTS), self.placement)
+
 
 class Controller(nn.Module):
     """One small decision network per layer of a :class:`GatedEncoder`.
@@ -56,8 +63,6 @@ class Controller(nn.Module):
                 f"controller.uncertainty_task={self.spec.uncertainty_task!r} is not a model task; "
                 f"available: {', '.join(model.spec.tasks)}"
             )
-        if self.spec.placement not in ("per_layer", "upfront"):
-            raise ValueError(f"controller.placement={self.spec.placement!r}; allowed: per_layer, upfront")
         self.upfront = self.spec.placement == "upfront"
         self.n_layers, self.n_patterns = L, P
         n_in = d + (1 if self.spec.uncertainty_task else 0)

@@ -9,16 +9,45 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from metasparse.data.cells import Cell, CellIndex
-from metasparse.errors import CellTooSmallError, ConfigValueError
+from metasparse.errors import CellTooSmallError, ConfigValueError, require
 
 log = logging.getLogger(__name__)
 
 ON_SMALL = ("skip", "error")
+
+
+@dataclass
+class EpisodeConfig:
+    """Episode shape.
+
+    Attributes:
+        tasks: task names from ``tasks/``.
+        shots: support sentences per episode (K).
+        queries: query sentences per episode (Q).
+        on_small: what to do with cells smaller than K+Q: ``skip`` (warn) or ``error``.
+    """
+
+    tasks: list[str] = field(default_factory=lambda: ["upos"])
+    shots: int = 16
+    queries: int = 16
+    on_small: str = "skip"
+    split: str = "dev"
+
+    # Why dev: the backbone was trained for several epochs on the source cells' train split and has
+    # nearly memorised it (query loss ~0.01 there), so episodes from it teach a controller that every
+    # input is easy. Dev sentences are unseen by the backbone, like the target cells' sentences.
+
+    def __post_init__(self) -> None:
+        require(self.shots >= 1, "episodes.shots", ">= 1", self.shots)
+        require(self.queries >= 1, "episodes.queries", ">= 1", self.queries)
+        require(self.on_small in ON_SMALL, "episodes.on_small", ", ".join(ON_SMALL), self.on_small)
+        require(len(self.tasks) >= 1, "episodes.tasks", "a non-empty list of task names", self.tasks)
+        require(self.split in ("train", "dev"), "episodes.split", "train, dev", self.split)
 
 
 @dataclass(frozen=True)

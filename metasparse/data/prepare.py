@@ -3,19 +3,82 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import datasets
+from omegaconf import MISSING
 
-from metasparse.config import MetaTrainConfig, PretrainConfig
 from metasparse.data.cells import Cell, CellIndex, partition_cells
-from metasparse.data.episodes import EpisodeSampler
-from metasparse.data.tokenizer import SubwordTokenizer, train_tokenizer
+from metasparse.data.episodes import EpisodeConfig, EpisodeSampler
+from metasparse.data.tokenizer import SubwordTokenizer, TokenizerConfig, train_tokenizer
 from metasparse.data.ud import load_ud
+from metasparse.errors import require
 from metasparse.tasks import Task, load_task
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    """Which treebanks, where, and how sentences are split.
+
+    Attributes:
+        root: data directory; null means ``$METASPARSE_DATA_DIR`` or the download cache.
+        treebanks: registry treebanks to use; null means all.
+        split_seed: seed of the hash split.
+        split_fractions: train, dev, test shares.
+        offline: forbid downloads; null means ``$METASPARSE_OFFLINE``.
+    """
+
+    root: str | None = None
+    treebanks: list[str] | None = None
+    split_seed: int = 0
+    split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    offline: bool | None = None
+
+    def __post_init__(self) -> None:
+        f = list(self.split_fractions)
+        require(
+            len(f) == 3 and min(f) >= 0 and abs(sum(f) - 1) < 1e-6,
+            "data.split_fractions",
+            "three non-negative numbers summing to 1",
+            f,
+        )
+
+
+@dataclass
+class DomainConfig:
+    """A held-out domain: every cell of it becomes a target (``+domain=<name>``)."""
+
+    name: str = MISSING
+
+
+@dataclass
+class LanguageConfig:
+    """A held-out language: every cell of it becomes a target (``+language=<code>``).
+
+    Attributes:
+        code: the language held out.
+        also: further languages held out with it (``+language=fi '+language.also=[el,hr]'``), so one
+            backbone serves a transfer benchmark over several unseen languages.
+    """
+
+    code: str = MISSING
+    also: list[str] = field(default_factory=list)
+
+
+class DataJob(Protocol):
+    """What :func:`prepare` reads of a job config (pretrain, meta_train, bench.speed ...): the data package
+    never imports the job schemas, which are built from its configs."""
+
+    seed: int
+    data: DataConfig
+    tokenizer: TokenizerConfig
+    tasks: list[str]
+    domain: DomainConfig | None
+    language: LanguageConfig | None
 
 
 @dataclass
@@ -40,10 +103,9 @@ class DataBundle:
     tokenizer: SubwordTokenizer
     tokenizer_path: Path
 
-    def sampler(self, cells: list[Cell], cfg: MetaTrainConfig, *, validation: bool = False) -> EpisodeSampler:
-        """The episodes meta-training draws from ``cells`` (``episodes.split``); validation episodes use
-        their own seed and skip cells too small for an episode."""
-        e = cfg.episodes
+    def sampler(self, cells: list[Cell], e: EpisodeConfig, seed: int, *, validation: bool = False) -> EpisodeSampler:
+        """The episodes meta-training draws from ``cells`` (``e.split``); validation episodes use their own
+        seed and skip cells too small for an episode."""
         return EpisodeSampler(
             self.index,
             cells,
@@ -51,17 +113,17 @@ class DataBundle:
             e.shots,
             e.queries,
             split=e.split,
-            seed=cfg.seed + 1 if validation else cfg.seed,
+            seed=seed + 1 if validation else seed,
             on_small="skip" if validation else e.on_small,
         )
 
 
-def held_out(cfg: MetaTrainConfig | PretrainConfig) -> tuple[list[str], list[str]]:
+def held_out(cfg: DataJob) -> tuple[list[str], list[str]]:
     """Domains and languages the config holds out."""
     return ([cfg.domain.name] if cfg.domain else []), ([cfg.language.code, *cfg.language.also] if cfg.language else [])
 
 
-def prepare(cfg: MetaTrainConfig | PretrainConfig) -> DataBundle:
+def prepare(cfg: DataJob) -> DataBundle:
     """Load sentences, partition cells into sources and targets, and train or load the tokenizer.
 
     The tokenizer sees only the train split of the source cells, so nothing of a held-out domain or
@@ -87,6 +149,6 @@ def prepare(cfg: MetaTrainConfig | PretrainConfig) -> DataBundle:
     words = ds["words"]
     for cell in sources:
         by_lang.setdefault(cell.lang, []).extend(words[i] for i in index.rows(cell, "train"))
-    tokenizer, path = train_tokenizer(by_lang, cfg.tokenizer.settings(cfg.seed))
+    tokenizer, path = train_tokenizer(by_lang, cfg.tokenizer, seed=cfg.seed)
     log.info("%d source cells, %d target cells; tokenizer %s", len(sources), len(targets), path.name)
     return DataBundle(ds, index, sources, targets, tasks, tokenizer, path)

@@ -21,7 +21,7 @@ import numpy as np
 import sentencepiece as spm
 
 from metasparse.data.fetch import cache_dir
-from metasparse.errors import ConfigValueError
+from metasparse.errors import ConfigValueError, require
 from metasparse.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
-@dataclass(frozen=True)
-class TokenizerSettings:
-    """How the subword model is trained.
+@dataclass  # not frozen: OmegaConf makes a frozen dataclass read-only, so no override could change it
+class TokenizerConfig:
+    """How the subword model is trained (``tokenizer:`` in the job configs).
 
     Attributes:
         vocab_size: number of subword pieces.
@@ -41,7 +41,6 @@ class TokenizerSettings:
         character_coverage: share of characters covered by pieces; the rest fall back to bytes.
         byte_fallback: encode uncovered characters as UTF-8 bytes instead of ``<unk>``.
         hash_buckets: size of the hashed word-form vocabulary (bucket 0 is padding).
-        seed: seed of the per-language sentence sample.
     """
 
     vocab_size: int = 8000
@@ -50,7 +49,17 @@ class TokenizerSettings:
     character_coverage: float = 0.9995
     byte_fallback: bool = True
     hash_buckets: int = 65536
-    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.vocab_size >= 300, "tokenizer.vocab_size", ">= 300", self.vocab_size)
+        require(self.model_type in ("unigram", "bpe"), "tokenizer.model_type", "unigram, bpe", self.model_type)
+        require(
+            self.sentences_per_language >= 1, "tokenizer.sentences_per_language", ">= 1", self.sentences_per_language
+        )
+        require(
+            0.9 <= self.character_coverage <= 1.0, "tokenizer.character_coverage", "[0.9, 1.0]", self.character_coverage
+        )
+        require(self.hash_buckets >= 2, "tokenizer.hash_buckets", ">= 2", self.hash_buckets)
 
 
 @dataclass(frozen=True)
@@ -132,22 +141,27 @@ def sample_training_sentences(
 
 def train_tokenizer(
     sentences_by_lang: Mapping[str, Sequence[Sequence[str]]],
-    settings: TokenizerSettings = TokenizerSettings(),
+    settings: TokenizerConfig | None = None,
     *,
+    seed: int = 0,
     cache: Path | None = None,
 ) -> tuple[SubwordTokenizer, Path]:
     """Train (or load from cache) a subword model on an even per-language sample.
 
     Args:
         sentences_by_lang: pre-tokenized training sentences per language code.
-        settings: training settings.
+        settings: training settings (default: :class:`TokenizerConfig`'s defaults).
+        seed: seed of the per-language sentence sample (the job's seed).
         cache: folder of cached models; defaults to ``<cache_dir>/tokenizers``.
 
     Returns:
         The tokenizer and the path of its cached ``.model`` file.
     """
-    sample = sample_training_sentences(sentences_by_lang, settings.sentences_per_language, settings.seed)
-    key_src = json.dumps(asdict(settings), sort_keys=True).encode() + b"\0" + "\n".join(sample).encode()
+    settings = settings or TokenizerConfig()
+    sample = sample_training_sentences(sentences_by_lang, settings.sentences_per_language, seed)
+    # The key spells the seed beside the settings, as when it was one of their fields: cached models stay valid.
+    key_fields = {**asdict(settings), "seed": seed}
+    key_src = json.dumps(key_fields, sort_keys=True).encode() + b"\0" + "\n".join(sample).encode()
     key = hashlib.sha256(key_src).hexdigest()[:16]
     path = (cache or cache_dir() / "tokenizers") / f"spm-{key}.model"
     if path.exists() and Path(f"{path}.json").exists():

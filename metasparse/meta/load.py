@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from metasparse.config import MetaTrainConfig
-from metasparse.control.controller import Controller, ControllerSpec
+from metasparse.control.controller import Controller
 from metasparse.data.prepare import DataBundle, prepare
 from metasparse.meta.maml import MAML
 from metasparse.meta.outer import build_algorithm
@@ -44,14 +44,9 @@ def load_run_config(run_dir: Path) -> MetaTrainConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(MetaTrainConfig), OmegaConf.load(path)))
 
 
-def controller_spec(cfg: MetaTrainConfig) -> ControllerSpec:
-    """The controller settings of a run's config."""
-    c = cfg.controller
-    return ControllerSpec(c.hidden, c.uncertainty_task, c.token_router, c.placement)
-
-
 def new_controller(backbone, cfg: MetaTrainConfig) -> Controller:
-    return Controller(backbone, controller_spec(cfg))
+    """A fresh controller for ``backbone`` as the run's config describes it."""
+    return Controller(backbone, cfg.controller)
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:

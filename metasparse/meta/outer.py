@@ -245,7 +245,8 @@ def meta_train(
     m = cfg.meta
     algo = build_algorithm(system, cfg)
     opt = torch.optim.Adam([p for p in algo.parameters() if p.requires_grad], lr=m.outer_lr)
-    sampler, val_sampler = bundle.sampler(train_cells, cfg), bundle.sampler(val_cells, cfg, validation=True)
+    sampler = bundle.sampler(train_cells, cfg.episodes, cfg.seed)
+    val_sampler = bundle.sampler(val_cells, cfg.episodes, cfg.seed, validation=True)
     val_eps = val_sampler.take(m.val_episodes)
     state = MetaState(outer_lr=m.outer_lr)
     ckpt = out_dir / "ckpt"

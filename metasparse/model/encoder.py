@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metasparse.errors import require
 from metasparse.model.block import GatedBlock
 from metasparse.model.features import Batch
 from metasparse.model.grouped import run_grouped
@@ -50,6 +51,52 @@ class EncoderSpec:
     dropout: float = 0.1
     max_positions: int = 256
     codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
+
+
+@dataclass
+class ModelConfig:
+    """Encoder architecture as configured (``conf/model/*.yaml``); :meth:`spec` resolves it for a tokenizer
+    and a task set."""
+
+    name: str = "small"
+    layers: int = 4
+    d_model: int = 256
+    heads: int = 8
+    d_ffn: int = 1024
+    ffn_groups: int = 8
+    dropout: float = 0.1
+    max_positions: int = 256
+    suffix_buckets: int = 32768
+    codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
+
+    def __post_init__(self) -> None:
+        for key in ("layers", "d_model", "heads", "d_ffn", "ffn_groups", "max_positions", "suffix_buckets"):
+            require(getattr(self, key) >= 1, f"model.{key}", ">= 1", getattr(self, key))
+        require(self.d_model % self.heads == 0, "model.heads", f"a divisor of d_model={self.d_model}", self.heads)
+        require(
+            self.d_ffn % self.ffn_groups == 0,
+            "model.ffn_groups",
+            f"a divisor of d_ffn={self.d_ffn}",
+            self.ffn_groups,
+        )
+        require(0.0 <= self.dropout < 1.0, "model.dropout", "[0, 1)", self.dropout)
+
+    def spec(self, vocab_size: int, tasks: dict[str, int], word_buckets: int) -> EncoderSpec:
+        """The architecture for a tokenizer (``vocab_size``, ``word_buckets``) and task set (name -> labels)."""
+        return EncoderSpec(
+            vocab_size=vocab_size,
+            tasks=dict(tasks),
+            word_buckets=word_buckets,
+            suffix_buckets=self.suffix_buckets,
+            layers=self.layers,
+            d_model=self.d_model,
+            heads=self.heads,
+            d_ffn=self.d_ffn,
+            ffn_groups=self.ffn_groups,
+            dropout=self.dropout,
+            max_positions=self.max_positions,
+            codebook=[PatternSpec(c.heads, c.ffn, c.tokens, c.topk) for c in self.codebook],
+        )
 
 
 @dataclass

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from metasparse.model.tokens import kept_count
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: it is also the config schema of a codebook entry, which OmegaConf must be able to set
 class PatternSpec:
-    """A codebook entry as written in config: fractions of the layer's units.
+    """A codebook entry as written in config (``model.codebook``): fractions of the layer's units.
 
     Attributes:
         heads: fraction of attention heads (0 with ``ffn=0`` skips the layer).

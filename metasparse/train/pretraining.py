@@ -22,12 +22,12 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from metasparse.baselines.lookup import LookupTagger
-from metasparse.config import ModelConfig, PretrainConfig
+from metasparse.config import PretrainConfig
 from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import DataBundle
 from metasparse.data.registry import load_registry
 from metasparse.io import atomic_write
-from metasparse.model.encoder import Decision, EncoderSpec, GatedEncoder
+from metasparse.model.encoder import Decision, EncoderSpec, GatedEncoder, ModelConfig
 from metasparse.model.loss import task_loss
 from metasparse.model.patterns import PatternSpec
 from metasparse.scoring import Dense, PlanMethod, score
@@ -44,21 +44,9 @@ log = logging.getLogger(__name__)
 
 
 def encoder_spec(model_cfg: ModelConfig, bundle: DataBundle) -> EncoderSpec:
-    """The architecture for this config, tokenizer and task set."""
-    return EncoderSpec(
-        vocab_size=bundle.tokenizer.vocab_size,
-        tasks={n: t.num_labels for n, t in bundle.tasks.items()},
-        word_buckets=bundle.tokenizer.hash_buckets,
-        suffix_buckets=model_cfg.suffix_buckets,
-        layers=model_cfg.layers,
-        d_model=model_cfg.d_model,
-        heads=model_cfg.heads,
-        d_ffn=model_cfg.d_ffn,
-        ffn_groups=model_cfg.ffn_groups,
-        dropout=model_cfg.dropout,
-        max_positions=model_cfg.max_positions,
-        codebook=[PatternSpec(c.heads, c.ffn, c.tokens, c.topk) for c in model_cfg.codebook],
-    )
+    """The architecture for this config, the bundle's tokenizer and its task set."""
+    tasks = {n: t.num_labels for n, t in bundle.tasks.items()}
+    return model_cfg.spec(bundle.tokenizer.vocab_size, tasks, bundle.tokenizer.hash_buckets)
 
 
 def spec_to_json(spec: EncoderSpec) -> dict:

@@ -1,0 +1,65 @@
+"""Schemas of the analysis jobs: ``diagnose`` and ``monitor``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from metasparse.errors import require
+
+
+@dataclass
+class DiagnoseConfig:
+    """Schema of ``conf/diagnose.yaml``: shift between cells vs the pathways a run's controller chooses.
+
+    Attributes:
+        run_dir: a finished meta_train run.
+        min_test_sentences: cells with fewer test sentences are left out (their pathways are noise).
+        max_sentences: test sentences per cell the pathways are read from.
+        permutations: Mantel permutations.
+        bootstrap: bootstrap resamples of Spearman intervals.
+        seed: fixes permutations and resamples.
+    """
+
+    run_dir: str = MISSING
+    min_test_sentences: int = 20
+    max_sentences: int = 200
+    permutations: int = 999
+    bootstrap: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.min_test_sentences >= 1, "min_test_sentences", ">= 1", self.min_test_sentences)
+        require(self.max_sentences >= 1, "max_sentences", ">= 1", self.max_sentences)
+        require(self.permutations >= 9, "permutations", ">= 9", self.permutations)
+        require(self.bootstrap >= 1, "bootstrap", ">= 1", self.bootstrap)
+
+
+@dataclass
+class MonitorConfig:
+    """Schema of ``conf/monitor.yaml``: drift of incoming text against a run's training reference.
+
+    Attributes:
+        run_dir: a finished meta_train run.
+        input: a UD folder or ``.conllu`` file, or plain text (one sentence a line, words split on spaces).
+        lang: language code stored for UD input (only a label here).
+        max_sentences: incoming sentences read.
+        reference_sentences: source test sentences in the reference.
+        margin: a measure drifts when it exceeds ``margin`` x the largest value any source cell shows.
+        thresholds: explicit per-measure thresholds that replace the automatic ones.
+        out: where ``monitor.json`` goes (null: the Hydra run dir).
+    """
+
+    run_dir: str = MISSING
+    input: str = MISSING
+    lang: str = "xx"
+    max_sentences: int = 1000
+    reference_sentences: int = 2000
+    margin: float = 1.25
+    thresholds: dict[str, float] = field(default_factory=dict)
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        require(self.max_sentences >= 1, "max_sentences", ">= 1", self.max_sentences)
+        require(self.margin > 0, "margin", "> 0", self.margin)

@@ -1,0 +1,151 @@
+"""Schemas of the measuring jobs: ``evaluate``, ``bench.speed`` and ``bench.transfer``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from metasparse.baselines import METHODS
+from metasparse.config.training import PretrainConfig
+from metasparse.errors import require
+
+
+@dataclass
+class SpeedBenchOptions:
+    """What ``metasparse.bench.speed`` measures.
+
+    Attributes:
+        batches: batch sizes.
+        targets: FLOPs targets (fractions of dense, controller included).
+        repeats: timed rounds per (batch, target), dense and gated interleaved.
+        sentences: sentences timed per round at batch 1; batch > 1 uses ``sentences`` rows too.
+        controller_steps: controller training steps per target (frozen backbone).
+        threads: torch threads for timing.
+        int8: add a row with int8 dynamic quantization of the sliced linears at target 0.5.
+    """
+
+    batches: list[int] = field(default_factory=lambda: [1, 32])
+    targets: list[float] = field(default_factory=lambda: [0.75, 0.5, 0.25])
+    repeats: int = 15
+    sentences: int = 64
+    controller_steps: int = 150
+    threads: int = 2
+    int8: bool = True
+    placement: str = "per_layer"
+
+    def __post_init__(self) -> None:
+        require(all(0 < t <= 1 for t in self.targets), "bench.targets", "fractions in (0, 1]", self.targets)
+        require(all(b >= 1 for b in self.batches), "bench.batches", "sizes >= 1", self.batches)
+        require(self.repeats >= 3, "bench.repeats", ">= 3", self.repeats)
+
+
+@dataclass
+class SpeedBenchConfig(PretrainConfig):
+    """Schema of ``conf/bench_speed.yaml``: the backbone's config plus what to measure."""
+
+    quick: bool = False
+    out: str | None = None
+    bench: SpeedBenchOptions = field(default_factory=SpeedBenchOptions)
+
+
+@dataclass
+class LatencyOptions:
+    """Timing settings: batch sizes, sentences per round, timed rounds (all methods interleaved), threads."""
+
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
+    sentences: int = 64
+    repeats: int = 10
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        require(all(b >= 1 for b in self.batch_sizes), "latency.batch_sizes", "sizes >= 1", self.batch_sizes)
+        require(self.repeats >= 3, "latency.repeats", ">= 3", self.repeats)
+        require(self.sentences >= 1, "latency.sentences", ">= 1", self.sentences)
+
+
+@dataclass
+class EvaluateConfig:
+    """Schema of ``conf/evaluate.yaml``: the evaluation protocol for one run and one or more methods.
+
+    Attributes:
+        run_dir: a finished meta_train run.
+        methods: which methods (``all`` for every one).
+        budget: FLOPs budget (null: the run's ``budget.target``).
+        test_sentences: source test sentences scored (null: all).
+        target_test_sentences: per target cell (null: all).
+        stress_sentences: source test sentences the stress inputs are built from.
+        consistency_sentences: sentences compared at batch 1 and batch 32.
+        quick: a reduced protocol for tests.
+        out: also write the JSON result here.
+        seed: fixes sentence samples and baseline training.
+    """
+
+    run_dir: str = MISSING
+    methods: list[str] = field(default_factory=lambda: ["meta"])
+    budget: float | None = None
+    test_sentences: int | None = 2000
+    target_test_sentences: int | None = None
+    stress_sentences: int = 300
+    consistency_sentences: int = 64
+    latency: LatencyOptions = field(default_factory=LatencyOptions)
+    quick: bool = False
+    out: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in (*METHODS, "all")]
+        require(not bad, "methods", f"a list of: {', '.join(METHODS)}, or [all]", self.methods)
+        require(self.budget is None or 0 < self.budget <= 1, "budget", "(0, 1] or null", self.budget)
+        require(self.stress_sentences >= 1, "stress_sentences", ">= 1", self.stress_sentences)
+
+    def method_names(self) -> list[str]:
+        return list(METHODS) if "all" in self.methods else list(dict.fromkeys(["dense", *self.methods]))
+
+
+@dataclass
+class TransferBenchConfig:
+    """Schema of ``conf/bench_transfer.yaml``: adaptation curves and the accuracy-FLOPs front.
+
+    Attributes:
+        run_dirs: finished meta_train runs (e.g. one with ``+domain=legal``, one with held-out languages).
+        methods: controllers compared in the curves: meta, multitask, scratch.
+        steps: adaptation steps at which accuracy is read.
+        shots: support sentences per target cell.
+        seeds: support samples (and baseline training) per setting; intervals are over seeds.
+        max_cells: target cells per run (largest first; null: all).
+        test_sentences: test sentences per target cell (null: all).
+        converge_steps: Adam steps of the scratch controller trained to convergence on a cell's train split.
+        pareto_budgets: FLOPs budgets of the accuracy-FLOPs comparison.
+        pareto_methods: methods in it (``all``: every one).
+        pareto_runs: how many of ``run_dirs`` (from the first) get the accuracy-FLOPs comparison.
+        quick: a reduced grid for tests.
+        out: output folder (null: the Hydra run dir).
+    """
+
+    run_dirs: list[str] = MISSING
+    methods: list[str] = field(default_factory=lambda: ["meta", "multitask", "scratch"])
+    steps: list[int] = field(default_factory=lambda: [0, 1, 5, 10, 20, 50])
+    shots: list[int] = field(default_factory=lambda: [8, 16, 32])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    max_cells: int | None = None
+    test_sentences: int | None = None
+    converge_steps: int = 300
+    pareto_budgets: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    pareto_methods: list[str] = field(default_factory=lambda: ["all"])
+    pareto_runs: int = 1
+    quick: bool = False
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in ("meta", "multitask", "scratch")]
+        require(not bad, "methods", "a list of: meta, multitask, scratch", self.methods)
+        require(all(s >= 0 for s in self.steps) and self.steps, "steps", "non-negative integers", self.steps)
+        require(all(k >= 1 for k in self.shots) and self.shots, "shots", "integers >= 1", self.shots)
+        require(len(self.seeds) >= 1, "seeds", "at least one seed", self.seeds)
+        require(
+            all(0 < b <= 1 for b in self.pareto_budgets), "pareto_budgets", "fractions in (0, 1]", self.pareto_budgets
+        )
+        bad = [m for m in self.pareto_methods if m not in (*METHODS, "all")]
+        require(not bad, "pareto_methods", f"a list of: {', '.join(METHODS)}, or [all]", self.pareto_methods)
+        require(self.converge_steps >= 1, "converge_steps", ">= 1", self.converge_steps)

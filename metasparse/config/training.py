@@ -1,0 +1,202 @@
+"""Schemas of the training jobs: ``pretrain``, ``meta_train`` and ``adapt``, composed from the components'
+own configs (data, tokenizer, model, episodes, controller)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from metasparse.control.controller import ControllerSpec
+from metasparse.data.episodes import EpisodeConfig
+from metasparse.data.prepare import DataConfig, DomainConfig, LanguageConfig
+from metasparse.data.tokenizer import TokenizerConfig
+from metasparse.errors import require
+from metasparse.model.encoder import ModelConfig
+
+ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
+ADAPT_SETS = ("controller", "controller+head", "controller+head+norm")
+
+
+@dataclass
+class PretrainOptimConfig:
+    """Sparsity-aware pretraining of the backbone.
+
+    Attributes:
+        epochs: passes over the source train split (the learning-rate schedule spans them).
+        max_words: padded words per batch.
+        lr, warmup, weight_decay, grad_clip: AdamW with linear warmup and linear decay.
+        sparse_weight: weight of the loss under a random pattern per layer, added every step to the
+            dense loss so narrower prefixes keep working (0 trains dense only).
+        eval_every: steps between dev evaluations (0: only at the end).
+        checkpoint_every: steps between resumable checkpoints.
+        max_minutes: stop early (with a warning) past this wall-clock time; the cache is still written.
+        threads: torch threads (null: leave torch's default).
+        word_dropout: share of word-form buckets replaced by the unknown id per training step, so the
+            model also learns from subwords and suffixes (it otherwise nearly memorises its train split).
+    """
+
+    epochs: float = 6.0
+    max_words: int = 2048
+    lr: float = 2e-3
+    warmup: float = 0.05
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    sparse_weight: float = 1.0
+    eval_every: int = 0
+    checkpoint_every: int = 500
+    max_minutes: float = 30.0
+    threads: int | None = None
+    word_dropout: float = 0.25
+
+    def __post_init__(self) -> None:
+        require(self.epochs > 0, "pretrain.epochs", "> 0", self.epochs)
+        require(self.max_words >= 256, "pretrain.max_words", ">= 256", self.max_words)
+        require(self.lr > 0, "pretrain.lr", "> 0", self.lr)
+        require(0 <= self.warmup < 1, "pretrain.warmup", "[0, 1)", self.warmup)
+        require(self.sparse_weight >= 0, "pretrain.sparse_weight", ">= 0", self.sparse_weight)
+        require(self.max_minutes > 0, "pretrain.max_minutes", "> 0", self.max_minutes)
+        require(self.checkpoint_every >= 1, "pretrain.checkpoint_every", ">= 1", self.checkpoint_every)
+        require(0 <= self.word_dropout < 1, "pretrain.word_dropout", "[0, 1)", self.word_dropout)
+
+
+@dataclass
+class PretrainConfig:
+    """Schema of ``conf/pretrain.yaml``."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainOptimConfig = field(default_factory=PretrainOptimConfig)
+    tasks: list[str] = field(default_factory=lambda: ["upos", "deprel"])
+    domain: DomainConfig | None = None
+    language: LanguageConfig | None = None
+
+
+@dataclass
+class MetaConfig:
+    """The outer loop.
+
+    Attributes:
+        algorithm: maml (second order), fomaml, anil (inner loop on the controller's output layers only),
+            metasgd (learned inner rates), reptile.
+        adapt: what the inner loop changes: ``controller``, ``controller+head``, ``controller+head+norm``.
+        steps: outer steps.
+        meta_batch: episodes per outer step.
+        inner_steps: inner steps per episode.
+        inner_lr: inner learning rate.
+        outer_lr: Adam learning rate of the outer loop.
+        val_fraction: share of source cells held out for validation (never meta-trained on).
+        val_every: outer steps between validations (0: only at the end).
+        val_episodes: episodes per validation.
+        restore_margin: if validation accuracy falls this much below the best, restore the best state.
+        restore_lr_factor: and multiply the outer learning rate by this.
+        checkpoint_every: outer steps between checkpoints.
+        stability_weight: weight of the term that rewards the same pathways for similar inputs.
+        tau_start, tau_end: Gumbel temperature schedule over the outer steps.
+        max_nonfinite: outer steps with a NaN or infinite loss or gradient that are skipped (the last good
+            state kept) before the run stops with an error.
+    """
+
+    algorithm: str = "fomaml"
+    adapt: str = "controller"
+    steps: int = 150
+    meta_batch: int = 4
+    inner_steps: int = 3
+    inner_lr: float = 0.5
+    outer_lr: float = 3e-3
+    val_fraction: float = 0.15
+    val_every: int = 25
+    val_episodes: int = 12
+    restore_margin: float = 0.02
+    restore_lr_factor: float = 0.5
+    checkpoint_every: int = 25
+    stability_weight: float = 0.1
+    tau_start: float = 2.0
+    tau_end: float = 0.3
+    max_nonfinite: int = 10
+
+    def __post_init__(self) -> None:
+        require(self.max_nonfinite >= 0, "meta.max_nonfinite", ">= 0", self.max_nonfinite)
+        require(self.algorithm in ALGORITHMS, "meta.algorithm", ", ".join(ALGORITHMS), self.algorithm)
+        require(self.adapt in ADAPT_SETS, "meta.adapt", ", ".join(ADAPT_SETS), self.adapt)
+        for key in ("steps", "meta_batch", "inner_steps", "val_episodes", "checkpoint_every"):
+            require(getattr(self, key) >= 1, f"meta.{key}", ">= 1", getattr(self, key))
+        require(
+            self.inner_lr > 0 and self.outer_lr > 0,
+            "meta.inner_lr/outer_lr",
+            "> 0",
+            (self.inner_lr, self.outer_lr),
+        )
+        require(0 < self.val_fraction < 1, "meta.val_fraction", "(0, 1)", self.val_fraction)
+        require(self.val_every >= 0, "meta.val_every", ">= 0", self.val_every)
+        require(0 < self.restore_lr_factor <= 1, "meta.restore_lr_factor", "(0, 1]", self.restore_lr_factor)
+
+
+@dataclass
+class BudgetConfig:
+    """Compute budget: target FLOPs fraction (controller included), weight, and the dense-to-target schedule."""
+
+    target: float = 0.5
+    weight: float = 20.0
+    warmup: float = 0.3
+    calibrate: bool = True
+
+    def __post_init__(self) -> None:
+        require(0 < self.target <= 1, "budget.target", "(0, 1]", self.target)
+        require(self.weight >= 0, "budget.weight", ">= 0", self.weight)
+        require(0 <= self.warmup <= 1, "budget.warmup", "[0, 1]", self.warmup)
+
+
+@dataclass
+class AdaptConfig:
+    """Few-step adaptation on each target cell: ``steps`` inner steps on ``shots`` support sentences."""
+
+    steps: int = 20
+    shots: int = 16
+    lr: float | None = None  # null: meta.inner_lr
+    max_test_sentences: int | None = None
+    calibrate: bool = True  # after adapting, shift the bias so hard decisions meet the budget on the support set
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 0, "adapt.steps", ">= 0", self.steps)
+        require(self.shots >= 1, "adapt.shots", ">= 1", self.shots)
+
+
+@dataclass
+class MetaTrainConfig(PretrainConfig):
+    """Schema of ``conf/meta_train.yaml``: the backbone's config plus episodes, controller, outer loop."""
+
+    episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
+    controller: ControllerSpec = field(default_factory=ControllerSpec)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    resume: str | None = None
+    max_source_test_sentences: int | None = None
+
+
+@dataclass
+class TargetDataConfig:
+    """Data from outside the registry: a UD treebank folder (or file), one language and one domain."""
+
+    path: str = MISSING
+    lang: str = MISSING
+    domain: str = MISSING
+
+
+@dataclass
+class AdaptRunConfig:
+    """Schema of ``conf/adapt.yaml``: adapt a meta-trained run to new data in a few steps."""
+
+    run_dir: str = MISSING
+    target: TargetDataConfig = field(default_factory=TargetDataConfig)
+    steps: int = 20
+    shots: int = 16
+    seed: int = 0
+    max_test_sentences: int | None = None
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 0, "steps", ">= 0", self.steps)
+        require(self.shots >= 1, "shots", ">= 1", self.shots)

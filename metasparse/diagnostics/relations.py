@@ -14,6 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+# (shift measure, control held fixed) of the partial Mantel tests: language vs domain, and word JS beyond both
+PARTIAL = (
+    ("language_differs", "domain_differs"),
+    ("domain_differs", "language_differs"),
+    ("word_js", "language_differs"),
+    ("word_js", "domain_differs"),
+)
+
 
 def upper(m: np.ndarray) -> np.ndarray:
     """The strict upper triangle as a vector."""

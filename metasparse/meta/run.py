@@ -53,12 +53,8 @@ def check_shots(cfg: MetaTrainConfig, bundle) -> None:
             )
 
 
-def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
-    """Run the main job; returns the metrics written to ``out_dir/metrics.json``."""
-    t0 = time.time()
-    if is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
+def backbone_for(cfg: MetaTrainConfig):
+    """The data bundle and the frozen backbone this config selects (pretrained and cached first if missing)."""
     with main_first():  # under torchrun, rank 0 fills the caches (data, tokenizer, backbone); the rest read them
         bundle = prepare(cfg)
         check_shots(cfg, bundle)
@@ -69,49 +65,33 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
                 cfg.pretrain.max_minutes,
             )
         backbone, backbone_metrics, backbone_dir = pretrain(cfg, bundle)
-    for p in backbone.parameters():
-        p.requires_grad_(False)
-    e = cfg.episodes
-    train_cells, val_cells = split_validation_cells(
-        bundle.sources,
-        cfg.meta.val_fraction,
-        cfg.seed,
-        eligible=lambda c: bundle.index.sentences(c, e.split) >= e.shots + e.queries,
-    )
-    log.info(
-        "%d meta-training cells, %d validation cells, %d target cells",
-        len(train_cells),
-        len(val_cells),
-        len(bundle.targets),
-    )
+    backbone.requires_grad_(False)
+    return bundle, backbone, backbone_metrics, backbone_dir
+
+
+def evaluation_rows(cfg: MetaTrainConfig, bundle, train_cells) -> tuple[list[int], list[int]]:
+    """Source test sentences scored at the end (``max_source_test_sentences`` of them, seeded) and the
+    source dev sentences the controllers' bias is calibrated on (every few train cells' dev split)."""
     idx = bundle.index
     src_test = sorted(int(r) for c in bundle.sources for r in idx.rows(c, "test"))
     if cfg.max_source_test_sentences:
+        rng = np.random.default_rng(cfg.seed)
         src_test = sorted(
-            np.random.default_rng(cfg.seed)
-            .choice(src_test, min(len(src_test), cfg.max_source_test_sentences), replace=False)
-            .tolist()
+            rng.choice(src_test, min(len(src_test), cfg.max_source_test_sentences), replace=False).tolist()
         )
     calib = sorted(int(r) for c in train_cells for r in idx.rows(c, "dev"))[:: max(1, len(train_cells) // 8)]
-    rows = sorted(
-        {int(r) for c in train_cells + val_cells for r in idx.rows(c, cfg.episodes.split)}
-        | {int(r) for c in bundle.targets for s in ("train", "dev", "test") for r in idx.rows(c, s)}
-        | set(src_test)
-        | set(calib)
-    )
-    data = EncodedRows.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
+    return src_test, calib
 
-    torch.manual_seed(cfg.seed)  # the controller's init must not depend on whether the backbone was just trained
-    controller = new_controller(backbone, cfg)
-    system = GatedSystem(backbone, controller)
+
+def resume_point(cfg: MetaTrainConfig, out_dir: Path) -> Path | None:
+    """The run folder to resume from: ``resume=``, or ``out_dir`` itself when it holds an unfinished run (a
+    SLURM requeue, a re-run after a kill); its best checkpoint is brought along when it is another folder."""
     resume = Path(cfg.resume) if cfg.resume else None
     if (
         resume is None
         and (out_dir / "ckpt" / "last" / "state.json").exists()
         and not (out_dir / "metrics.json").exists()
     ):
-        # The same job started again in its own folder (a SLURM requeue, a re-run after a kill): go on from
-        # its last checkpoint instead of starting over.
         log.warning("%s holds an unfinished run: resuming it from its last checkpoint", out_dir)
         resume = out_dir
     if resume is not None:
@@ -119,13 +99,46 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
             raise FileNotFoundError(f"resume={resume}: no checkpoint at {resume / 'ckpt' / 'last'}")
         if (resume / "ckpt" / "best").exists() and resume.resolve() != out_dir.resolve():
             shutil.copytree(resume / "ckpt" / "best", out_dir / "ckpt" / "best", dirs_exist_ok=True)
+    return resume
+
+
+def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
+    """Run the main job; returns the metrics written to ``out_dir/metrics.json``."""
+    t0 = time.time()
+    if is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    bundle, backbone, backbone_metrics, backbone_dir = backbone_for(cfg)
+    e, idx = cfg.episodes, bundle.index
+    train_cells, val_cells = split_validation_cells(
+        bundle.sources,
+        cfg.meta.val_fraction,
+        cfg.seed,
+        eligible=lambda c: idx.sentences(c, e.split) >= e.shots + e.queries,
+    )
+    log.info(
+        "%d meta-training cells, %d validation cells, %d target cells",
+        len(train_cells),
+        len(val_cells),
+        len(bundle.targets),
+    )
+    src_test, calib = evaluation_rows(cfg, bundle, train_cells)
+    rows = sorted(
+        {int(r) for c in train_cells + val_cells for r in idx.rows(c, e.split)}
+        | {int(r) for c in bundle.targets for s in ("train", "dev", "test") for r in idx.rows(c, s)}
+        | set(src_test)
+        | set(calib)
+    )
+    data = EncodedRows.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
+    torch.manual_seed(cfg.seed)  # the controller's init must not depend on whether the backbone was just trained
+    system = GatedSystem(backbone, new_controller(backbone, cfg))
+    resume = resume_point(cfg, out_dir)
     algo, state = meta_train(cfg, bundle, system, data, out_dir, train_cells, val_cells, resume)
     t_meta = time.time()
     if not is_main():  # every rank ends with the same controllers; rank 0 evaluates and writes
         return {}
-
     if cfg.budget.calibrate:  # relaxed training meets the budget in expectation; make hard decisions meet it
-        shift = calibrate_bias(backbone, controller, data.subset(calib), cfg.budget.target)
+        shift = calibrate_bias(backbone, system.controller, data.subset(calib), cfg.budget.target)
         log.info("calibrated the controllers' bias by %.3f on %d source dev sentences", shift, len(calib))
     system.eval()
     save_checkpoint(
@@ -133,7 +146,23 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
         {f"param.{n}": p for n, p in system.controller.named_parameters()},
         {"backbone": str(backbone_dir), "config": OmegaConf.to_container(OmegaConf.structured(cfg))},
     )
+    metrics = run_metrics(cfg, algo, system, data, bundle, src_test, state, backbone_dir, backbone_metrics)
+    metrics["cells"] = {
+        "train": [c.name for c in train_cells],
+        "validation": [c.name for c in val_cells],
+        "targets": [c.name for c in bundle.targets],
+    }
+    metrics["minutes"] = {"total": (time.time() - t0) / 60, "meta_train": (t_meta - t0) / 60}
+    atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    report = format_report(metrics)
+    atomic_write(out_dir / "report.md", report)
+    print(report)
+    return metrics
 
+
+def run_metrics(cfg, algo, system, data, bundle, src_test, state, backbone_dir, backbone_metrics) -> dict:
+    """Every target cell adapted and scored, the source test cells scored, and the run's history."""
+    idx = bundle.index
     targets = {}
     for cell in bundle.targets:
         targets[cell.name] = evaluate_cell(algo, system, data, idx, cell, cfg, adapt=True)
@@ -168,18 +197,8 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
         "restorations": state.restorations,
         "nonfinite_steps": state.nonfinite,
         "backbone": {"dir": str(backbone_dir), "macro": backbone_metrics["macro"]},
-        "cells": {
-            "train": [c.name for c in train_cells],
-            "validation": [c.name for c in val_cells],
-            "targets": [c.name for c in bundle.targets],
-        },
-        "minutes": {"total": (time.time() - t0) / 60, "meta_train": (t_meta - t0) / 60},
     }
     metrics["objective"] = metrics["targets_macro"]["adapted_acc"] if targets else src_acc
-    atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-    report = format_report(metrics)
-    atomic_write(out_dir / "report.md", report)
-    print(report)
     return metrics
 
 

@@ -25,9 +25,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from metasparse.baselines.controllers import trained_controller
 from metasparse.config import SpeedBenchConfig
-from metasparse.control.controller import Controller, ControllerSpec, controlled
-from metasparse.control.train import ControllerTrainConfig, calibrate_bias, train_controller
+from metasparse.control.controller import ControllerSpec, controlled
 from metasparse.data.prepare import prepare
 from metasparse.io import atomic_write
 from metasparse.model.encoder import GatedEncoder
@@ -76,6 +76,60 @@ def _breakdown(model: GatedEncoder, policy, batches) -> dict[str, float]:
     return dict(out)
 
 
+def _corpora(cfg: SpeedBenchConfig, bundle, suffix_buckets: int):
+    """Controller training and calibration sentences (two thirds and a sample of the last third of the source
+    dev split: the backbone has nearly memorised its train split) and the test sentences scored and timed."""
+    dev_rows, test_rows = _rows(bundle, "dev"), _rows(bundle, "test")
+    rng = np.random.default_rng(cfg.seed)
+    pick = lambda rows, n: sorted(rng.choice(rows, min(n, len(rows)), replace=False).tolist())  # noqa: E731
+    dev_all = rng.permutation(dev_rows).tolist()  # shuffled: row order groups sentences by treebank
+    cut = len(dev_all) * 2 // 3
+
+    def build(rows):
+        return EncodedCorpus.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, suffix_buckets)
+
+    train = build(sorted(dev_all[:cut]))
+    calib = build(pick(sorted(dev_all[cut:]), 300 if cfg.quick else 1500))
+    test = build(pick(test_rows, 400 if cfg.quick else 4000))
+    return train, calib, test
+
+
+def _timing(model: GatedEncoder, ctrl, batches: list, repeats: int) -> dict:
+    """FLOPs of exactly the timed sentences, and dense vs gated wall-clock interleaved, with the controller's
+    share of dense latency and a profiled breakdown."""
+    outs = [controlled(model, ctrl)(batch) for batch in batches]
+    used, dense = sum(sum(o.flops) for o in outs), sum(sum(o.dense_flops) for o in outs)
+    timed = TimedPolicy(ctrl.policy(model))
+
+    def run_dense() -> None:
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+
+    def run_gated() -> None:
+        with torch.no_grad():
+            for x in batches:
+                model(x, timed)
+
+    times = interleaved({"dense": run_dense, "gated": run_gated}, repeats=repeats, warmup=WARMUP)
+    ctrl_seconds = timed.seconds / (repeats + WARMUP)  # the accumulator also ran in the warm-up rounds
+    ratios = [g / d for g, d in zip(times["gated"], times["dense"], strict=True)]
+    qd, qg, qr = quantiles(times["dense"]), quantiles(times["gated"]), quantiles(ratios)
+    sents = sum(x.size for x in batches)
+    return {
+        "flops_ratio": used / dense,
+        "wall_ratio": qg["median"] / qd["median"],
+        "wall_ratio_p25": qr["p25"],
+        "wall_ratio_p75": qr["p75"],
+        "controller_share": ctrl_seconds / qd["median"],
+        "dense_ms_per_sentence": 1000 * qd["median"] / sents,
+        "gated_ms_per_sentence": 1000 * qg["median"] / sents,
+        "breakdown_s": _breakdown(model, ctrl.policy(model), batches),
+        "sentences": sents,
+        "repeats": repeats,
+    }
+
+
 def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
     """Run the benchmark; writes ``speed.json`` and ``speed.md`` to ``out_dir`` (and ``cfg.out`` if set)."""
     b = cfg.bench
@@ -89,87 +143,27 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
     bundle = prepare(cfg)
     model, _, folder = pretrain(cfg, bundle)
     model.eval()
-    sb = model.spec.suffix_buckets
-    dev_rows, test_rows = _rows(bundle, "dev"), _rows(bundle, "test")
-    rng = np.random.default_rng(cfg.seed)
-    pick = lambda rows, n: sorted(rng.choice(rows, min(n, len(rows)), replace=False).tolist())  # noqa: E731
-    # Controllers learn on dev sentences: the backbone has nearly memorised its train split.
-    dev_all = rng.permutation(dev_rows).tolist()  # shuffled: row order groups sentences by treebank
-    cut = len(dev_all) * 2 // 3
-    train = EncodedCorpus.build(bundle.dataset, sorted(dev_all[:cut]), bundle.tokenizer, bundle.tasks, sb)
-    dev_rows = sorted(dev_all[cut:])
-    dev = EncodedCorpus.build(
-        bundle.dataset, pick(dev_rows, 300 if cfg.quick else 1500), bundle.tokenizer, bundle.tasks, sb
-    )
-    test = EncodedCorpus.build(
-        bundle.dataset, pick(test_rows, 400 if cfg.quick else 4000), bundle.tokenizer, bundle.tasks, sb
-    )
+    train, calib, test = _corpora(cfg, bundle, model.spec.suffix_buckets)
     dense_eval = score(Dense(model), test)
     tasks = sorted(bundle.tasks)
-    timing_batches = {
-        bs: _batches(test, bs, b.sentences if bs == 1 else max(b.sentences, bs) * (1 if cfg.quick else 4), cfg.seed)
-        for bs in b.batches
-    }
-
+    per_round = {bs: b.sentences if bs == 1 else max(b.sentences, bs) * (1 if cfg.quick else 4) for bs in b.batches}
+    timing_batches = {bs: _batches(test, bs, per_round[bs], cfg.seed) for bs in b.batches}
     rows, controllers = [], {}
     for target in b.targets:
-        torch.manual_seed(cfg.seed)
-        ctrl = Controller(model, ControllerSpec(placement=b.placement))
-        train_controller(
-            model, ctrl, train, ControllerTrainConfig(target=target, steps=b.controller_steps), seed=cfg.seed
-        )
-        calibrate_bias(model, ctrl, dev, target)
+        spec = ControllerSpec(placement=b.placement)
+        ctrl = trained_controller(model, train, calib, target, spec=spec, steps=b.controller_steps, seed=cfg.seed)
         controllers[target] = ctrl
         acc = score(controlled(model, ctrl), test)
         for bs, batches in timing_batches.items():
-            timed = TimedPolicy(ctrl.policy(model))
-            outs = [controlled(model, ctrl)(batch) for batch in batches]  # FLOPs of exactly the timed sentences
-            used, dense = sum(sum(o.flops) for o in outs), sum(sum(o.dense_flops) for o in outs)
-
-            def run_dense(batches=batches):
-                with torch.no_grad():
-                    for x in batches:
-                        model(x)
-
-            def run_gated(batches=batches, timed=timed):
-                with torch.no_grad():
-                    for x in batches:
-                        model(x, timed)
-
-            timed.seconds = 0.0
-            times = interleaved({"dense": run_dense, "gated": run_gated}, repeats=b.repeats, warmup=WARMUP)
-            ctrl_seconds = timed.seconds / (b.repeats + WARMUP)  # the accumulator also ran in the warm-up rounds
-            ratios = [g / d for g, d in zip(times["gated"], times["dense"], strict=True)]
-            qd, qg, qr = quantiles(times["dense"]), quantiles(times["gated"]), quantiles(ratios)
-            sents = sum(x.size for x in batches)
-            rows.append(
-                {
-                    "batch": bs,
-                    "target": target,
-                    "flops_ratio": used / dense,
-                    "wall_ratio": qg["median"] / qd["median"],
-                    "wall_ratio_p25": qr["p25"],
-                    "wall_ratio_p75": qr["p75"],
-                    "controller_share": ctrl_seconds / qd["median"],
-                    "dense_ms_per_sentence": 1000 * qd["median"] / sents,
-                    "gated_ms_per_sentence": 1000 * qg["median"] / sents,
-                    "breakdown_s": _breakdown(model, ctrl.policy(model), batches),
-                    "accuracy": {t: acc.by_lang.macro(t) for t in tasks},
-                    "dense_accuracy": {t: dense_eval.by_lang.macro(t) for t in tasks},
-                    "eval_flops_ratio": acc.flops_fraction,
-                    "sentences": sents,
-                    "repeats": b.repeats,
-                }
-            )
+            row = {"batch": bs, "target": target, **_timing(model, ctrl, batches, b.repeats)}
+            row["accuracy"] = {t: acc.by_lang.macro(t) for t in tasks}
+            row["dense_accuracy"] = {t: dense_eval.by_lang.macro(t) for t in tasks}
+            row["eval_flops_ratio"] = acc.flops_fraction
+            rows.append(row)
             log.info(
                 "batch %d target %.2f: flops %.3f wall %.3f (IQR %.3f-%.3f) controller %.1f%%",
-                bs,
-                target,
-                rows[-1]["flops_ratio"],
-                rows[-1]["wall_ratio"],
-                qr["p25"],
-                qr["p75"],
-                100 * rows[-1]["controller_share"],
+                *(bs, target, row["flops_ratio"], row["wall_ratio"], row["wall_ratio_p25"], row["wall_ratio_p75"]),
+                100 * row["controller_share"],
             )
     if b.int8 and 0.5 in controllers:
         rows += _int8_rows(model, controllers[0.5], timing_batches, b.repeats)

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -135,31 +136,60 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
         model, state = load_backbone(folder)
         log.info("backbone cache hit: %s", folder)
         return model, state["metrics"], folder
-    p = cfg.pretrain
-    if p.threads:
-        torch.set_num_threads(p.threads)
+    if cfg.pretrain.threads:
+        torch.set_num_threads(cfg.pretrain.threads)
     torch.manual_seed(cfg.seed)
     spec = encoder_spec(cfg.model, bundle)
     model = GatedEncoder(spec)
-    log.info(
-        "pretraining backbone %s (%.1fM parameters) -> %s",
-        cfg.model.name,
-        sum(x.numel() for x in model.parameters()) / 1e6,
-        folder,
-    )
-    t0 = time.time()
-    train = EncodedCorpus.build(
-        bundle.dataset, _rows(bundle, "train"), bundle.tokenizer, bundle.tasks, spec.suffix_buckets
-    )
-    dev = EncodedCorpus.build(bundle.dataset, _rows(bundle, "dev"), bundle.tokenizer, bundle.tasks, spec.suffix_buckets)
-    log.info("encoded %d train / %d dev sentences in %.1fs", len(train), len(dev), time.time() - t0)
+    n_params = sum(x.numel() for x in model.parameters()) / 1e6
+    log.info("pretraining backbone %s (%.1fM parameters) -> %s", cfg.model.name, n_params, folder)
+    partial = folder.with_name(f"{key}.partial")
+    progress = _train(cfg, bundle, model, partial)
+    metrics = _final_metrics(cfg, bundle, model, spec)
+    metrics.update(progress)
+    state = {"spec": spec_to_json(spec), "metrics": metrics, "key": key, "config": _plain(cfg)}
+    save_checkpoint(folder, {f"model.{k}": v for k, v in model.state_dict().items()}, state)
+    atomic_write(folder / "report.md", format_report(metrics))
+    if partial.exists():
+        shutil.rmtree(partial)
+    return model.eval(), metrics, folder
 
+
+def _plain(cfg: PretrainConfig) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg))
+
+
+def _optimizer(model: GatedEncoder, p) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices other than embeddings."""
     decay = [x for n, x in model.named_parameters() if x.ndim >= 2 and "emb" not in n]
     no_decay = [x for n, x in model.named_parameters() if not (x.ndim >= 2 and "emb" not in n)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=p.lr,
-    )
+    groups = [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=p.lr)
+
+
+def _step_loss(cfg: PretrainConfig, model: GatedEncoder, batch, step: int) -> torch.Tensor:
+    """Dense loss plus the loss under a random pattern per layer, with seeded word dropout and dropout."""
+    p = cfg.pretrain
+    torch.manual_seed(cfg.seed * 7919 + step)  # dropout: a function of the step, so resume is exact
+    if p.word_dropout > 0:
+        drop = torch.rand(batch.word_hash.shape) < p.word_dropout
+        batch.word_hash = batch.word_hash.masked_fill(drop, 0)
+    loss = task_loss(model(batch).logits, batch.labels)
+    if p.sparse_weight > 0:
+        B, T = batch.word_mask.shape
+        sparse = model(batch, _random_plan_policy(model, step, cfg.seed, B, T))
+        loss = loss + p.sparse_weight * task_loss(sparse.logits, batch.labels)
+    return loss
+
+
+def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial: Path) -> dict:
+    """The training loop (resumed from ``partial`` when it exists); returns steps and minutes."""
+    p, sb = cfg.pretrain, model.spec.suffix_buckets
+    t0 = time.time()
+    train = EncodedCorpus.build(bundle.dataset, _rows(bundle, "train"), bundle.tokenizer, bundle.tasks, sb)
+    dev = EncodedCorpus.build(bundle.dataset, _rows(bundle, "dev"), bundle.tokenizer, bundle.tasks, sb)
+    log.info("encoded %d train / %d dev sentences in %.1fs", len(train), len(dev), time.time() - t0)
+    opt = _optimizer(model, p)
     per_epoch = len(train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=0))
     total = max(1, int(p.epochs * per_epoch))
     warm = max(1, int(p.warmup * total))
@@ -167,41 +197,29 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
     def lr_at(step: int) -> float:  # linear warmup, linear decay; a pure function of the step (resume-safe)
         return p.lr * min((step + 1) / warm, max(0.0, (total - step) / max(1, total - warm)))
 
-    start, partial = 0, folder.with_name(f"{key}.partial")
+    start = 0
     if partial.exists():
         tensors, state = load_checkpoint(partial)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         restore_optimizer_state(opt, dict(model.named_parameters()), tensors, state["optimizer"])
         start = state["step"]
         log.info("resuming pretraining from step %d/%d (%s)", start, total, partial)
-
     model.train()
     batches: dict[int, list[list[int]]] = {}
     bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", mininterval=5.0)
-    t_start, stopped_early, loss_ema = time.time(), False, None
+    t_start, stopped_early, loss_ema, done = time.time(), False, None, start
     for step in range(start, total):
         epoch, pos = divmod(step, per_epoch)
         if epoch not in batches:
             batches = {epoch: train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=epoch)}
-        order = batches[epoch]
-        batch = train.batch(order[pos % len(order)])
-        torch.manual_seed(cfg.seed * 7919 + step)  # dropout: a function of the step, so resume is exact
-        if p.word_dropout > 0:
-            drop = torch.rand(batch.word_hash.shape) < p.word_dropout
-            batch.word_hash = batch.word_hash.masked_fill(drop, 0)
-        loss = task_loss(model(batch).logits, batch.labels)
-        if p.sparse_weight > 0:
-            B, T = batch.word_mask.shape
-            sparse = model(batch, _random_plan_policy(model, step, cfg.seed, B, T))
-            loss = loss + p.sparse_weight * task_loss(sparse.logits, batch.labels)
+        loss = _step_loss(cfg, model, train.batch(batches[epoch][pos % len(batches[epoch])]), step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         opt.step()
-        lv = float(loss.detach())
-        loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
+        loss_ema = float(loss.detach()) if loss_ema is None else 0.98 * loss_ema + 0.02 * float(loss.detach())
         bar.update(1)
         bar.set_postfix(loss=f"{loss_ema:.3f}", epoch=epoch, refresh=False)
         done = step + 1
@@ -216,25 +234,8 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
             stopped_early = True
             break
     bar.close()
-    train_minutes = (time.time() - t_start) / 60
-    metrics = _final_metrics(cfg, bundle, model, spec)
-    metrics.update(steps=done, planned_steps=total, train_minutes=round(train_minutes, 2), stopped_early=stopped_early)
-    save_checkpoint(
-        folder,
-        {f"model.{k}": v for k, v in model.state_dict().items()},
-        {
-            "spec": spec_to_json(spec),
-            "metrics": metrics,
-            "key": key,
-            "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
-        },
-    )
-    atomic_write(folder / "report.md", format_report(metrics))
-    if partial.exists():
-        import shutil
-
-        shutil.rmtree(partial)
-    return model.eval(), metrics, folder
+    minutes = round((time.time() - t_start) / 60, 2)
+    return {"steps": done, "planned_steps": total, "train_minutes": minutes, "stopped_early": stopped_early}
 
 
 def _save_partial(folder: Path, model, opt, step: int, total: int) -> None:

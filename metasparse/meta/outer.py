@@ -231,6 +231,54 @@ def _load(folder: Path, algo: MAML, opt: torch.optim.Optimizer) -> MetaState:
     return state
 
 
+def _outer_step(algo, system, data, episodes, cfg: MetaTrainConfig, opt, state: MetaState, target, tau) -> list:
+    """One meta-gradient step on this rank's share of ``episodes``; a non-finite loss or gradient skips it
+    (nothing applied, the last good state kept, recorded in ``state.nonfinite``). Returns the episode stats."""
+    m = cfg.meta
+    rank, world = rank_and_size()
+    trainable = [p for p in algo.parameters() if p.requires_grad]
+    opt.zero_grad(set_to_none=True)
+    try:
+        stats = meta_gradient(algo, system, data, shard(episodes, rank, world), cfg, target=target, tau=tau)
+        stats = gather_lists(stats)  # the logged losses cover the whole meta-batch on every rank
+        norm = torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        if not torch.isfinite(norm):
+            raise NonFiniteError(f"meta-gradient norm is {float(norm)} at outer step {state.step + 1}")
+    except NonFiniteError as exc:
+        # Stop the step: nothing is applied, the parameters and optimiser state are still the last good
+        # ones (the optimiser has not stepped), and the run goes on with the next meta-batch.
+        opt.zero_grad(set_to_none=True)
+        state.nonfinite.append({"step": state.step + 1, "where": str(exc)})
+        log.warning("non-finite value, step skipped and the last good state kept: %s", exc)
+        if len(state.nonfinite) > m.max_nonfinite:
+            raise NonFiniteError(
+                f"{len(state.nonfinite)} non-finite steps (meta.max_nonfinite={m.max_nonfinite}); last: {exc}"
+            ) from None
+        return []
+    opt.step()
+    return stats
+
+
+def _keep_best_or_restore(rec: dict, system, algo, opt, state: MetaState, cfg: MetaTrainConfig, ckpt: Path) -> None:
+    """After a validation: save a new best, or restore the best and lower the outer lr on a dip."""
+    m = cfg.meta
+    if rec["val_acc"] > state.best_val:
+        state.best_val, state.best_step = rec["val_acc"], state.step
+        _save(ckpt / "best", system, algo, opt, state)
+    elif rec["val_acc"] < state.best_val - m.restore_margin and (ckpt / "best").exists():
+        # Only the parameters and optimiser state go back; the step count keeps going forward.
+        restored = _load(ckpt / "best", algo, opt)
+        state.outer_lr *= m.restore_lr_factor
+        state.restorations += 1
+        for g in opt.param_groups:
+            g["lr"] = state.outer_lr
+        log.warning(
+            "validation fell to %.4f (best %.4f at step %d): restored the best state, outer lr -> %g",
+            *(rec["val_acc"], restored.best_val, restored.best_step, state.outer_lr),
+        )
+        rec["restored_from"] = restored.best_step
+
+
 def meta_train(
     cfg: MetaTrainConfig,
     bundle: DataBundle,
@@ -246,75 +294,29 @@ def meta_train(
     algo = build_algorithm(system, cfg)
     opt = torch.optim.Adam([p for p in algo.parameters() if p.requires_grad], lr=m.outer_lr)
     sampler = bundle.sampler(train_cells, cfg.episodes, cfg.seed)
-    val_sampler = bundle.sampler(val_cells, cfg.episodes, cfg.seed, validation=True)
-    val_eps = val_sampler.take(m.val_episodes)
-    state = MetaState(outer_lr=m.outer_lr)
-    ckpt = out_dir / "ckpt"
+    val_eps = bundle.sampler(val_cells, cfg.episodes, cfg.seed, validation=True).take(m.val_episodes)
+    state, ckpt = MetaState(outer_lr=m.outer_lr), out_dir / "ckpt"
     if resume is not None:
         state = _load(resume / "ckpt" / "last", algo, opt)
         log.info("resumed meta-training at step %d from %s", state.step, resume)
-    rank, world = rank_and_size()
     bar = tqdm(
         total=m.steps, initial=state.step, desc="meta-train", unit="step", mininterval=5.0, disable=not is_main()
     )
     t0 = time.time()
     while state.step < m.steps:
         step = state.step
-        target = budget_at(step, cfg)
-        tau = anneal_temperature(step, m.steps, m.tau_start, m.tau_end)
-        opt.zero_grad(set_to_none=True)
+        target, tau = budget_at(step, cfg), anneal_temperature(step, m.steps, m.tau_start, m.tau_end)
         first = step * m.meta_batch
         episodes = list(enumerate(sampler.take(m.meta_batch, start=first), start=first))
-        trainable = [p for p in algo.parameters() if p.requires_grad]
-        try:
-            stats = meta_gradient(algo, system, data, shard(episodes, rank, world), cfg, target=target, tau=tau)
-            stats = gather_lists(stats)  # the logged losses cover the whole meta-batch on every rank
-            norm = torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            if not torch.isfinite(norm):
-                raise NonFiniteError(f"meta-gradient norm is {float(norm)} at outer step {step + 1}")
-        except NonFiniteError as exc:
-            # Stop the step: nothing is applied, the parameters and optimiser state are still the last good
-            # ones (the optimiser has not stepped), and the run goes on with the next meta-batch.
-            opt.zero_grad(set_to_none=True)
-            state.nonfinite.append({"step": step + 1, "where": str(exc)})
-            log.warning("non-finite value, step skipped and the last good state kept: %s", exc)
-            if len(state.nonfinite) > m.max_nonfinite:
-                raise NonFiniteError(
-                    f"{len(state.nonfinite)} non-finite steps (meta.max_nonfinite={m.max_nonfinite}); last: {exc}"
-                ) from None
-            stats = []
-        else:
-            opt.step()
+        stats = _outer_step(algo, system, data, episodes, cfg, opt, state, target, tau)
         state.step += 1
-        rec = {
-            "step": state.step,
-            "target": target,
-            "tau": tau,
-            "lr": state.outer_lr,
-            **({k: float(np.mean([s[k] for s in stats])) for k in stats[0]} if stats else {}),
-        }
+        rec = {"step": state.step, "target": target, "tau": tau, "lr": state.outer_lr}
+        rec.update({k: float(np.mean([s[k] for s in stats])) for k in stats[0]} if stats else {})
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k in ("ce", "flops")}, refresh=False)
         if (m.val_every and state.step % m.val_every == 0) or state.step == m.steps:
             rec.update(validate(algo, system, data, val_eps, cfg, step))
-            if rec["val_acc"] > state.best_val:
-                state.best_val, state.best_step = rec["val_acc"], state.step
-                _save(ckpt / "best", system, algo, opt, state)
-            elif rec["val_acc"] < state.best_val - m.restore_margin and (ckpt / "best").exists():
-                # Only the parameters and optimiser state go back; the step count keeps going forward.
-                restored = _load(ckpt / "best", algo, opt)
-                state.outer_lr *= m.restore_lr_factor
-                state.restorations += 1
-                for g in opt.param_groups:
-                    g["lr"] = state.outer_lr
-                log.warning(
-                    "validation fell to %.4f (best %.4f at step %d): restored the best state, outer lr -> %g",
-                    rec["val_acc"],
-                    restored.best_val,
-                    restored.best_step,
-                    state.outer_lr,
-                )
-                rec["restored_from"] = restored.best_step
+            _keep_best_or_restore(rec, system, algo, opt, state, cfg, ckpt)
             log.info("step %d: %s", state.step, {k: round(v, 4) for k, v in rec.items() if isinstance(v, float)})
         state.history.append(rec)
         if state.step % m.checkpoint_every == 0 or state.step == m.steps:

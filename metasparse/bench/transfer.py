@@ -28,6 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from metasparse.baselines import METHODS
+from metasparse.bench.transfer_report import format_report, plot
 from metasparse.config import TransferBenchConfig
 from metasparse.io import atomic_write, csv_text
 
@@ -54,79 +55,90 @@ def _apply_quick(cfg: TransferBenchConfig) -> None:
         cfg.pareto_methods = ["meta", "importance", "random"]
 
 
-def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
-    """Adaptation curve rows for one run and the converged-scratch ceiling per cell."""
-    import torch
-
+def _starting_points(loaded, cfg: TransferBenchConfig) -> dict:
+    """Method -> ``seed -> (system, algorithm)`` to adapt from: the run's meta-learned controller, and a
+    multitask controller trained non-episodically on the run's source cells (``scratch`` is built per seed)."""
     from metasparse.baselines.build import source_splits
     from metasparse.baselines.controllers import trained_controller
-    from metasparse.control.train import calibrate_bias
-    from metasparse.meta.evaluation import adapt_and_score, support_rows
-    from metasparse.meta.load import new_controller
     from metasparse.meta.outer import build_algorithm
-    from metasparse.meta.system import GatedSystem, gated_scores
-    from metasparse.train.corpus import EncodedRows
+    from metasparse.meta.system import GatedSystem
 
-    run_cfg, b = loaded.cfg, loaded.bundle
-    idx, model = b.index, loaded.system.backbone
-    task = run_cfg.episodes.tasks[0]
-    budget = run_cfg.budget.target
-    cells = sorted(b.targets, key=lambda c: -idx.sentences(c, "train"))[: cfg.max_cells or None]
-    rows = sorted({int(r) for c in cells for s in ("train", "dev", "test") for r in idx.rows(c, s)})
-    data = EncodedRows.build(b.dataset, rows, b.tokenizer, b.tasks, model.spec.suffix_buckets)
-    steps = max(cfg.steps)
+    run_cfg, model = loaded.cfg, loaded.system.backbone
     inits = {}
     if "meta" in cfg.methods:
         inits["meta"] = lambda seed: (loaded.system, loaded.algo)
     if "multitask" in cfg.methods:
         splits = source_splits(loaded, test_sentences=1, calib_sentences=300 if cfg.quick else 1500)
-        mt = trained_controller(
-            model,
-            splits.train,
-            splits.calib,
-            budget,
-            spec=run_cfg.controller,
-            steps=30 if cfg.quick else 300,
-        )
+        budget, steps = run_cfg.budget.target, 30 if cfg.quick else 300
+        mt = trained_controller(model, splits.train, splits.calib, budget, spec=run_cfg.controller, steps=steps)
         mt_system = GatedSystem(model, mt)
         mt_algo = build_algorithm(mt_system, run_cfg)
         inits["multitask"] = lambda seed: (mt_system, mt_algo)
+    return inits
 
+
+def _ceiling(loaded, cfg: TransferBenchConfig, data, train: list[int], test: list[int]) -> dict:
+    """A scratch controller trained to convergence on the cell's whole train split, scored on its test."""
+    from metasparse.baselines.controllers import trained_controller
+    from metasparse.meta.system import GatedSystem, gated_scores
+
+    run_cfg, model = loaded.cfg, loaded.system.backbone
+    conv = trained_controller(
+        model,
+        data.subset(train),
+        data.subset(train),
+        run_cfg.budget.target,
+        spec=run_cfg.controller,
+        steps=cfg.converge_steps,
+        max_words=512,
+    )
+    s = gated_scores(GatedSystem(model, conv), data.subset(test))
+    return {"acc": s.accuracy[run_cfg.episodes.tasks[0]], "flops": s.flops_fraction, "train_sentences": len(train)}
+
+
+def _adapt_from(loaded, inits: dict, method: str, seed: int, data, support: list[int]):
+    """The (system, algorithm) a curve starts from; ``scratch`` is a fresh, seeded, calibrated controller."""
+    import torch
+
+    from metasparse.control.train import calibrate_bias
+    from metasparse.meta.load import new_controller
+    from metasparse.meta.outer import build_algorithm
+    from metasparse.meta.system import GatedSystem
+
+    if method != "scratch":
+        return inits[method](seed)
+    run_cfg, model = loaded.cfg, loaded.system.backbone
+    torch.manual_seed(seed)
+    system = GatedSystem(model, new_controller(model, run_cfg))
+    calibrate_bias(model, system.controller, data.subset(support), run_cfg.budget.target, iters=8)
+    return system, build_algorithm(system, run_cfg)
+
+
+def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
+    """Adaptation curve rows for one run and the converged-scratch ceiling per cell."""
+    from metasparse.meta.evaluation import adapt_and_score, support_rows
+    from metasparse.train.corpus import EncodedRows
+
+    run_cfg, b = loaded.cfg, loaded.bundle
+    idx, task = b.index, run_cfg.episodes.tasks[0]
+    cells = sorted(b.targets, key=lambda c: -idx.sentences(c, "train"))[: cfg.max_cells or None]
+    rows = sorted({int(r) for c in cells for s in ("train", "dev", "test") for r in idx.rows(c, s)})
+    data = EncodedRows.build(b.dataset, rows, b.tokenizer, b.tasks, loaded.system.backbone.spec.suffix_buckets)
+    inits = _starting_points(loaded, cfg)
     out, ceiling = [], {}
     for cell in cells:
-        test = [int(r) for r in idx.rows(cell, "test")]
-        test = test[: cfg.test_sentences] if cfg.test_sentences else test
+        test = [int(r) for r in idx.rows(cell, "test")][: cfg.test_sentences or None]
         train = [int(r) for r in idx.rows(cell, "train")]
         if not test or not train:
             log.warning("%s: no test or train sentences; skipped", cell.name)
             continue
-        conv = trained_controller(
-            model,
-            data.subset(train),
-            data.subset(train),
-            budget,
-            spec=run_cfg.controller,
-            steps=cfg.converge_steps,
-            max_words=512,
-        )
-        conv_scores = gated_scores(GatedSystem(model, conv), data.subset(test))
-        ceiling[cell.name] = {
-            "acc": conv_scores.accuracy[task],
-            "flops": conv_scores.flops_fraction,
-            "train_sentences": len(train),
-        }
+        ceiling[cell.name] = _ceiling(loaded, cfg, data, train, test)
         for shots in cfg.shots:
             for seed in cfg.seeds:
                 support = support_rows(idx, cell, shots, seed)
                 for method in cfg.methods:
                     t0 = time.time()
-                    if method == "scratch":
-                        torch.manual_seed(seed)
-                        system = GatedSystem(model, new_controller(model, run_cfg))
-                        calibrate_bias(model, system.controller, data.subset(support), budget, iters=8)
-                        algo = build_algorithm(system, run_cfg)
-                    else:
-                        system, algo = inits[method](seed)
+                    system, algo = _adapt_from(loaded, inits, method, seed, data, support)
                     res = adapt_and_score(
                         algo,
                         system,
@@ -135,23 +147,12 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
                         test,
                         [task],
                         run_cfg,
-                        steps=steps,
+                        steps=max(cfg.steps),
                         curve=True,
                         score_at=set(cfg.steps),
                     )
-                    for p in res["curve"]:
-                        out.append(
-                            {
-                                "cell": cell.name,
-                                "method": method,
-                                "shots": shots,
-                                "support": len(support),
-                                "seed": seed,
-                                "step": p["step"],
-                                "acc": p["acc"],
-                                "flops": p["flops"],
-                            }
-                        )
+                    key = {"cell": cell.name, "method": method, "shots": shots, "support": len(support), "seed": seed}
+                    out += [{**key, "step": p["step"], "acc": p["acc"], "flops": p["flops"]} for p in res["curve"]]
                     log.info("%s %s K=%d seed %d: %.1fs", cell.name, method, shots, seed, time.time() - t0)
     return out, ceiling
 
@@ -251,115 +252,6 @@ def pareto_for_run(loaded, cfg: TransferBenchConfig) -> list[dict]:
                 time.time() - t0,
             )
     return rows
-
-
-def plot(result: dict, out: Path) -> list[str]:
-    """Adaptation curves (one panel per K) and the accuracy-FLOPs front, per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    for name, r in result["runs"].items():
-        agg = r["aggregate"]
-        shots = sorted({a["shots"] for a in agg})
-        fig, axes = plt.subplots(1, len(shots), figsize=(4.5 * len(shots), 3.6), squeeze=False, sharey=True)
-        for ax, k in zip(axes[0], shots, strict=True):
-            for m in sorted({a["method"] for a in agg}):
-                pts = sorted((a for a in agg if a["shots"] == k and a["method"] == m), key=lambda a: a["step"])
-                x = np.array([a["step"] for a in pts])
-                y = np.array([100 * a["acc"] for a in pts])
-                ci = np.array([100 * a["acc_ci"] for a in pts])
-                ax.plot(x, y, marker="o", label=m)
-                ax.fill_between(x, y - ci, y + ci, alpha=0.2)
-            conv = r["goals"].get("converged_scratch_acc")
-            if conv == conv:
-                ax.axhline(100 * conv, color="grey", ls="--", lw=1, label="scratch, converged")
-            ax.set_xscale("symlog", linthresh=1)
-            ax.set_xlim(-0.2, 1.3 * max(a["step"] for a in agg) + 0.5)  # no negative decade on the step axis
-            ax.set_title(f"{name}: K={k}")
-            ax.set_xlabel("adaptation steps")
-        axes[0][0].set_ylabel(f"{r['task'].upper()} accuracy (%), macro over cells")
-        axes[0][-1].legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"curves_{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path.name)
-        if r.get("pareto"):
-            fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-            for ax, key in zip(axes, ("upos_macro_cells", "deprel_macro_cells"), strict=True):
-                for m in sorted({p["method"] for p in r["pareto"]}):
-                    pts = sorted((p for p in r["pareto"] if p["method"] == m), key=lambda p: p["flops"])
-                    ax.plot([p["flops"] for p in pts], [100 * p[key] for p in pts], marker="o", label=m)
-                ax.set_xlabel("FLOPs / dense (source test)")
-                ax.set_ylabel(key.replace("_macro_cells", "").upper() + " accuracy (%), macro over cells")
-            axes[1].legend(fontsize=8)
-            fig.tight_layout()
-            path = out / f"pareto_{name}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            files.append(path.name)
-    return files
-
-
-def format_report(result: dict) -> str:
-    pct = lambda v: "-" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
-    lines = ["# bench.transfer", ""]
-    for name, r in result["runs"].items():
-        lines += [f"## {name} ({r['run_dir']}), {r['task'].upper()}, budget {r['budget']}", ""]
-        lines += [
-            f"Cells: {', '.join(r['cells'])}. Mean over {len(result['config']['seeds'])} seeds of the macro "
-            "average over cells, with the 95% t-interval half-width.",
-            "",
-        ]
-        steps = sorted({a["step"] for a in r["aggregate"]})
-        lines += [
-            "| method | K | " + " | ".join(f"step {s}" for s in steps) + " |",
-            "|---|---:|" + "---:|" * len(steps),
-        ]
-        table = {(a["method"], a["shots"], a["step"]): a for a in r["aggregate"]}
-        for m in sorted({a["method"] for a in r["aggregate"]}):
-            for k in sorted({a["shots"] for a in r["aggregate"]}):
-                cells = [table.get((m, k, s)) for s in steps]
-                lines.append(
-                    f"| {m} | {k} | "
-                    + " | ".join(f"{pct(c['acc'])} ± {100 * c['acc_ci']:.1f}" if c else "-" for c in cells)
-                    + " |"
-                )
-        g = r["goals"]
-        conv = pct(g["converged_scratch_acc"])
-        lines += [
-            "",
-            f"Scratch controller trained to convergence on each cell's train split: {conv} (macro over cells).",
-        ]
-        if "gap_closed" in g:
-            lines.append(
-                f"Goal (K={g['shots']}, <= 20 steps, close >= 80% of the zero-shot-to-converged gap): meta zero-shot "
-                f"{pct(g['meta_zero_shot_acc'])}, best within 20 steps {pct(g['meta_best_acc_within_20'])}, gap "
-                f"{100 * g['gap_points']:.1f} points, closed {100 * g['gap_closed']:.0f}%."
-            )
-        if "meta_minus_multitask_at_10" in g:
-            lines.append(
-                f"Goal (meta >= multitask + 2 points at 10 steps): {100 * g['meta_minus_multitask_at_10']:+.1f} points."
-            )
-        if r.get("pareto"):
-            lines += [
-                "",
-                "| method | family | budget | FLOPs | UPOS | DEPREL | UPOS F1 | DEPREL F1 | target UPOS "
-                "| target DEPREL | target FLOPs |",
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-            ]
-            for p in r["pareto"]:
-                lines.append(
-                    f"| {p['method']} | {p['family']} | {p['budget']} | {p['flops']:.3f} | "
-                    f"{pct(p['upos_macro_cells'])} | {pct(p['deprel_macro_cells'])} | {pct(p['upos_f1'])} | "
-                    f"{pct(p['deprel_f1'])} | {pct(p['target_upos_macro_cells'])} | "
-                    f"{pct(p['target_deprel_macro_cells'])} | {p['target_flops']:.3f} |"
-                )
-        lines.append("")
-    return "\n".join(lines) + "\n"
 
 
 def run(cfg: TransferBenchConfig, out_dir: Path) -> dict:

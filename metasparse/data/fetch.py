@@ -76,9 +76,17 @@ def fetch(
     root = Path(root) if root is not None else data_dir()
     offline = is_offline() if offline is None else offline
     template = url_template or os.environ.get(URL_TEMPLATE_ENV) or DEFAULT_URL_TEMPLATE
-    reg = load_registry()
-    wanted = _selected_files(treebanks)
+    present, missing = _verify_present(root, _selected_files(treebanks))
+    if not missing:
+        return present
+    if offline:
+        raise _unavailable(missing, root, f"{OFFLINE_ENV} is set, so nothing is downloaded")
+    return {**present, **_download(root, missing, template, progress)}
 
+
+def _verify_present(root: Path, wanted: list[RegistryFile]) -> tuple[dict[str, Path], list[RegistryFile]]:
+    """The wanted files present with their pinned hash, and the missing ones; any present file with another
+    hash is an error (never used, never silently replaced)."""
     present: dict[str, Path] = {}
     missing: list[RegistryFile] = []
     bad: list[str] = []
@@ -99,11 +107,12 @@ def fetch(
             + "\nDelete them to download the pinned files again, or point "
             f"{DATA_DIR_ENV} at an unmodified copy."
         )
-    if not missing:
-        return present
-    if offline:
-        raise _unavailable(missing, root, f"{OFFLINE_ENV} is set, so nothing is downloaded")
+    return present, missing
 
+
+def _download(root: Path, missing: list[RegistryFile], template: str, progress: bool) -> dict[str, Path]:
+    """Download ``missing`` with pooch, each verified against its pinned sha256 before it is kept."""
+    reg = load_registry()
     store = pooch.create(
         path=root,
         base_url="",
@@ -111,10 +120,11 @@ def fetch(
         registry={f.relpath: f"sha256:{f.sha256}" for f in missing},
         urls={f.relpath: reg[f.treebank].url(f, template) for f in missing},
     )
+    got: dict[str, Path] = {}
     for i, f in enumerate(missing):
         log.info("downloading %s (%d/%d)", f.relpath, i + 1, len(missing))
         try:
-            present[f.relpath] = Path(store.fetch(f.relpath, progressbar=progress))
+            got[f.relpath] = Path(store.fetch(f.relpath, progressbar=progress))
         except ValueError as exc:  # pooch's hash mismatch: the temporary download is already removed
             if "hash" not in str(exc).lower():
                 raise
@@ -124,7 +134,7 @@ def fetch(
             ) from exc
         except OSError as exc:  # requests' connection and HTTP errors are OSErrors
             raise _unavailable(missing[i:], root, f"download of {store.get_url(f.relpath)} failed: {exc}") from exc
-    return present
+    return got
 
 
 def _unavailable(missing: list[RegistryFile], root: Path, why: str) -> DataUnavailableError:

@@ -1,0 +1,154 @@
+"""The evaluation protocol as one function over a run: every method built at the budget, scored on the
+source test cells and zero-shot on the targets, checked for batch consistency and stress drift, and timed
+side by side with dense. ``metasparse.evaluate`` is the thin entry point over :func:`evaluate_run`."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from metasparse.baselines.build import FAMILIES, build_method, source_splits
+from metasparse.config import EvaluateConfig
+from metasparse.meta.load import load_run
+from metasparse.protocol.consistency import batch_consistency
+from metasparse.protocol.speed import measure_speed
+from metasparse.protocol.stress import stress_corpora
+from metasparse.scoring import Method, score
+from metasparse.train.corpus import EncodedCorpus
+
+log = logging.getLogger(__name__)
+
+
+def _drift(clean: dict, other: dict) -> dict:
+    return {
+        "accuracy": {t: other["accuracy"][t] - clean["accuracy"][t] for t in clean["accuracy"]},
+        "flops_fraction": other["flops_fraction"] - clean["flops_fraction"],
+        "flops_per_token": other["flops_per_token"] - clean["flops_per_token"],
+    }
+
+
+def _apply_quick(cfg: EvaluateConfig) -> None:
+    """The reduced protocol of ``quick=true`` (tests, a first look)."""
+    cfg.test_sentences, cfg.stress_sentences, cfg.consistency_sentences = 200, 40, 16
+    cfg.latency.sentences, cfg.latency.repeats = 16, 3
+
+
+def target_corpus(loaded, cfg: EvaluateConfig) -> EncodedCorpus | None:
+    """The run's target cells' test sentences (``target_test_sentences`` per cell), or None without targets."""
+    b, idx = loaded.bundle, loaded.bundle.index
+    rows = []
+    for c in b.targets:
+        cell_rows = [int(r) for r in idx.rows(c, "test")]
+        rows += cell_rows[: cfg.target_test_sentences] if cfg.target_test_sentences else cell_rows
+    sb = loaded.system.backbone.spec.suffix_buckets
+    return EncodedCorpus.build(b.dataset, sorted(rows), b.tokenizer, b.tasks, sb) if rows else None
+
+
+def method_result(name: str, m: Method, splits, targets, stress: dict, cfg: EvaluateConfig) -> dict:
+    """Scores on the source test cells and the targets, batch consistency and stress drift of one method."""
+    src = score(m, splits.test).summary()
+    st = {k: score(m, c).summary() for k, c in stress.items()}
+    log.info("%s: flops %.3f, %s", name, src["flops_fraction"], {t: round(a, 4) for t, a in src["accuracy"].items()})
+    return {
+        "family": FAMILIES[name],
+        "source_test": src,
+        "targets_zero_shot": score(m, targets).summary() if targets is not None else None,
+        "consistency": batch_consistency(m, splits.test, big=32, limit=cfg.consistency_sentences).__dict__,
+        "stress": st,
+        "stress_drift": {k: _drift(st["clean"], v) for k, v in st.items() if k != "clean"},
+    }
+
+
+def evaluate_run(cfg: EvaluateConfig) -> dict:
+    """Run the protocol on ``cfg.run_dir``; returns what ``evaluate.json`` holds."""
+    t0 = time.time()
+    lat = cfg.latency
+    torch.set_num_threads(lat.threads)
+    if cfg.quick:
+        _apply_quick(cfg)
+    loaded = load_run(cfg.run_dir)
+    budget = cfg.budget if cfg.budget is not None else loaded.cfg.budget.target
+    calib = 300 if cfg.quick else 1500
+    splits = source_splits(loaded, test_sentences=cfg.test_sentences, calib_sentences=calib, seed=cfg.seed)
+    b, sb = loaded.bundle, loaded.system.backbone.spec.suffix_buckets
+    targets = target_corpus(loaded, cfg)
+    stress_rows = splits.test.rows[: cfg.stress_sentences].tolist()
+    stress = stress_corpora(b.dataset, stress_rows, b.tokenizer, b.tasks, sb, seed=cfg.seed)
+    methods = {}
+    for name in cfg.method_names():
+        t1 = time.time()
+        methods[name] = build_method(name, loaded, splits, budget, quick=cfg.quick, seed=cfg.seed)
+        log.info("built %s in %.1fs", name, time.time() - t1)
+    results = {name: method_result(name, m, splits, targets, stress, cfg) for name, m in methods.items()}
+    sizes = tuple(lat.batch_sizes)
+    speed = measure_speed(
+        methods, splits.test, batch_sizes=sizes, sentences=lat.sentences, repeats=lat.repeats, seed=cfg.seed
+    )
+    return {
+        "run_dir": str(cfg.run_dir),
+        "budget": budget,
+        "methods": results,
+        "speed": speed,
+        "threads": lat.threads,
+        "quick": cfg.quick,
+        "torch": torch.__version__,
+        "minutes": (time.time() - t0) / 60,
+    }
+
+
+def format_report(r: dict) -> str:
+    pct = lambda v: "-" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
+    lines = [
+        f"# evaluate: budget {r['budget']} ({r['run_dir']})",
+        "",
+        "Source test cells (accuracy micro over words; macro = mean over cells; F1 = macro over labels), "
+        "and the run's target cells zero-shot.",
+        "",
+        "| method | family | FLOPs | UPOS acc | UPOS macro-cells | UPOS F1 | DEPREL acc | DEPREL macro-cells "
+        "| DEPREL F1 | target UPOS | target DEPREL | target FLOPs |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in r["methods"].items():
+        s, t = m["source_test"], m["targets_zero_shot"]
+        g = lambda d, k, task: pct(d[k].get(task)) if d else "-"  # noqa: E731
+        lines.append(
+            f"| {name} | {m['family']} | {s['flops_fraction']:.3f} | {g(s, 'accuracy', 'upos')} | "
+            f"{g(s, 'macro_cells', 'upos')} | {g(s, 'macro_f1', 'upos')} | {g(s, 'accuracy', 'deprel')} | "
+            f"{g(s, 'macro_cells', 'deprel')} | {g(s, 'macro_f1', 'deprel')} | {g(t, 'accuracy', 'upos')} | "
+            f"{g(t, 'accuracy', 'deprel')} | {t['flops_fraction'] if t else float('nan'):.3f} |"
+        )
+    lines += [
+        "",
+        "Speed (all methods in the same interleaved rounds; wall ratio = median over median dense, IQR of "
+        "per-round ratios):",
+        "",
+        "| batch | method | p50 ms | p90 ms | p99 ms | words/s | CPU ms per 1k words | wall ratio (IQR) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in r["speed"]:
+        lines.append(
+            f"| {s['batch']} | {s['method']} | {s['p50_ms']:.2f} | {s['p90_ms']:.2f} | {s['p99_ms']:.2f} | "
+            f"{s['words_per_s']:.0f} | {s['cpu_ms_per_1k_words']:.1f} | {s['wall_ratio']:.3f} "
+            f"({s['wall_ratio_p25']:.3f}-{s['wall_ratio_p75']:.3f}) |"
+        )
+    lines += [
+        "",
+        "Batch-size consistency (batch 1 vs 32) and stress drift (accuracy points and FLOPs fraction vs clean):",
+        "",
+        "| method | same predictions | same decisions | noise 5% UPOS / FLOPs | noise 10% UPOS / FLOPs "
+        "| long UPOS / FLOPs |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in r["methods"].items():
+        c, d = m["consistency"], m["stress_drift"]
+        cell = lambda k, d=d: (  # noqa: E731
+            f"{100 * d[k]['accuracy']['upos']:+.1f} / {d[k]['flops_fraction']:+.3f}" if k in d else "-"
+        )
+        same_dec = "-" if c["same_decisions"] is None else f"{100 * c['same_decisions']:.0f}%"
+        lines.append(
+            f"| {name} | {100 * c['same_predictions']:.0f}% | {same_dec} | {cell('noise_0.05')} | "
+            f"{cell('noise_0.1')} | {cell('long')} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -30,7 +30,7 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     from metasparse.data.ud import load_folder
     from metasparse.meta.evaluation import adapt_and_score
     from metasparse.meta.load import load_run
-    from metasparse.train.corpus import EncodedRows
+    from metasparse.model.corpus import EncodedRows
 
     run_dir = Path(cfg.run_dir)
     loaded = load_run(run_dir)

@@ -14,11 +14,11 @@ from metasparse.baselines.random_policy import random_calibrated
 from metasparse.baselines.teal import teal_calibrated
 from metasparse.baselines.units import KeptUnits, UnitCosts, prune_to_budget, reorder_units
 from metasparse.control.controller import controlled
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import EncoderSpec, GatedEncoder
 from metasparse.model.patterns import Pattern
 from metasparse.scoring import score
 from metasparse.scoring.methods import Dense
-from metasparse.train.corpus import EncodedCorpus
 
 BUDGET_TOLERANCE = 0.02
 

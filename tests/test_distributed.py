@@ -20,8 +20,8 @@ from metasparse.data.episodes import Episode
 from metasparse.meta.distributed import shard
 from metasparse.meta.outer import build_algorithm, meta_gradient
 from metasparse.meta.system import GatedSystem
+from metasparse.model.corpus import EncodedCorpus, EncodedRows
 from metasparse.model.features import EncodedSentence
-from metasparse.train.corpus import EncodedCorpus, EncodedRows
 
 EPISODES = 4
 

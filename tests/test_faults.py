@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metasparse.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from metasparse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 @pytest.mark.slow
@@ -44,7 +44,7 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(smoke_run, tmp_path):
 
 
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_usable(tmp_path, monkeypatch):
-    import metasparse.train.checkpoint as ck
+    import metasparse.checkpoint as ck
 
     folder = save_checkpoint(tmp_path / "last", {"w": torch.ones(3)}, {"step": 1})
     real = ck.save_file

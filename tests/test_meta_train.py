@@ -147,7 +147,7 @@ def test_report_shows_every_task():
 
 @pytest.mark.slow
 def test_validation_dip_restores_the_best_state_and_lowers_the_lr(tmp_path, monkeypatch, ud_root):
-    from metasparse.train.checkpoint import load_checkpoint
+    from metasparse.checkpoint import load_checkpoint
 
     scores = iter([0.90, 0.50])  # validation at step 3, then a dip at step 6
 

@@ -12,13 +12,13 @@ import pytest
 import torch
 from model_utils import tiny_model
 
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import EncoderOutput
 from metasparse.model.features import EncodedSentence
 from metasparse.protocol.consistency import batch_consistency
 from metasparse.protocol.stress import add_noise, concatenate
 from metasparse.scoring import score
 from metasparse.scoring.methods import Dense, Method
-from metasparse.train.corpus import EncodedCorpus
 
 
 def _corpus(labels: list[list[int]], cells: list[str]) -> EncodedCorpus:

@@ -8,15 +8,15 @@ import pytest
 import torch
 from model_utils import random_batch, tiny_model
 
-from metasparse.baselines.lookup import LookupTagger
+from metasparse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from metasparse.control.controller import Controller, controlled
 from metasparse.control.train import ControllerTrainConfig, calibrate_bias, train_controller
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.freeze import frozen
 from metasparse.runtime.quantized import QuantizedSlices
 from metasparse.scoring import score
-from metasparse.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from metasparse.train.corpus import EncodedCorpus
-from metasparse.train.metrics import AccuracyTable
+from metasparse.scoring.lookup import LookupTagger
+from metasparse.scoring.metrics import AccuracyTable
 
 
 def test_lookup_tagger_by_hand():

@@ -1,10 +1,8 @@
-"""Everything metasparse is compared against, run through one interface (:mod:`metasparse.scoring`):
+"""Everything metasparse is compared against, each run through :mod:`metasparse.scoring`'s ``Method``
+interface (their names: ``metasparse.config.METHODS``):
 
 dense; static structured pruning by unit importance (:mod:`.importance`) and by L0 gates (:mod:`.l0`);
 training-free activation thresholding (:mod:`.teal`); random per-input decisions (:mod:`.random_policy`);
-multitask and scratch controllers (:mod:`.controllers`); and the most-frequent-tag lookup
-(:mod:`.lookup`), the floor a dense model has to clear.
+multitask and scratch controllers (:mod:`.controllers`). The most-frequent-tag lookup, the floor a dense
+model has to clear, is :mod:`metasparse.scoring.lookup`.
 """
-
-# Every method ``evaluate`` and ``bench.transfer`` know, in report order (dense first).
-METHODS = ("dense", "meta", "multitask", "importance", "l0", "teal", "random")

@@ -12,17 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metasparse.baselines import METHODS
 from metasparse.baselines.controllers import trained_controller
 from metasparse.baselines.importance import importance_pruned
 from metasparse.baselines.l0 import l0_pruned
 from metasparse.baselines.random_policy import random_calibrated
 from metasparse.baselines.teal import teal_calibrated
+from metasparse.config import METHODS
 from metasparse.control.controller import controlled
 from metasparse.control.train import calibrate_bias
 from metasparse.meta.load import LoadedRun
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.scoring.methods import Dense, Method
-from metasparse.train.corpus import EncodedCorpus
 
 FAMILIES = {
     "dense": "dense",

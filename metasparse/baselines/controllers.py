@@ -15,8 +15,8 @@ import torch
 
 from metasparse.control.controller import Controller, ControllerSpec
 from metasparse.control.train import ControllerTrainConfig, calibrate_bias, train_controller
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import GatedEncoder
-from metasparse.train.corpus import EncodedCorpus
 
 
 def trained_controller(

@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 
 from metasparse.baselines.units import UnitCosts, prune_to_budget, reorder_units
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.loss import task_loss
 from metasparse.scoring.methods import StaticMethod
-from metasparse.train.corpus import EncodedCorpus
 
 
 def unit_importance(

@@ -16,11 +16,11 @@ from tqdm.auto import tqdm
 
 from metasparse.baselines.units import UnitCosts, prune_to_budget, reorder_units
 from metasparse.control.budget import annealed_target
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.freeze import frozen
 from metasparse.model.loss import task_loss
 from metasparse.scoring.methods import StaticMethod
-from metasparse.train.corpus import EncodedCorpus
 
 BETA, LEFT, RIGHT = 2.0 / 3.0, -0.1, 1.1
 

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from metasparse.control.budget import pattern_flops_table
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import Decision, GatedEncoder
 from metasparse.model.flops import dense_flops, heads_flops
 from metasparse.scoring.methods import PolicyMethod
-from metasparse.train.corpus import EncodedCorpus
 
 
 def pattern_probs(model: GatedEncoder, lengths, target: float, *, iters: int = 40) -> np.ndarray:

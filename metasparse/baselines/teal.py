@@ -17,11 +17,11 @@ import torch.nn.functional as F
 
 from metasparse.model.attention import attend
 from metasparse.model.block import GatedBlock
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import EncoderOutput, GatedEncoder
 from metasparse.model.features import Batch
 from metasparse.model.flops import heads_flops
 from metasparse.scoring.methods import Method
-from metasparse.train.corpus import EncodedCorpus
 
 SITES = ("qkv", "o", "w1", "w2")
 

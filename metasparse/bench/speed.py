@@ -30,11 +30,11 @@ from metasparse.config import SpeedBenchConfig
 from metasparse.control.controller import ControllerSpec, controlled
 from metasparse.data.prepare import prepare
 from metasparse.io import atomic_write
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.profiling import labels_enabled
 from metasparse.runtime.latency import interleaved, quantiles
 from metasparse.scoring import Dense, score
-from metasparse.train.corpus import EncodedCorpus
 from metasparse.train.pretraining import _rows, pretrain
 
 log = logging.getLogger(__name__)

@@ -27,9 +27,8 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from metasparse.baselines import METHODS
 from metasparse.bench.transfer_report import format_report, plot
-from metasparse.config import TransferBenchConfig
+from metasparse.config import METHODS, TransferBenchConfig
 from metasparse.io import atomic_write, csv_text
 
 log = logging.getLogger(__name__)
@@ -117,7 +116,7 @@ def _adapt_from(loaded, inits: dict, method: str, seed: int, data, support: list
 def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
     """Adaptation curve rows for one run and the converged-scratch ceiling per cell."""
     from metasparse.meta.evaluation import adapt_and_score, support_rows
-    from metasparse.train.corpus import EncodedRows
+    from metasparse.model.corpus import EncodedRows
 
     run_cfg, b = loaded.cfg, loaded.bundle
     idx, task = b.index, run_cfg.episodes.tasks[0]
@@ -208,8 +207,8 @@ def goals(agg: list[dict], ceiling: dict, shots: int = 16) -> dict:
 def pareto_for_run(loaded, cfg: TransferBenchConfig) -> list[dict]:
     """Every method at every budget: source test and zero-shot target accuracy and FLOPs."""
     from metasparse.baselines.build import FAMILIES, build_method, source_splits
+    from metasparse.model.corpus import EncodedCorpus
     from metasparse.scoring import score
-    from metasparse.train.corpus import EncodedCorpus
 
     b, idx = loaded.bundle, loaded.bundle.index
     splits = source_splits(

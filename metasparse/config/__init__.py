@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 
 from metasparse.config.analysis import DiagnoseConfig, MonitorConfig
 from metasparse.config.evaluation import (
+    METHODS,
     EvaluateConfig,
     LatencyOptions,
     SpeedBenchConfig,
@@ -59,6 +60,7 @@ __all__ = [
     "EvaluateConfig",
     "LanguageConfig",
     "LatencyOptions",
+    "METHODS",
     "MetaConfig",
     "MetaTrainConfig",
     "ModelConfig",

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from metasparse.baselines import METHODS
 from metasparse.config.training import PretrainConfig
 from metasparse.errors import require
+
+# Every method ``evaluate`` and ``bench.transfer`` know, in report order (dense first).
+METHODS = ("dense", "meta", "multitask", "importance", "l0", "teal", "random")
 
 
 @dataclass

@@ -18,12 +18,12 @@ from tqdm.auto import tqdm
 from metasparse.control.budget import annealed_target, budget_penalty, expected_flops_fraction
 from metasparse.control.controller import Controller, controlled
 from metasparse.control.relax import anneal_temperature
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import EncoderOutput, GatedEncoder
 from metasparse.model.features import Batch
 from metasparse.model.freeze import frozen
 from metasparse.model.loss import task_loss
 from metasparse.scoring import score
-from metasparse.train.corpus import EncodedCorpus
 
 log = logging.getLogger(__name__)
 

@@ -71,9 +71,9 @@ def observe(model, controller, tokenizer, sentences: list[list[str]]) -> dict:
     """Profile ``sentences`` and run the controller's hard decisions on them (the one walker)."""
     from metasparse.control.controller import controlled
     from metasparse.diagnostics.shift import profile_cell
+    from metasparse.model.corpus import EncodedCorpus
     from metasparse.model.uncertainty import normalized_entropy
     from metasparse.scoring import score
-    from metasparse.train.corpus import EncodedCorpus
 
     prof = profile_cell("x", "x", "x", "x", sentences, [], [], tokenizer)
     corpus = EncodedCorpus.unlabelled(sentences, tokenizer, model.spec.suffix_buckets)

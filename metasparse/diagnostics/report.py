@@ -20,7 +20,7 @@ from metasparse.diagnostics.relations import PARTIAL, mantel, partial_mantel, sp
 from metasparse.diagnostics.shift import CellProfile, design_matrices, js_divergence, profile_cell, shift_matrices
 from metasparse.diagnostics.typology import typology_matrix
 from metasparse.io import atomic_write, csv_text
-from metasparse.train.corpus import EncodedCorpus
+from metasparse.model.corpus import EncodedCorpus
 
 log = logging.getLogger(__name__)
 

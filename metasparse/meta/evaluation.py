@@ -12,7 +12,7 @@ from metasparse.data.cells import Cell, CellIndex
 from metasparse.meta.maml import MAML
 from metasparse.meta.outer import materialize
 from metasparse.meta.system import GatedSystem, dense_scores, episode_loss, gated_scores
-from metasparse.train.corpus import EncodedRows
+from metasparse.model.corpus import EncodedRows
 
 
 def support_rows(index: CellIndex, cell: Cell, shots: int, seed: int) -> list[int]:

@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from metasparse.checkpoint import load_checkpoint
 from metasparse.config import MetaTrainConfig
 from metasparse.control.controller import Controller
 from metasparse.data.prepare import DataBundle, prepare
 from metasparse.meta.maml import MAML
 from metasparse.meta.outer import build_algorithm
 from metasparse.meta.system import GatedSystem
-from metasparse.train.checkpoint import load_checkpoint
 
 
 @dataclass

@@ -21,6 +21,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from metasparse.checkpoint import (
+    load_checkpoint,
+    optimizer_state,
+    restore_optimizer_state,
+    save_checkpoint,
+)
 from metasparse.config import MetaTrainConfig
 from metasparse.control.budget import annealed_target
 from metasparse.control.relax import anneal_temperature
@@ -32,13 +38,7 @@ from metasparse.meta.maml import MAML, anil
 from metasparse.meta.meta_sgd import MetaSGD
 from metasparse.meta.reptile import Reptile
 from metasparse.meta.system import GatedSystem, episode_loss, gated_scores
-from metasparse.train.checkpoint import (
-    load_checkpoint,
-    optimizer_state,
-    restore_optimizer_state,
-    save_checkpoint,
-)
-from metasparse.train.corpus import EncodedRows
+from metasparse.model.corpus import EncodedRows
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from metasparse.checkpoint import save_checkpoint
 from metasparse.config import MetaTrainConfig
 from metasparse.control.train import calibrate_bias
 from metasparse.data.fetch import cache_dir
@@ -27,8 +28,7 @@ from metasparse.meta.evaluation import evaluate_cell
 from metasparse.meta.load import new_controller
 from metasparse.meta.outer import meta_train, split_validation_cells
 from metasparse.meta.system import GatedSystem, dense_scores, gated_scores
-from metasparse.train.checkpoint import save_checkpoint
-from metasparse.train.corpus import EncodedRows
+from metasparse.model.corpus import EncodedRows
 from metasparse.train.pretraining import backbone_key, pretrain
 
 log = logging.getLogger(__name__)

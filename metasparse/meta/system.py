@@ -8,10 +8,10 @@ from torch import nn
 
 from metasparse.control.controller import Controller, controlled
 from metasparse.control.train import budgeted_loss
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import EncoderOutput, GatedEncoder
 from metasparse.model.features import Batch
 from metasparse.scoring import Dense, Scores, score
-from metasparse.train.corpus import EncodedCorpus
 
 ADAPT_PREFIXES = {
     "controller": ("controller.",),

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.scoring.methods import Method
-from metasparse.train.corpus import EncodedCorpus
 
 
 @dataclass

@@ -14,9 +14,9 @@ from functools import partial
 import numpy as np
 import torch
 
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.runtime.latency import interleaved, quantiles
 from metasparse.scoring.methods import Method
-from metasparse.train.corpus import EncodedCorpus
 
 
 def timing_batches(corpus: EncodedCorpus, batch: int, sentences: int, seed: int) -> list:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from metasparse.data.cells import cell_name
-from metasparse.train.corpus import EncodedCorpus
+from metasparse.model.corpus import EncodedCorpus
 
 OPS = ("insert", "delete", "swap")
 

@@ -12,11 +12,11 @@ import torch
 from metasparse.baselines.build import FAMILIES, build_method, source_splits
 from metasparse.config import EvaluateConfig
 from metasparse.meta.load import load_run
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.protocol.consistency import batch_consistency
 from metasparse.protocol.speed import measure_speed
 from metasparse.protocol.stress import stress_corpora
 from metasparse.scoring import Method, score
-from metasparse.train.corpus import EncodedCorpus
 
 log = logging.getLogger(__name__)
 

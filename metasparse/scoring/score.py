@@ -8,10 +8,10 @@ from functools import cached_property
 
 from sklearn.metrics import f1_score
 
+from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.features import Batch
 from metasparse.scoring.methods import Method, MethodOutput
-from metasparse.train.corpus import EncodedCorpus
-from metasparse.train.metrics import AccuracyTable
+from metasparse.scoring.metrics import AccuracyTable
 
 # Called once per batch with the batch, its corpus indices and what the method produced: the hook through
 # which diagnostics and the monitor read more of a walk (uncertainty, decision probabilities) than scores.

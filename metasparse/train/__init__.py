@@ -1,1 +1,1 @@
-"""Training machinery shared by the entry points: encoded corpora, batching, evaluation, checkpoints."""
+"""Backbone training: sparsity-aware pretraining, cached by a hash of its config and data."""

@@ -22,24 +22,24 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from metasparse.baselines.lookup import LookupTagger
-from metasparse.config import PretrainConfig
-from metasparse.data.fetch import cache_dir
-from metasparse.data.prepare import DataBundle
-from metasparse.data.registry import load_registry
-from metasparse.io import atomic_write
-from metasparse.model.encoder import Decision, EncoderSpec, GatedEncoder, ModelConfig
-from metasparse.model.loss import task_loss
-from metasparse.model.patterns import PatternSpec
-from metasparse.scoring import Dense, PlanMethod, score
-from metasparse.train.checkpoint import (
+from metasparse.checkpoint import (
     load_checkpoint,
     optimizer_state,
     restore_optimizer_state,
     save_checkpoint,
 )
-from metasparse.train.corpus import EncodedCorpus
-from metasparse.train.metrics import AccuracyTable
+from metasparse.config import PretrainConfig
+from metasparse.data.fetch import cache_dir
+from metasparse.data.prepare import DataBundle
+from metasparse.data.registry import load_registry
+from metasparse.io import atomic_write
+from metasparse.model.corpus import EncodedCorpus
+from metasparse.model.encoder import Decision, EncoderSpec, GatedEncoder, ModelConfig
+from metasparse.model.loss import task_loss
+from metasparse.model.patterns import PatternSpec
+from metasparse.scoring import Dense, PlanMethod, score
+from metasparse.scoring.lookup import LookupTagger
+from metasparse.scoring.metrics import AccuracyTable
 
 log = logging.getLogger(__name__)
 

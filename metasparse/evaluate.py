@@ -13,7 +13,6 @@ to 512 subwords) with their drift against clean input. Writes ``evaluate.json`` 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import hydra
@@ -21,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from metasparse.config import EvaluateConfig
-from metasparse.io import atomic_write
+from metasparse.io import write_result
 
 
 def run(cfg: EvaluateConfig, out_dir: Path) -> dict:
@@ -29,12 +28,7 @@ def run(cfg: EvaluateConfig, out_dir: Path) -> dict:
     from metasparse.protocol.suite import evaluate_run, format_report
 
     out = evaluate_run(cfg)
-    md = format_report(out)
-    print(md)
-    atomic_write(out_dir / "evaluate.json", json.dumps(out, indent=2))
-    atomic_write(out_dir / "evaluate.md", md)
-    if cfg.out:
-        atomic_write(Path(cfg.out), json.dumps(out, indent=2))
+    write_result(out_dir, "evaluate", out, format_report(out), cfg.out)
     return out
 
 

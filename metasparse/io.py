@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -71,6 +72,17 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def write_result(out_dir: Path, stem: str, result: dict, markdown: str, also: str | Path | None = None) -> None:
+    """A job's result as ``<stem>.json`` and ``<stem>.md`` in ``out_dir`` (and the JSON at ``also`` when the
+    user asked for a copy there), each written atomically; the Markdown is printed too."""
+    print(markdown)
+    text = json.dumps(result, indent=2)
+    atomic_write(Path(out_dir) / f"{stem}.json", text)
+    atomic_write(Path(out_dir) / f"{stem}.md", markdown)
+    if also:
+        atomic_write(Path(also), text)
 
 
 def csv_text(rows: list[dict]) -> str:

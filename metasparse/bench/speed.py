@@ -12,7 +12,6 @@ a profiled breakdown of where gated time goes.
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import time
@@ -29,7 +28,7 @@ from metasparse.baselines.controllers import trained_controller
 from metasparse.config import SpeedBenchConfig
 from metasparse.control.controller import ControllerSpec, controlled
 from metasparse.data.prepare import prepare
-from metasparse.io import atomic_write
+from metasparse.io import write_result
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.profiling import labels_enabled
@@ -176,12 +175,7 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
         "placement": b.placement,
         "torch": torch.__version__,
     }
-    md = format_table(result)
-    print(md)
-    atomic_write(out_dir / "speed.json", json.dumps(result, indent=2))
-    atomic_write(out_dir / "speed.md", md)
-    if cfg.out:
-        atomic_write(Path(cfg.out), json.dumps(result, indent=2))
+    write_result(out_dir, "speed", result, format_table(result), cfg.out)
     return result
 
 

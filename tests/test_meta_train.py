@@ -45,6 +45,19 @@ def test_smoke_cli_then_adapt_on_a_folder_outside_the_registry(tmp_path, ud_root
         assert 0 <= entry["adapted_acc"] <= 1 and 0 < entry["adapted_flops"] <= 1
     assert set(m["source_test"]) >= FIELDS
     assert "| **macro** |" in (run_dir / "report.md").read_text()
+    # Agreement with a direct call: each target cell's dense accuracy, rescored from the saved run.
+    from metasparse.meta.load import load_run
+    from metasparse.model.corpus import EncodedCorpus
+    from metasparse.scoring import Dense, score
+
+    loaded = load_run(run_dir)
+    b = loaded.bundle
+    for cell in b.targets[:2]:
+        rows = [int(r) for r in b.index.rows(cell, "test")][: loaded.cfg.adapt.max_test_sentences or None]
+        corpus = EncodedCorpus.build(b.dataset, rows, b.tokenizer, b.tasks, loaded.system.backbone.spec.suffix_buckets)
+        want = score(Dense(loaded.system.backbone), corpus).accuracy[m["task"]]
+        assert m["targets"][cell.name]["dense_acc"] == pytest.approx(want, abs=1e-12), cell.name
+        assert m["targets"][cell.name]["test_sentences"] == len(rows)
     assert (run_dir / "ckpt" / "final" / "state.json").exists() and (run_dir / ".hydra" / "config.yaml").exists()
 
     folder = tmp_path / "UD_Unseen-Legal"  # data the run never saw, named nowhere in the registry

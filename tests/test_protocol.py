@@ -122,3 +122,18 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
     assert {(s["batch"], s["method"]) for s in r["speed"]} == {(b, n) for b in (1, 32) for n in r["methods"]}
     assert all(s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] for s in r["speed"])
     assert "| batch | method | p50 ms" in (out / "evaluate.md").read_text()
+
+    # The CLI's numbers are the library's: dense and meta rescored directly on the same source test sentences.
+    from metasparse.baselines.build import build_method, source_splits
+    from metasparse.meta.load import load_run
+
+    loaded = load_run(smoke_run)
+    splits = source_splits(loaded, test_sentences=200, calib_sentences=300, seed=0)  # evaluate's quick protocol
+    direct = score(Dense(loaded.system.backbone), splits.test)
+    assert r["methods"]["dense"]["source_test"]["accuracy"] == pytest.approx(direct.accuracy, abs=1e-12)
+    assert r["methods"]["dense"]["source_test"]["sentences"] == len(splits.test) == 200
+    meta = build_method("meta", loaded, splits, loaded.cfg.budget.target, quick=True, seed=0)
+    again = score(meta, splits.test)
+    assert r["methods"]["meta"]["source_test"]["accuracy"] == pytest.approx(again.accuracy, abs=1e-12)
+    assert r["methods"]["meta"]["source_test"]["flops_fraction"] == pytest.approx(again.flops_fraction, abs=1e-12)
+    assert 0.0 < again.flops_fraction < 1.0  # gated: less than dense

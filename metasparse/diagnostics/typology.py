@@ -9,7 +9,7 @@ pickles) directly and take the cosine distance of the ``S_`` (syntax) features, 
 
 from __future__ import annotations
 
-import importlib.util
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +39,21 @@ ISO3 = {
 
 
 def features_file() -> Path | None:
-    """Where the installed lang2vec keeps its predicted features, or None when it is not installed."""
-    spec = importlib.util.find_spec("lang2vec")
-    if spec is None or not spec.submodule_search_locations:
+    """Where the installed lang2vec keeps its predicted features, or None when it is not installed.
+
+    Found through the installed distribution's file list, not ``find_spec("lang2vec")``: lang2vec also
+    installs a ``bin/lang2vec.py`` script, which shadows the package whenever the scripts folder is first on
+    ``sys.path`` (as under ``pytest``), so the typology silently went missing there.
+    """
+    try:
+        dist = metadata.distribution("lang2vec")
+    except metadata.PackageNotFoundError:
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "feature_predictions.npz"
-    return path if path.exists() else None
+    for f in dist.files or []:
+        if f.name == "feature_predictions.npz" and f.parent.name == "data":
+            path = Path(dist.locate_file(f))
+            return path if path.exists() else None
+    return None
 
 
 def syntax_vectors(langs: list[str]) -> dict[str, np.ndarray] | None:

@@ -162,10 +162,6 @@ class GatedEncoder(nn.Module):
     def n_patterns(self) -> int:
         return len(self.codebook)
 
-    def full_index(self) -> int:
-        """Index of the all-units pattern in the codebook (raises if the codebook lacks one)."""
-        return self.codebook.index(self.full)
-
     def token_uncertainty(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised entropy ``[B, T]`` of the UPOS head (else the first task's) applied to ``x``: a
         training-free token score (static plans route the most uncertain tokens through the FFN)."""

@@ -116,8 +116,8 @@ def score(
             used, dense = used + out.flops[b], dense + out.dense_flops[b]
             sent_flops[i] = out.flops[b] / out.dense_flops[b] if out.dense_flops[b] else float("nan")
         for t in tasks:
-            hits = ((out.logits[t].argmax(-1) == batch.labels[t]) & batch.word_mask).sum(1).tolist()
             am = out.logits[t].argmax(-1)
+            hits = ((am == batch.labels[t]) & batch.word_mask).sum(1).tolist()
             for b, i in enumerate(idx):
                 preds[t][i] = am[b, : lengths[b]].tolist()
                 by_cell.add(corpus.cells[i], t, hits[b], lengths[b])

@@ -2,7 +2,7 @@
 
     python -m metasparse.evaluate run_dir=<run> methods=[meta]
     python -m metasparse.evaluate run_dir=<run> methods=[all] budget=0.5
-    python -m metasparse.evaluate run_dir=<run> methods=[meta,importance] quick=true out=/tmp/eval.json
+    python -m metasparse.evaluate run_dir=<run> methods=[meta,importance] experiment=quick out=/tmp/eval.json
 
 For every method at the budget: UPOS and DEPREL accuracy and macro-F1 on the source test cells and on
 the run's target cells (zero-shot), FLOPs per word, latency p50/p90/p99 at batch 1 and 32, words per

@@ -108,7 +108,7 @@ def smoke_analysis(smoke_run) -> Path:
         [
             "metasparse.bench.transfer",
             f"run_dirs=[{smoke_run}]",
-            "quick=true",
+            "experiment=quick",
             f"out={smoke_run / 'transfer'}",
             f"hydra.run.dir={smoke_run / 'transfer' / 'hydra'}",
         ],

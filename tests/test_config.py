@@ -99,3 +99,30 @@ def test_unknown_or_malformed_task(tmp_path):
     (tmp_path / "bad.yaml").write_text("name: bad\ncolumn: upos\nmetric: accuracy\nlabels: [A]\ncolour: red\n")
     with pytest.raises(ConfigValueError, match=r"bad.yaml: unknown key\(s\) \['colour'\]"):
         load_task("bad", tmp_path)
+
+
+def _compose_job(job: str, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_object(compose(job, overrides=list(overrides)))
+
+
+def test_experiment_quick_sets_each_measuring_jobs_own_sizes():
+    """One name, ``experiment=quick``, reduces every measuring job through its own conf/scale/<job>/quick.yaml;
+    ``experiment=full`` (the default) leaves the job's own values."""
+    full, quick = _compose_job("evaluate", "run_dir=r"), _compose_job("evaluate", "run_dir=r", "experiment=quick")
+    assert (full.test_sentences, full.calib_sentences, full.baseline_steps) == (2000, 1500, 300)
+    assert (quick.test_sentences, quick.calib_sentences, quick.baseline_steps) == (200, 300, 30)
+    assert (quick.latency.sentences, quick.latency.repeats, quick.latency.batch_sizes) == (16, 3, [1, 32])
+    speed = _compose_job("bench_speed", "experiment=quick").bench
+    assert (speed.repeats, speed.controller_steps, speed.test_sentences, speed.batched_rounds) == (5, 20, 400, 1)
+    assert _compose_job("bench_speed").bench.batched_rounds == 4
+    transfer = _compose_job("bench_transfer", "run_dirs=[r]", "experiment=quick")
+    assert (transfer.steps, transfer.shots, transfer.seeds, transfer.max_cells) == ([0, 1, 2], [8], [0, 1], 2)
+    # the user's own override still wins over the experiment's value
+    assert _compose_job("evaluate", "run_dir=r", "experiment=quick", "test_sentences=50").test_sentences == 50
+
+
+def test_an_experiment_a_measuring_job_lacks_names_the_ones_it_has():
+    with pytest.raises(MissingConfigException, match="scale/evaluate") as info:
+        _compose_job("evaluate", "run_dir=r", "experiment=smoke")
+    assert "quick" in str(info.value) and "full" in str(info.value)

@@ -101,7 +101,7 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
             "-m",
             "metasparse.bench.speed",
             *TINY,
-            "quick=true",
+            "experiment=quick",
             "bench.batches=[1,4]",
             "bench.targets=[0.5]",
             "bench.repeats=3",

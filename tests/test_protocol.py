@@ -103,7 +103,7 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
             "metasparse.evaluate",
             f"run_dir={smoke_run}",
             "methods=[meta,importance,random]",
-            "quick=true",
+            "experiment=quick",
             f"hydra.run.dir={out}",
         ],
         capture_output=True,
@@ -132,7 +132,7 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
     direct = score(Dense(loaded.system.backbone), splits.test)
     assert r["methods"]["dense"]["source_test"]["accuracy"] == pytest.approx(direct.accuracy, abs=1e-12)
     assert r["methods"]["dense"]["source_test"]["sentences"] == len(splits.test) == 200
-    meta = build_method("meta", loaded, splits, loaded.cfg.budget.target, quick=True, seed=0)
+    meta = build_method("meta", loaded, splits, loaded.cfg.budget.target, steps=30, seed=0)
     again = score(meta, splits.test)
     assert r["methods"]["meta"]["source_test"]["accuracy"] == pytest.approx(again.accuracy, abs=1e-12)
     assert r["methods"]["meta"]["source_test"]["flops_fraction"] == pytest.approx(again.flops_fraction, abs=1e-12)

@@ -61,15 +61,15 @@ def source_splits(run: LoadedRun, *, test_sentences: int | None = 2000, calib_se
 
 
 def build_method(
-    name: str, run: LoadedRun, splits: SourceSplits, budget: float, *, quick: bool = False, seed: int = 0
+    name: str, run: LoadedRun, splits: SourceSplits, budget: float, *, steps: int = 300, seed: int = 0
 ) -> Method:
     """``name`` (one of :data:`METHODS`) for ``run``'s backbone at ``budget``.
 
     The meta-learned controller is the run's own, its bias re-calibrated on ``splits.calib`` so that it
-    meets ``budget`` on the same sentences as every other method.
+    meets ``budget`` on the same sentences as every other method. ``steps`` trains the multitask controller
+    and the L0 gates.
     """
     model = run.system.backbone
-    steps = 30 if quick else 300
     if name == "dense":
         return Dense(model)
     if name == "meta":

@@ -1,7 +1,7 @@
 """Dense vs gated wall-clock at FLOPs targets, batch 1 and 32, on real UD sentence lengths.
 
     python -m metasparse.bench.speed +domain=legal
-    python -m metasparse.bench.speed +domain=legal quick=true out=/tmp/speed.json
+    python -m metasparse.bench.speed +domain=legal experiment=quick out=/tmp/speed.json
 
 For each target a controller is trained on the frozen backbone (source train split) and its bias
 calibrated so hard decisions meet the target on source dev sentences. Timing then alternates dense and
@@ -88,8 +88,8 @@ def _corpora(cfg: SpeedBenchConfig, bundle, suffix_buckets: int):
         return EncodedCorpus.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, suffix_buckets)
 
     train = build(sorted(dev_all[:cut]))
-    calib = build(pick(sorted(dev_all[cut:]), 300 if cfg.quick else 1500))
-    test = build(pick(test_rows, 400 if cfg.quick else 4000))
+    calib = build(pick(sorted(dev_all[cut:]), cfg.bench.calib_sentences))
+    test = build(pick(test_rows, cfg.bench.test_sentences))
     return train, calib, test
 
 
@@ -132,12 +132,6 @@ def _timing(model: GatedEncoder, ctrl, batches: list, repeats: int) -> dict:
 def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
     """Run the benchmark; writes ``speed.json`` and ``speed.md`` to ``out_dir`` (and ``cfg.out`` if set)."""
     b = cfg.bench
-    if cfg.quick:
-        b.repeats, b.sentences, b.controller_steps = (
-            min(b.repeats, 5),
-            min(b.sentences, 16),
-            min(b.controller_steps, 20),
-        )
     torch.set_num_threads(b.threads)
     bundle = prepare(cfg)
     model, _, folder = pretrain(cfg, bundle)
@@ -145,7 +139,7 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
     train, calib, test = _corpora(cfg, bundle, model.spec.suffix_buckets)
     dense_eval = score(Dense(model), test)
     tasks = sorted(bundle.tasks)
-    per_round = {bs: b.sentences if bs == 1 else max(b.sentences, bs) * (1 if cfg.quick else 4) for bs in b.batches}
+    per_round = {bs: b.sentences if bs == 1 else max(b.sentences, bs) * b.batched_rounds for bs in b.batches}
     timing_batches = {bs: _batches(test, bs, per_round[bs], cfg.seed) for bs in b.batches}
     rows, controllers = [], {}
     for target in b.targets:
@@ -170,7 +164,6 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
         "rows": rows,
         "backbone": str(folder),
         "threads": b.threads,
-        "quick": cfg.quick,
         "model": cfg.model.name,
         "placement": b.placement,
         "torch": torch.__version__,

@@ -2,7 +2,7 @@
 against FLOPs for every method.
 
     python -m metasparse.bench.transfer 'run_dirs=[<legal run>,<held-out languages run>]' out=bench/transfer
-    python -m metasparse.bench.transfer 'run_dirs=[<run>]' quick=true out=/tmp/transfer
+    python -m metasparse.bench.transfer 'run_dirs=[<run>]' experiment=quick out=/tmp/transfer
 
 For every run and target cell, every controller is adapted on K support sentences of the cell (its train
 split) with the run's own inner loop (same steps, learning rate, loss and re-calibration for all three),
@@ -44,16 +44,6 @@ def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
     return float(v.mean()), float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
 
 
-def _apply_quick(cfg: TransferBenchConfig) -> None:
-    cfg.steps, cfg.shots, cfg.seeds = [0, 1, 2], [8], cfg.seeds[:2]
-    cfg.max_cells = min(cfg.max_cells or 2, 2)
-    cfg.test_sentences = min(cfg.test_sentences or 30, 30)
-    cfg.converge_steps = min(cfg.converge_steps, 15)
-    cfg.pareto_budgets = [0.5]
-    if "all" in cfg.pareto_methods:
-        cfg.pareto_methods = ["meta", "importance", "random"]
-
-
 def _starting_points(loaded, cfg: TransferBenchConfig) -> dict:
     """Method -> ``seed -> (system, algorithm)`` to adapt from: the run's meta-learned controller, and a
     multitask controller trained non-episodically on the run's source cells (``scratch`` is built per seed)."""
@@ -67,8 +57,8 @@ def _starting_points(loaded, cfg: TransferBenchConfig) -> dict:
     if "meta" in cfg.methods:
         inits["meta"] = lambda seed: (loaded.system, loaded.algo)
     if "multitask" in cfg.methods:
-        splits = source_splits(loaded, test_sentences=1, calib_sentences=300 if cfg.quick else 1500)
-        budget, steps = run_cfg.budget.target, 30 if cfg.quick else 300
+        splits = source_splits(loaded, test_sentences=1, calib_sentences=cfg.calib_sentences)
+        budget, steps = run_cfg.budget.target, cfg.baseline_steps
         mt = trained_controller(model, splits.train, splits.calib, budget, spec=run_cfg.controller, steps=steps)
         mt_system = GatedSystem(model, mt)
         mt_algo = build_algorithm(mt_system, run_cfg)
@@ -211,9 +201,7 @@ def pareto_for_run(loaded, cfg: TransferBenchConfig) -> list[dict]:
     from metasparse.scoring import score
 
     b, idx = loaded.bundle, loaded.bundle.index
-    splits = source_splits(
-        loaded, test_sentences=200 if cfg.quick else 2000, calib_sentences=300 if cfg.quick else 1500
-    )
+    splits = source_splits(loaded, test_sentences=cfg.pareto_test_sentences, calib_sentences=cfg.calib_sentences)
     target_rows = sorted(int(r) for c in b.targets for r in idx.rows(c, "test"))
     targets = EncodedCorpus.build(
         b.dataset, target_rows, b.tokenizer, b.tasks, loaded.system.backbone.spec.suffix_buckets
@@ -223,7 +211,7 @@ def pareto_for_run(loaded, cfg: TransferBenchConfig) -> list[dict]:
     for budget in [1.0, *cfg.pareto_budgets]:
         for name in ["dense"] if budget == 1.0 else [n for n in names if n != "dense"]:
             t0 = time.time()
-            m = build_method(name, loaded, splits, budget, quick=cfg.quick)
+            m = build_method(name, loaded, splits, budget, steps=cfg.baseline_steps)
             src, tgt = score(m, splits.test), score(m, targets)
             rows.append(
                 {
@@ -258,8 +246,6 @@ def run(cfg: TransferBenchConfig, out_dir: Path) -> dict:
     from metasparse.meta.load import load_run
 
     t0 = time.time()
-    if cfg.quick:
-        _apply_quick(cfg)
     out = Path(cfg.out) if cfg.out else out_dir
     out.mkdir(parents=True, exist_ok=True)
     result = {"config": OmegaConf.to_container(OmegaConf.structured(cfg)), "runs": {}}

@@ -25,6 +25,10 @@ class SpeedBenchOptions:
         controller_steps: controller training steps per target (frozen backbone).
         threads: torch threads for timing.
         int8: add a row with int8 dynamic quantization of the sliced linears at target 0.5.
+        placement: where the controller decides (``per_layer`` or ``upfront``).
+        calib_sentences: source dev sentences the controller's bias is calibrated on.
+        test_sentences: source test sentences scored (timing batches are drawn from them).
+        batched_rounds: at batch > 1 a timed round holds ``max(sentences, batch) * batched_rounds`` rows.
     """
 
     batches: list[int] = field(default_factory=lambda: [1, 32])
@@ -35,8 +39,14 @@ class SpeedBenchOptions:
     threads: int = 2
     int8: bool = True
     placement: str = "per_layer"
+    calib_sentences: int = 1500
+    test_sentences: int = 4000
+    batched_rounds: int = 4
 
     def __post_init__(self) -> None:
+        require(self.calib_sentences >= 1, "bench.calib_sentences", ">= 1", self.calib_sentences)
+        require(self.test_sentences >= 1, "bench.test_sentences", ">= 1", self.test_sentences)
+        require(self.batched_rounds >= 1, "bench.batched_rounds", ">= 1", self.batched_rounds)
         require(all(0 < t <= 1 for t in self.targets), "bench.targets", "fractions in (0, 1]", self.targets)
         require(all(b >= 1 for b in self.batches), "bench.batches", "sizes >= 1", self.batches)
         require(self.repeats >= 3, "bench.repeats", ">= 3", self.repeats)
@@ -46,7 +56,6 @@ class SpeedBenchOptions:
 class SpeedBenchConfig(PretrainConfig):
     """Schema of ``conf/bench_speed.yaml``: the backbone's config plus what to measure."""
 
-    quick: bool = False
     out: str | None = None
     bench: SpeedBenchOptions = field(default_factory=SpeedBenchOptions)
 
@@ -78,7 +87,8 @@ class EvaluateConfig:
         target_test_sentences: per target cell (null: all).
         stress_sentences: source test sentences the stress inputs are built from.
         consistency_sentences: sentences compared at batch 1 and batch 32.
-        quick: a reduced protocol for tests.
+        calib_sentences: source dev sentences every method is calibrated to the budget on.
+        baseline_steps: training steps of the trained baselines (multitask controller, L0 gates).
         out: also write the JSON result here.
         seed: fixes sentence samples and baseline training.
     """
@@ -90,8 +100,9 @@ class EvaluateConfig:
     target_test_sentences: int | None = None
     stress_sentences: int = 300
     consistency_sentences: int = 64
+    calib_sentences: int = 1500
+    baseline_steps: int = 300
     latency: LatencyOptions = field(default_factory=LatencyOptions)
-    quick: bool = False
     out: str | None = None
     seed: int = 0
 
@@ -100,6 +111,8 @@ class EvaluateConfig:
         require(not bad, "methods", f"a list of: {', '.join(METHODS)}, or [all]", self.methods)
         require(self.budget is None or 0 < self.budget <= 1, "budget", "(0, 1] or null", self.budget)
         require(self.stress_sentences >= 1, "stress_sentences", ">= 1", self.stress_sentences)
+        require(self.calib_sentences >= 1, "calib_sentences", ">= 1", self.calib_sentences)
+        require(self.baseline_steps >= 1, "baseline_steps", ">= 1", self.baseline_steps)
 
     def method_names(self) -> list[str]:
         return list(METHODS) if "all" in self.methods else list(dict.fromkeys(["dense", *self.methods]))
@@ -121,7 +134,9 @@ class TransferBenchConfig:
         pareto_budgets: FLOPs budgets of the accuracy-FLOPs comparison.
         pareto_methods: methods in it (``all``: every one).
         pareto_runs: how many of ``run_dirs`` (from the first) get the accuracy-FLOPs comparison.
-        quick: a reduced grid for tests.
+        pareto_test_sentences: source test sentences of the accuracy-FLOPs comparison.
+        calib_sentences: source dev sentences every method is calibrated to its budget on.
+        baseline_steps: training steps of the trained baselines (multitask controller, L0 gates).
         out: output folder (null: the Hydra run dir).
     """
 
@@ -136,7 +151,9 @@ class TransferBenchConfig:
     pareto_budgets: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
     pareto_methods: list[str] = field(default_factory=lambda: ["all"])
     pareto_runs: int = 1
-    quick: bool = False
+    pareto_test_sentences: int = 2000
+    calib_sentences: int = 1500
+    baseline_steps: int = 300
     out: str | None = None
 
     def __post_init__(self) -> None:

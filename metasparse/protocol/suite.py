@@ -29,12 +29,6 @@ def _drift(clean: dict, other: dict) -> dict:
     }
 
 
-def _apply_quick(cfg: EvaluateConfig) -> None:
-    """The reduced protocol of ``quick=true`` (tests, a first look)."""
-    cfg.test_sentences, cfg.stress_sentences, cfg.consistency_sentences = 200, 40, 16
-    cfg.latency.sentences, cfg.latency.repeats = 16, 3
-
-
 def target_corpus(loaded, cfg: EvaluateConfig) -> EncodedCorpus | None:
     """The run's target cells' test sentences (``target_test_sentences`` per cell), or None without targets."""
     b, idx = loaded.bundle, loaded.bundle.index
@@ -66,12 +60,11 @@ def evaluate_run(cfg: EvaluateConfig) -> dict:
     t0 = time.time()
     lat = cfg.latency
     torch.set_num_threads(lat.threads)
-    if cfg.quick:
-        _apply_quick(cfg)
     loaded = load_run(cfg.run_dir)
     budget = cfg.budget if cfg.budget is not None else loaded.cfg.budget.target
-    calib = 300 if cfg.quick else 1500
-    splits = source_splits(loaded, test_sentences=cfg.test_sentences, calib_sentences=calib, seed=cfg.seed)
+    splits = source_splits(
+        loaded, test_sentences=cfg.test_sentences, calib_sentences=cfg.calib_sentences, seed=cfg.seed
+    )
     b, sb = loaded.bundle, loaded.system.backbone.spec.suffix_buckets
     targets = target_corpus(loaded, cfg)
     stress_rows = splits.test.rows[: cfg.stress_sentences].tolist()
@@ -79,7 +72,7 @@ def evaluate_run(cfg: EvaluateConfig) -> dict:
     methods = {}
     for name in cfg.method_names():
         t1 = time.time()
-        methods[name] = build_method(name, loaded, splits, budget, quick=cfg.quick, seed=cfg.seed)
+        methods[name] = build_method(name, loaded, splits, budget, steps=cfg.baseline_steps, seed=cfg.seed)
         log.info("built %s in %.1fs", name, time.time() - t1)
     results = {name: method_result(name, m, splits, targets, stress, cfg) for name, m in methods.items()}
     sizes = tuple(lat.batch_sizes)
@@ -92,7 +85,6 @@ def evaluate_run(cfg: EvaluateConfig) -> dict:
         "methods": results,
         "speed": speed,
         "threads": lat.threads,
-        "quick": cfg.quick,
         "torch": torch.__version__,
         "minutes": (time.time() - t0) / 60,
     }

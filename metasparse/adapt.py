@@ -28,7 +28,8 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     import numpy as np
 
     from metasparse.data.ud import load_folder
-    from metasparse.meta.evaluation import adapt_and_score
+    from metasparse.meta.adapted import adapted_dir, save_adapted
+    from metasparse.meta.evaluation import adapt_and_score, target_seed
     from metasparse.meta.load import load_run
     from metasparse.model.corpus import EncodedRows
 
@@ -59,7 +60,13 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     data = EncodedRows.build(ds, range(len(ds)), bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
 
     tasks = list(mcfg.episodes.tasks)
-    res = adapt_and_score(algo, system, data, support, test, tasks, mcfg, steps=cfg.steps, curve=True)
+    name = f"{Path(t.path).name}-{t.lang}-{t.domain}"
+    seed = target_seed(cfg.seed, name)
+    res = adapt_and_score(algo, system, data, support, test, tasks, mcfg, steps=cfg.steps, seed=seed, curve=True)
+    info = {"target": name, "path": str(t.path), "support": support, "steps": cfg.steps, "final": res["final"]}
+    saved = adapted_dir(run_dir, name)
+    save_adapted(saved, res["system"], system, algo.adapt_names, info)
+    log.info("adapted target saved to %s (load_adapted(%r, %r))", saved, str(run_dir), name)
     for p in res["curve"]:
         log.info("step %2d: acc %.4f  flops %.3f", p["step"], p["acc"], p["flops"])
     out = {
@@ -72,6 +79,8 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
         "curve": [{"step": p["step"], "acc": p["acc"], "flops": p["flops"]} for p in res["curve"]],
         "final_acc": res["final"]["acc"],
         "final_flops": res["final"]["flops"],
+        "final_by_task": res["final"]["by_task"],
+        "saved": str(saved),
     }
     atomic_write(out_dir / "adapt_metrics.json", json.dumps(out, indent=2))
     print(

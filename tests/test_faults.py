@@ -15,32 +15,42 @@ import pytest
 import torch
 
 from metasparse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from metasparse.meta.adapted import adapted_dir
+
+
+def _run_until(cmd: list[str], marker: Path) -> None:
+    """Start ``cmd``, SIGKILL it as soon as ``marker`` exists (a real kill: no handler, no cleanup)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 600
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed at {marker}"
 
 
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_the_uninterrupted_run(smoke_run, tmp_path):
     part = tmp_path / "part"
-    cmd = [sys.executable, "-m", "metasparse.meta_train", "experiment=smoke", "+domain=legal"]
-    proc = subprocess.Popen([*cmd, f"hydra.run.dir={part}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd = [sys.executable, "-m", "metasparse.meta_train", "experiment=smoke", "+domain=legal", f"hydra.run.dir={part}"]
     marker = part / "ckpt" / "last" / "state.json"
-    deadline = time.time() + 600
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)  # a real kill: no handler, no cleanup
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    _run_until(cmd, marker)
     assert not (part / "metrics.json").exists()
     step = json.loads(marker.read_text())["meta_state"]["step"]
     assert 0 < step < 6  # killed mid-run, after a checkpoint
 
-    # Started again in the same folder (what a SLURM requeue does), the run resumes by itself.
-    res = subprocess.run([*cmd, f"hydra.run.dir={part}"], capture_output=True, text=True, timeout=900)
+    # Started again in the same folder (what a SLURM requeue does), the run resumes by itself; killed again
+    # during the final adaptation (after the first target was adapted and saved), and resumed once more.
+    first = sorted(json.loads((smoke_run / "metrics.json").read_text())["targets"])[0]
+    _run_until(cmd, adapted_dir(part, first) / "state.json")
+    assert not (part / "metrics.json").exists()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
     assert "unfinished run: resuming it" in res.stdout + res.stderr
     a = json.loads((part / "metrics.json").read_text())
     b = json.loads((smoke_run / "metrics.json").read_text())
     for key in ("targets", "targets_macro", "source_test", "validation"):
-        assert a[key] == b[key], key
+        assert a[key] == b[key], key  # adapted FLOPs included: each target's adaptation is seeded by its name
 
 
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_usable(tmp_path, monkeypatch):

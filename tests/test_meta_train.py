@@ -179,3 +179,56 @@ def test_validation_dip_restores_the_best_state_and_lowers_the_lr(tmp_path, monk
     assert all(torch.equal(v, last[k]) for k, v in params.items())  # parameters went back to step 3's
     assert state["meta_state"]["outer_lr"] == pytest.approx(cfg.meta.outer_lr * 0.5)
     assert state["meta_state"]["step"] == 6
+
+
+@pytest.mark.slow
+def test_light_adaptation_saves_each_target_and_reloads_to_identical_predictions(tmp_path, ud_root):
+    """meta.adapt=light on the smoke run: adapters, heads and norms meta-learned, embedding rows adapted per
+    target; each adapted target saved beside the run reloads to the same predictions."""
+    from metasparse.meta.adapted import adapted_dir, load_adapted
+    from metasparse.meta.evaluation import adapt_and_score, support_rows, target_seed
+    from metasparse.meta.load import load_run
+    from metasparse.meta.system import gated_scores
+
+    cfg = _cfg("meta.adapt=light", "adapters.kind=lora")
+    out = run(cfg, tmp_path / "light")
+    (tmp_path / "light" / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.structured(cfg), tmp_path / "light" / ".hydra" / "config.yaml")  # as the CLI does
+    assert sorted(out["targets"]) == LEGAL
+    cell = LEGAL[2]
+    folder = adapted_dir(tmp_path / "light", cell)
+    assert (folder / "state.json").exists() and len(list((tmp_path / "light" / "adapted").iterdir())) == len(LEGAL)
+    state = json.loads((folder / "state.json").read_text())
+    emb = {n: v for n, v in state["stored_values"].items() if n.endswith("_emb.weight")}
+    assert emb and all(0 < v < 2000 * 256 for v in emb.values())  # only the support set's rows are stored
+
+    loaded = load_run(tmp_path / "light")
+    assert any(".adapter." in n for n in loaded.algo.adapt_names)
+    assert "backbone.word_emb.weight" in loaded.algo.inner_only
+    b, cfg = loaded.bundle, loaded.cfg
+    rows = [int(r) for r in b.index.rows(b.targets[2], "test")][: cfg.adapt.max_test_sentences or None]
+    from metasparse.model.corpus import EncodedRows
+
+    data = EncodedRows.build(
+        b.dataset,
+        sorted(set(rows) | set(support_rows(b.index, b.targets[2], cfg.adapt.shots, cfg.seed))),
+        b.tokenizer,
+        b.tasks,
+        loaded.system.backbone.spec.suffix_buckets,
+    )
+    test = data.subset(rows)
+    reloaded = gated_scores(load_adapted(tmp_path / "light", cell), test)
+    assert reloaded.accuracy[out["task"]] == pytest.approx(out["targets"][cell]["adapted_acc"], abs=1e-12)
+    assert reloaded.flops_fraction == pytest.approx(out["targets"][cell]["adapted_flops"], abs=1e-12)
+
+    # Dense fine-tuning goes through the same loop: the same parameters move, no controller, full FLOPs.
+    sup = support_rows(b.index, b.targets[2], cfg.adapt.shots, cfg.seed)
+    res = adapt_and_score(
+        loaded.algo, loaded.system, data, sup, rows, ["upos"], cfg, steps=2, seed=target_seed(0, cell), dense=True
+    )
+    assert res["final"]["flops"] == 1.0
+    moved = dict(res["system"].named_parameters())
+    before = dict(loaded.system.named_parameters())
+    for n in ("backbone.heads.upos.weight", "backbone.final_ln.weight"):
+        assert not torch.equal(moved[n], before[n]), n
+    assert torch.equal(moved["backbone.blocks.0.q.weight"], before["backbone.blocks.0.q.weight"])  # never adapted

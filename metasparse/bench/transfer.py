@@ -105,7 +105,7 @@ def _adapt_from(loaded, inits: dict, method: str, seed: int, data, support: list
 
 def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
     """Adaptation curve rows for one run and the converged-scratch ceiling per cell."""
-    from metasparse.meta.evaluation import adapt_and_score, support_rows
+    from metasparse.meta.evaluation import adapt_and_score, support_rows, target_seed
     from metasparse.model.corpus import EncodedRows
 
     run_cfg, b = loaded.cfg, loaded.bundle
@@ -137,6 +137,7 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
                         [task],
                         run_cfg,
                         steps=max(cfg.steps),
+                        seed=target_seed(seed, cell.name),
                         curve=True,
                         score_at=set(cfg.steps),
                     )

@@ -26,7 +26,7 @@ from metasparse.config.evaluation import (
     TransferBenchConfig,
 )
 from metasparse.config.training import (
-    ADAPT_SETS,
+    ADAPT_PARTS,
     ALGORITHMS,
     AdaptConfig,
     AdaptRunConfig,
@@ -36,6 +36,7 @@ from metasparse.config.training import (
     PretrainConfig,
     PretrainOptimConfig,
     TargetDataConfig,
+    adapt_parts,
 )
 from metasparse.control.controller import ControllerSpec
 from metasparse.data.episodes import EpisodeConfig
@@ -46,7 +47,8 @@ from metasparse.model.encoder import ModelConfig
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 
 __all__ = [
-    "ADAPT_SETS",
+    "ADAPT_PARTS",
+    "adapt_parts",
     "ALGORITHMS",
     "CONF_DIR",
     "AdaptConfig",

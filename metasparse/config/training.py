@@ -12,10 +12,27 @@ from metasparse.data.episodes import EpisodeConfig
 from metasparse.data.prepare import DataConfig, DomainConfig, LanguageConfig
 from metasparse.data.tokenizer import TokenizerConfig
 from metasparse.errors import require
+from metasparse.model.adapters import AdapterConfig
 from metasparse.model.encoder import ModelConfig
 
 ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
-ADAPT_SETS = ("controller", "controller+head", "controller+head+norm")
+# What the inner loop can adapt; ``meta.adapt`` joins them with "+" ("light": every one of them).
+ADAPT_PARTS = ("controller", "adapters", "heads", "norms", "embeddings")
+ADAPT_ALIASES = {"light": "+".join(ADAPT_PARTS), "head": "heads", "norm": "norms"}
+
+
+def adapt_parts(adapt: str) -> list[str]:
+    """The parts an adapt set names, e.g. ``controller+adapters`` -> [controller, adapters]; ``light`` is all.
+
+    Raises:
+        ConfigValueError: an unknown part (the message lists the allowed ones).
+    """
+    parts: list[str] = []
+    for word in adapt.split("+"):
+        for p in ADAPT_ALIASES.get(word, word).split("+"):
+            require(p in ADAPT_PARTS, "meta.adapt", f"parts joined by '+': {', '.join(ADAPT_PARTS)}, or light", adapt)
+            parts += [] if p in parts else [p]
+    return parts
 
 
 @dataclass
@@ -81,7 +98,11 @@ class MetaConfig:
     Attributes:
         algorithm: maml (second order), fomaml, anil (inner loop on the controller's output layers only),
             metasgd (learned inner rates), reptile.
-        adapt: what the inner loop changes: ``controller``, ``controller+head``, ``controller+head+norm``.
+        adapt: what the inner loop changes: parts joined by "+" from controller, adapters (pathway
+            adapters), heads (task heads), norms (layer norms), embeddings (the rows of the subword,
+            word-form and suffix tables the support set uses); ``light`` is all of them. Embeddings adapt
+            from the backbone's values; every other part's initialisation is meta-learned.
+        inner_lr_scale: the inner rate of each part, as a multiple of ``inner_lr``.
         steps: outer steps.
         meta_batch: episodes per outer step.
         inner_steps: inner steps per episode.
@@ -101,6 +122,9 @@ class MetaConfig:
 
     algorithm: str = "fomaml"
     adapt: str = "controller"
+    inner_lr_scale: dict[str, float] = field(
+        default_factory=lambda: {"controller": 1.0, "adapters": 0.1, "heads": 0.1, "norms": 0.1, "embeddings": 1.0}
+    )
     steps: int = 150
     meta_batch: int = 4
     inner_steps: int = 3
@@ -120,7 +144,9 @@ class MetaConfig:
     def __post_init__(self) -> None:
         require(self.max_nonfinite >= 0, "meta.max_nonfinite", ">= 0", self.max_nonfinite)
         require(self.algorithm in ALGORITHMS, "meta.algorithm", ", ".join(ALGORITHMS), self.algorithm)
-        require(self.adapt in ADAPT_SETS, "meta.adapt", ", ".join(ADAPT_SETS), self.adapt)
+        adapt_parts(self.adapt)
+        bad = {k: v for k, v in self.inner_lr_scale.items() if k not in ADAPT_PARTS or v <= 0}
+        require(not bad, "meta.inner_lr_scale", f"positive multipliers for {', '.join(ADAPT_PARTS)}", bad)
         for key in ("steps", "meta_batch", "inner_steps", "val_episodes", "checkpoint_every"):
             require(getattr(self, key) >= 1, f"meta.{key}", ">= 1", getattr(self, key))
         require(
@@ -173,6 +199,7 @@ class MetaTrainConfig(PretrainConfig):
     meta: MetaConfig = field(default_factory=MetaConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    adapters: AdapterConfig = field(default_factory=AdapterConfig)
     resume: str | None = None
     max_source_test_sentences: int | None = None
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+import torch
 
 from metasparse.config import MetaTrainConfig
 from metasparse.control.train import calibrate_bias
 from metasparse.data.cells import Cell, CellIndex
+from metasparse.meta.adapted import adapted_dir, save_adapted
 from metasparse.meta.maml import MAML
 from metasparse.meta.outer import materialize
 from metasparse.meta.system import GatedSystem, dense_scores, episode_loss, gated_scores
 from metasparse.model.corpus import EncodedRows
+from metasparse.model.loss import task_loss
 
 
 def support_rows(index: CellIndex, cell: Cell, shots: int, seed: int) -> list[int]:
@@ -22,6 +25,12 @@ def support_rows(index: CellIndex, cell: Cell, shots: int, seed: int) -> list[in
         rows = index.rows(cell, "dev")
     rng = np.random.default_rng([seed, zlib.crc32(cell.name.encode())])
     return sorted(int(r) for r in rng.choice(rows, min(shots, len(rows)), replace=False))
+
+
+def target_seed(seed: int, target: str) -> int:
+    """The random state of one target's adaptation: fixed by the run's seed and the target's name alone, so
+    a resumed run, another order of targets or another process adapts it identically."""
+    return int(np.random.default_rng([seed, zlib.crc32(target.encode())]).integers(2**62))
 
 
 def adapt_and_score(
@@ -34,56 +43,70 @@ def adapt_and_score(
     cfg: MetaTrainConfig,
     *,
     steps: int,
+    seed: int,
     curve: bool = False,
     score_at: set[int] | None = None,
+    dense: bool = False,
 ) -> dict:
-    """Adapt a clone on ``support`` for ``steps`` steps and score hard decisions on ``test``.
+    """The one inner loop: adapt a clone on ``support`` for ``steps`` steps and score hard decisions on
+    ``test`` (meta_train's targets, ``adapt`` and bench.transfer all call it).
 
-    Returns the final accuracy per task and FLOPs, and with ``curve`` the same after every step (or only
-    after the steps in ``score_at``, which scoring every step would make the expensive part).
+    Args:
+        seed: the random state of this adaptation (see :func:`target_seed`); nothing else is read.
+        curve: also score after every step (or only after the steps in ``score_at``: scoring every step
+            would be the expensive part).
+        dense: adapt and score the backbone with every unit on (no controller, no budget term): the
+            dense fine-tuning baseline, with the same parameter set, loss, steps and support.
+
+    Returns:
+        ``final`` (accuracy per task, FLOPs), ``curve`` and ``system``: the adapted system (calibrated).
     """
+    torch.manual_seed(seed)
     # adapt.lr rescales the inner rates instead of replacing them, so Meta-SGD keeps its learned per-element rates
     scale = cfg.adapt.lr / cfg.meta.inner_lr if cfg.adapt.lr else 1.0
     learner = algo.clone(first_order=True, lr_scale=scale)
     sup = data.batch(support)
-    points = []
+    points, last = [], {}
 
     def score(step: int) -> dict:
         adapted = materialize(system, learner.fast)
-        if cfg.adapt.calibrate and step > 0:
+        if cfg.adapt.calibrate and step > 0 and not dense:
             calibrate_bias(adapted.backbone, adapted.controller, data.subset(support), cfg.budget.target, iters=8)
-        s = gated_scores(adapted, data.subset(test))
-        return {
-            "step": step,
-            "acc": s.accuracy[tasks[0]],
-            "flops": s.flops_fraction,
-            "by_task": {t: s.accuracy[t] for t in tasks},
-        }
+        s = (dense_scores if dense else gated_scores)(adapted, data.subset(test))
+        last["system"] = adapted
+        return {"step": step, "acc": s.accuracy[tasks[0]], "flops": s.flops_fraction, "by_task": dict(s.accuracy)}
 
     want = (lambda k: score_at is None or k in score_at) if curve else (lambda k: False)  # noqa: E731
     if want(0):
         points.append(score(0))
     for s in range(steps):
-        loss, _ = episode_loss(
-            learner,
-            sup,
-            tasks,
-            target=cfg.budget.target,
-            tau=cfg.meta.tau_end,
-            budget_weight=cfg.budget.weight,
-            stability_weight=cfg.meta.stability_weight,
-            backbone=system.backbone,
-            controller=system.controller,
-        )
-        learner.adapt(loss)
+        learner.adapt(_support_loss(learner, sup, tasks, cfg, system, dense))
         if want(s + 1):
             points.append(score(s + 1))
     final = points[-1] if points and points[-1]["step"] == steps else score(steps)
-    return {"final": final, "curve": points}
+    return {"final": final, "curve": points, "system": last["system"]}
 
 
-def evaluate_cell(algo, system, data, index, cell, cfg: MetaTrainConfig, *, adapt: bool) -> dict:
-    """The metrics.json entry of one cell."""
+def _support_loss(learner, sup, tasks: list[str], cfg: MetaTrainConfig, system: GatedSystem, dense: bool):
+    if dense:  # every unit on: the task loss alone
+        return task_loss(learner(sup, dense=True).logits, sup.labels, tasks)
+    loss, _ = episode_loss(
+        learner,
+        sup,
+        tasks,
+        target=cfg.budget.target,
+        tau=cfg.meta.tau_end,
+        budget_weight=cfg.budget.weight,
+        stability_weight=cfg.meta.stability_weight,
+        backbone=system.backbone,
+        controller=system.controller,
+    )
+    return loss
+
+
+def evaluate_cell(algo, system, data, index, cell, cfg: MetaTrainConfig, *, adapt: bool, save_under=None) -> dict:
+    """The metrics.json entry of one cell; with ``save_under`` (a run dir) the adapted target is saved there
+    (see :mod:`metasparse.meta.adapted`)."""
     tasks = list(cfg.episodes.tasks)
     test = [int(r) for r in index.rows(cell, "test")]
     if cfg.adapt.max_test_sentences:
@@ -99,10 +122,14 @@ def evaluate_cell(algo, system, data, index, cell, cfg: MetaTrainConfig, *, adap
     }
     if adapt:
         sup = support_rows(index, cell, cfg.adapt.shots, cfg.seed)
-        res = adapt_and_score(algo, system, data, sup, test, tasks, cfg, steps=cfg.adapt.steps)
+        seed = target_seed(cfg.seed, cell.name)
+        res = adapt_and_score(algo, system, data, sup, test, tasks, cfg, steps=cfg.adapt.steps, seed=seed)
         entry.update(
             adapted_acc=res["final"]["acc"], adapted_flops=res["final"]["flops"], steps=cfg.adapt.steps, shots=len(sup)
         )
+        if save_under is not None:
+            info = {"cell": cell.name, "support": sup, "steps": cfg.adapt.steps, "seed": seed, "final": res["final"]}
+            save_adapted(adapted_dir(save_under, cell.name), res["system"], system, algo.adapt_names, info)
         for t in tasks:
             entry["by_task"][t]["adapted_acc"] = res["final"]["by_task"][t]
     return entry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,12 +10,14 @@ import torch
 from omegaconf import OmegaConf
 
 from metasparse.checkpoint import load_checkpoint
-from metasparse.config import MetaTrainConfig
+from metasparse.config import MetaTrainConfig, adapt_parts
 from metasparse.control.controller import Controller
 from metasparse.data.prepare import DataBundle, prepare
 from metasparse.meta.maml import MAML
 from metasparse.meta.outer import build_algorithm
 from metasparse.meta.system import GatedSystem
+from metasparse.model.adapters import attach_adapters
+from metasparse.model.encoder import GatedEncoder
 
 
 @dataclass
@@ -27,6 +30,8 @@ class LoadedRun:
         bundle: its data (sources, targets, tokenizer).
         system: backbone + the run's final (calibrated) controller, in eval mode.
         algo: the meta-learner wrapped around ``system`` (for few-step adaptation).
+        pretrained: the backbone as pretrained, without the run's meta-learned heads, norms or adapters
+            (where the baselines start).
     """
 
     run_dir: Path
@@ -34,6 +39,7 @@ class LoadedRun:
     bundle: DataBundle
     system: GatedSystem
     algo: MAML
+    pretrained: GatedEncoder
 
 
 def load_run_config(run_dir: Path) -> MetaTrainConfig:
@@ -49,6 +55,36 @@ def new_controller(backbone, cfg: MetaTrainConfig) -> Controller:
     return Controller(backbone, cfg.controller)
 
 
+def uses_adapters(cfg: MetaTrainConfig) -> bool:
+    """Whether the run's adapt set includes pathway adapters (and their kind is not ``none``)."""
+    return "adapters" in adapt_parts(cfg.meta.adapt) and cfg.adapters.kind != "none"
+
+
+def new_system(backbone: GatedEncoder, cfg: MetaTrainConfig) -> GatedSystem:
+    """A fresh controller (seeded by ``cfg.seed``) on ``backbone``, with pathway adapters at their initial
+    values attached when the adapt set includes them (seeded apart, so the controller's initialisation is
+    the same with or without adapters)."""
+    torch.manual_seed(cfg.seed)
+    system = GatedSystem(backbone, new_controller(backbone, cfg))
+    if uses_adapters(cfg):
+        torch.manual_seed(cfg.seed * 1_000_003 + 7)
+        attach_adapters(backbone, cfg.adapters)
+    return system
+
+
+def load_system_state(system: GatedSystem, tensors: dict[str, torch.Tensor]) -> None:
+    """Write a final checkpoint's ``param.<name>`` tensors into ``system`` (names relative to the system;
+    older runs saved the controller's alone, relative to the controller)."""
+    params = dict(system.named_parameters())
+    with torch.no_grad():
+        for k, v in tensors.items():
+            name = k.removeprefix("param.")
+            name = name if name in params else f"controller.{name}"
+            if name not in params:
+                raise KeyError(f"checkpoint tensor {k!r} matches no parameter of the run's system")
+            params[name].copy_(v)
+
+
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Rebuild a run from its folder (the backbone and tokenizer come from the cache, verified by hash)."""
     from metasparse.train.pretraining import pretrain
@@ -62,11 +98,9 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     backbone, _, _ = pretrain(cfg, bundle)
     for p in backbone.parameters():
         p.requires_grad_(False)
-    system = GatedSystem(backbone, new_controller(backbone, cfg))
+    pretrained = copy.deepcopy(backbone).eval()
+    system = new_system(backbone, cfg)
     tensors, _ = load_checkpoint(final)
-    params = dict(system.controller.named_parameters())
-    with torch.no_grad():
-        for k, v in tensors.items():
-            params[k.removeprefix("param.")].copy_(v)
+    load_system_state(system, tensors)
     algo = build_algorithm(system, cfg)
-    return LoadedRun(run_dir, cfg, bundle, system.eval(), algo)
+    return LoadedRun(run_dir, cfg, bundle, system.eval(), algo, pretrained)

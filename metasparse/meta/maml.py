@@ -6,9 +6,12 @@
     query_loss(learner).backward()      # meta-gradient reaches the module's parameters
 
 Only the parameters selected by ``adapt`` change in the inner loop (ANIL is ``adapt`` = the head only);
-the rest are used as they are. Second order keeps the inner graph (``create_graph=True``); first order
-treats the inner gradients as constants, so the meta-gradient is the query gradient at the adapted
-weights.
+the rest are used as they are. Parameters selected by ``inner_only`` adapt in the inner loop from the
+module's values but are not meta-learned: the learner starts from a detached copy, so no meta-gradient
+reaches them (the embedding tables: their outer update would be plain multi-task fine-tuning of the
+backbone, at the cost of a dense gradient of every table per episode). Second order keeps the inner
+graph (``create_graph=True``); first order treats the inner gradients as constants, so the meta-gradient
+is the query gradient at the adapted weights.
 """
 
 from __future__ import annotations
@@ -20,8 +23,14 @@ from torch import nn
 from torch.func import functional_call
 
 
-def _select(module: nn.Module, adapt: Callable[[str], bool] | None) -> list[str]:
-    names = [n for n, p in module.named_parameters() if p.requires_grad and (adapt is None or adapt(n))]
+def _select(
+    module: nn.Module, adapt: Callable[[str], bool] | None, inner_only: Callable[[str], bool] | None = None
+) -> list[str]:
+    names = [
+        n
+        for n, p in module.named_parameters()
+        if (p.requires_grad or (inner_only is not None and inner_only(n))) and (adapt is None or adapt(n))
+    ]
     if not names:
         raise ValueError("no trainable parameter is selected for adaptation")
     return names
@@ -58,22 +67,34 @@ class MAML(nn.Module):
         lr: inner-loop learning rate.
         first_order: drop second-order terms (FOMAML).
         adapt: predicate on parameter names: which parameters adapt (default: all trainable ones).
+        inner_only: predicate on parameter names: parameters that adapt in the inner loop (even if frozen
+            in the module) but are never meta-learned.
+        lr_scale: per-parameter multiplier of ``lr`` (a rate per group, e.g. a larger one for embedding rows,
+            whose gradients are sparse and small); default 1 for every parameter.
     """
 
     def __init__(
-        self, module: nn.Module, lr: float, first_order: bool = False, adapt: Callable[[str], bool] | None = None
+        self,
+        module: nn.Module,
+        lr: float,
+        first_order: bool = False,
+        adapt: Callable[[str], bool] | None = None,
+        inner_only: Callable[[str], bool] | None = None,
+        lr_scale: Callable[[str], float] | None = None,
     ) -> None:
         super().__init__()
         if lr <= 0:
             raise ValueError(f"inner lr must be > 0, got {lr}")
         self.module, self.lr, self.first_order = module, lr, first_order
-        self.adapt_names = _select(module, adapt)
+        self.adapt_names = _select(module, adapt, inner_only)
+        self.inner_only = [n for n in self.adapt_names if inner_only is not None and inner_only(n)]
+        self.lr_scale = {n: 1.0 if lr_scale is None else float(lr_scale(n)) for n in self.adapt_names}
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
 
     def inner_rates(self) -> dict[str, torch.Tensor | float]:
-        return {n: self.lr for n in self.adapt_names}
+        return {n: self.lr * self.lr_scale[n] for n in self.adapt_names}
 
     def clone(self, first_order: bool | None = None, lr_scale: float = 1.0) -> Learner:
         """A learner whose fast weights are (graph-connected) views of the module's parameters.
@@ -85,6 +106,8 @@ class MAML(nn.Module):
         """
         params = dict(self.module.named_parameters())
         fast = {n: params[n] for n in self.adapt_names}
+        for n in self.inner_only:
+            fast[n] = params[n].detach().requires_grad_(True)
         rates = self.inner_rates()
         if lr_scale != 1.0:
             rates = {n: r * lr_scale for n, r in rates.items()}

@@ -11,20 +11,31 @@ from metasparse.meta.maml import MAML
 
 
 class MetaSGD(MAML):
-    """Like :class:`MAML`, but the inner rates are meta-parameters (initialised at ``lr``).
+    """Like :class:`MAML`, but the inner rates are meta-parameters (initialised at ``lr`` x ``lr_scale``).
 
     The rates live in ``self.rates`` (a ParameterDict keyed by the parameter name with dots replaced),
-    so an optimiser over ``MetaSGD.parameters()`` learns them alongside the module's parameters.
+    so an optimiser over ``MetaSGD.parameters()`` learns them alongside the module's parameters. Meta-learned
+    parameters get one rate per element; inner-only ones (embedding tables: millions of elements) one rate
+    per tensor, learned all the same.
     """
 
     def __init__(
-        self, module: nn.Module, lr: float, first_order: bool = False, adapt: Callable[[str], bool] | None = None
+        self,
+        module: nn.Module,
+        lr: float,
+        first_order: bool = False,
+        adapt: Callable[[str], bool] | None = None,
+        inner_only: Callable[[str], bool] | None = None,
+        lr_scale: Callable[[str], float] | None = None,
     ) -> None:
-        super().__init__(module, lr, first_order, adapt)
+        super().__init__(module, lr, first_order, adapt, inner_only, lr_scale)
         params = dict(module.named_parameters())
-        self.rates = nn.ParameterDict(
-            {n.replace(".", "__"): nn.Parameter(torch.full_like(params[n], lr)) for n in self.adapt_names}
-        )
+
+        def initial(n: str) -> torch.Tensor:
+            shape = () if n in self.inner_only else params[n].shape
+            return torch.full(shape, lr * self.lr_scale[n], dtype=params[n].dtype)
+
+        self.rates = nn.ParameterDict({n.replace(".", "__"): nn.Parameter(initial(n)) for n in self.adapt_names})
 
     def inner_rates(self) -> dict[str, torch.Tensor | float]:
         return {n: self.rates[n.replace(".", "__")] for n in self.adapt_names}

@@ -28,16 +28,18 @@ from metasparse.checkpoint import (
     save_checkpoint,
 )
 from metasparse.config import MetaTrainConfig
+from metasparse.config.training import adapt_parts
 from metasparse.control.budget import annealed_target
 from metasparse.control.relax import anneal_temperature
 from metasparse.data.cells import Cell
 from metasparse.data.episodes import Episode
 from metasparse.data.prepare import DataBundle
+from metasparse.errors import require
 from metasparse.meta.distributed import all_reduce_grads, gather_lists, is_main, rank_and_size, shard
 from metasparse.meta.maml import MAML, anil
 from metasparse.meta.meta_sgd import MetaSGD
 from metasparse.meta.reptile import Reptile
-from metasparse.meta.system import GatedSystem, episode_loss, gated_scores
+from metasparse.meta.system import INNER_ONLY_PARTS, GatedSystem, episode_loss, gated_scores, part_of
 from metasparse.model.corpus import EncodedRows
 
 log = logging.getLogger(__name__)
@@ -51,18 +53,23 @@ def anil_head(name: str) -> bool:
 
 
 def build_algorithm(system: GatedSystem, cfg: MetaTrainConfig) -> MAML:
-    """The configured meta-learner over the system's trainable parameters."""
+    """The configured meta-learner over the parts ``meta.adapt`` names, each at its own inner rate."""
     m = cfg.meta
     system.set_trainable(m.adapt)
+    parts = adapt_parts(m.adapt)
+    adapt = lambda n: part_of(n) in parts  # noqa: E731
+    inner_only = lambda n: part_of(n) in INNER_ONLY_PARTS  # noqa: E731
+    kw = {"adapt": adapt, "inner_only": inner_only, "lr_scale": lambda n: m.inner_lr_scale.get(part_of(n), 1.0)}
     if m.algorithm == "maml":
-        return MAML(system, m.inner_lr, first_order=False)
+        return MAML(system, m.inner_lr, first_order=False, **kw)
     if m.algorithm == "fomaml":
-        return MAML(system, m.inner_lr, first_order=True)
+        return MAML(system, m.inner_lr, first_order=True, **kw)
     if m.algorithm == "anil":
         return anil(system, m.inner_lr, head=anil_head, first_order=True)
     if m.algorithm == "metasgd":
-        return MetaSGD(system, m.inner_lr, first_order=True)
-    return Reptile(system, m.inner_lr)
+        return MetaSGD(system, m.inner_lr, first_order=True, **kw)
+    require(not [p for p in parts if p in INNER_ONLY_PARTS], "meta.adapt", "no embeddings with reptile", m.adapt)
+    return Reptile(system, m.inner_lr, adapt=adapt, lr_scale=kw["lr_scale"])
 
 
 def budget_at(step: int, cfg: MetaTrainConfig) -> float:

@@ -17,8 +17,14 @@ from metasparse.meta.maml import MAML, Learner
 class Reptile(MAML):
     """First-order only: the inner loop never builds a graph back to the module's parameters."""
 
-    def __init__(self, module: nn.Module, lr: float, adapt: Callable[[str], bool] | None = None) -> None:
-        super().__init__(module, lr, first_order=True, adapt=adapt)
+    def __init__(
+        self,
+        module: nn.Module,
+        lr: float,
+        adapt: Callable[[str], bool] | None = None,
+        lr_scale: Callable[[str], float] | None = None,
+    ) -> None:
+        super().__init__(module, lr, first_order=True, adapt=adapt, lr_scale=lr_scale)
 
     def clone(self, first_order: bool | None = None, lr_scale: float = 1.0) -> Learner:
         learner = super().clone(first_order=True, lr_scale=lr_scale)

@@ -25,9 +25,9 @@ from metasparse.data.prepare import prepare
 from metasparse.io import atomic_write
 from metasparse.meta.distributed import is_main, main_first
 from metasparse.meta.evaluation import evaluate_cell
-from metasparse.meta.load import new_controller
+from metasparse.meta.load import new_system
 from metasparse.meta.outer import meta_train, split_validation_cells
-from metasparse.meta.system import GatedSystem, dense_scores, gated_scores
+from metasparse.meta.system import dense_scores, gated_scores
 from metasparse.model.corpus import EncodedRows
 from metasparse.train.pretraining import backbone_key, pretrain
 
@@ -130,8 +130,7 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
         | set(calib)
     )
     data = EncodedRows.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
-    torch.manual_seed(cfg.seed)  # the controller's init must not depend on whether the backbone was just trained
-    system = GatedSystem(backbone, new_controller(backbone, cfg))
+    system = new_system(backbone, cfg)  # seeded: the init must not depend on whether the backbone was just trained
     resume = resume_point(cfg, out_dir)
     algo, state = meta_train(cfg, bundle, system, data, out_dir, train_cells, val_cells, resume)
     t_meta = time.time()
@@ -143,10 +142,10 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     system.eval()
     save_checkpoint(
         out_dir / "ckpt" / "final",
-        {f"param.{n}": p for n, p in system.controller.named_parameters()},
+        {f"param.{n}": p for n, p in system.named_parameters() if p.requires_grad},  # what meta-training learned
         {"backbone": str(backbone_dir), "config": OmegaConf.to_container(OmegaConf.structured(cfg))},
     )
-    metrics = run_metrics(cfg, algo, system, data, bundle, src_test, state, backbone_dir, backbone_metrics)
+    metrics = run_metrics(cfg, algo, system, data, bundle, src_test, state, backbone_dir, backbone_metrics, out_dir)
     metrics["cells"] = {
         "train": [c.name for c in train_cells],
         "validation": [c.name for c in val_cells],
@@ -160,12 +159,13 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     return metrics
 
 
-def run_metrics(cfg, algo, system, data, bundle, src_test, state, backbone_dir, backbone_metrics) -> dict:
-    """Every target cell adapted and scored, the source test cells scored, and the run's history."""
+def run_metrics(cfg, algo, system, data, bundle, src_test, state, backbone_dir, backbone_metrics, out_dir) -> dict:
+    """Every target cell adapted (and saved under ``out_dir/adapted``) and scored, the source test cells
+    scored, and the run's history."""
     idx = bundle.index
     targets = {}
     for cell in bundle.targets:
-        targets[cell.name] = evaluate_cell(algo, system, data, idx, cell, cfg, adapt=True)
+        targets[cell.name] = evaluate_cell(algo, system, data, idx, cell, cfg, adapt=True, save_under=out_dir)
         log.info(
             "%s: %s",
             cell.name,

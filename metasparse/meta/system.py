@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metasparse.config.training import adapt_parts
 from metasparse.control.controller import Controller, controlled
 from metasparse.control.train import budgeted_loss
 from metasparse.model.corpus import EncodedCorpus
@@ -13,11 +16,21 @@ from metasparse.model.encoder import EncoderOutput, GatedEncoder
 from metasparse.model.features import Batch
 from metasparse.scoring import Dense, Scores, score
 
-ADAPT_PREFIXES = {
-    "controller": ("controller.",),
-    "controller+head": ("controller.", "backbone.heads."),
-    "controller+head+norm": ("controller.", "backbone.heads.", "backbone.final_ln.", "backbone.emb_ln."),
+# What each adaptable part (config.ADAPT_PARTS) holds, by parameter name.
+ADAPT_PARTS: dict[str, Callable[[str], bool]] = {
+    "controller": lambda n: n.startswith("controller."),
+    "adapters": lambda n: ".adapter." in n,
+    "heads": lambda n: n.startswith("backbone.heads."),
+    "norms": lambda n: n.startswith(("backbone.emb_ln.", "backbone.final_ln.")) or n.split(".")[-2] in ("ln1", "ln2"),
+    "embeddings": lambda n: n.startswith(("backbone.subword_emb.", "backbone.word_emb.", "backbone.suffix_emb.")),
 }
+# Adapted from the backbone's values in every inner loop, never meta-learned (see MAML's ``inner_only``).
+INNER_ONLY_PARTS = ("embeddings",)
+
+
+def part_of(name: str) -> str | None:
+    """The adaptable part a parameter belongs to (None: never adapted)."""
+    return next((part for part, test in ADAPT_PARTS.items() if test(name)), None)
 
 
 class GatedSystem(nn.Module):
@@ -32,18 +45,21 @@ class GatedSystem(nn.Module):
         super().__init__()
         self.backbone, self.controller = backbone, controller
 
-    def forward(self, batch: Batch, hard: bool = False, tau: float = 1.0, record: list | None = None) -> EncoderOutput:
+    def forward(
+        self, batch: Batch, hard: bool = False, tau: float = 1.0, record: list | None = None, dense: bool = False
+    ) -> EncoderOutput:
+        if dense:  # every unit on, the controller unused (dense fine-tuning through the same learner)
+            return self.backbone(batch)
         policy = self.controller.policy(self.backbone, hard=hard, tau=tau, record=record)
         return self.backbone(batch, policy, mode="sliced" if hard else "masked")
 
     def set_trainable(self, adapt: str) -> list[str]:
-        """Freeze everything except the parameter groups of ``adapt``; returns the trainable names."""
-        prefixes = ADAPT_PREFIXES[adapt]
+        """Freeze everything except the meta-learned parts of ``adapt`` (inner-only parts stay frozen: the
+        inner loop adapts copies of them); returns the trainable names."""
+        parts = [p for p in adapt_parts(adapt) if p not in INNER_ONLY_PARTS]
         names = []
         for n, p in self.named_parameters():
-            p.requires_grad_(
-                n.startswith(prefixes) and not (n.startswith("backbone.") and "ln" in n and "norm" not in adapt)
-            )
+            p.requires_grad_(part_of(n) in parts)
             if p.requires_grad:
                 names.append(n)
         return names

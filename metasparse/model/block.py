@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metasparse.model.adapters import PathwayAdapter
 from metasparse.model.attention import attend, attend_topk_masked
 from metasparse.model.patterns import Pattern
 from metasparse.model.profiling import region
@@ -50,6 +51,9 @@ class GatedBlock(nn.Module):
         self.w2_weight = nn.Parameter(torch.empty(d_ffn, d_model))  # [channels, d_model]
         self.w2_bias = nn.Parameter(torch.zeros(d_model))
         self.drop = nn.Dropout(dropout)
+        # Set by metasparse.model.adapters.attach_adapters. An instance attribute, not a class default: a
+        # class attribute would shadow the submodule nn.Module keeps in _modules once one is attached.
+        self.adapter: PathwayAdapter | None = None
         for w in (self.q.weight, self.k.weight, self.v.weight, self.o_weight, self.w1.weight, self.w2_weight):
             nn.init.normal_(w, std=0.02)
         for b in (self.q.bias, self.k.bias, self.v.bias, self.w1.bias):
@@ -71,7 +75,7 @@ class GatedBlock(nn.Module):
             k = self.out_prefix("k", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
             v = self.out_prefix("v", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
             ctx = attend(q, k, v, mask, p.topk).transpose(1, 2).reshape(B * T, n)
-            x = x + self.drop(self.in_prefix("o", ctx, n).view(B, T, -1))
+            x = x + self.drop(self.heads_out(ctx, p.n_heads).view(B, T, -1))
         if p.n_groups == 0:
             return x
         with region("ffn"):
@@ -83,13 +87,32 @@ class GatedBlock(nn.Module):
         h2 = self.ln2(x)
         if p.tokens >= 1.0:
             a = F.gelu(self.out_prefix("w1", h2.reshape(B * T, -1), f))
-            return x + self.drop(self.in_prefix("w2", a, f).view(B, T, -1))
+            return x + self.drop(self.ffn_out(a, p.n_groups).view(B, T, -1))
         if token_scores is None:
             raise ValueError("a pattern with tokens < 1 needs token scores from the policy")
         flat = select_tokens(token_scores, mask, p.tokens).reshape(-1).nonzero().squeeze(1)
         hs = h2.reshape(B * T, -1).index_select(0, flat)
-        y = self.drop(self.in_prefix("w2", F.gelu(self.out_prefix("w1", hs, f)), f))
+        y = self.drop(self.ffn_out(F.gelu(self.out_prefix("w1", hs, f)), p.n_groups))
         return x.reshape(B * T, -1).index_add(0, flat, y).view(B, T, -1)
+
+    # ----- the units' output projections, with their pathway adapters when attached -------------
+    def heads_out(self, ctx: torch.Tensor, n_heads: int) -> torch.Tensor:
+        """The first ``n_heads`` heads' context ``[N, n_heads * d_head]`` projected back to ``[N, d]``."""
+        n = n_heads * self.d_head
+        if self.adapter is None:
+            return self.in_prefix("o", ctx, n)
+        out = self.in_prefix("o", self.adapter.head_context(ctx, n_heads), n)
+        delta = self.adapter.head_delta(ctx, n_heads)
+        return out if delta is None else out + delta
+
+    def ffn_out(self, act: torch.Tensor, n_groups: int) -> torch.Tensor:
+        """The first ``n_groups`` groups' activations ``[N, n_groups * group_size]`` projected to ``[N, d]``."""
+        f = n_groups * self.group_size
+        if self.adapter is None:
+            return self.in_prefix("w2", act, f)
+        out = self.in_prefix("w2", self.adapter.ffn_activation(act, n_groups), f)
+        delta = self.adapter.ffn_delta(act, n_groups)
+        return out if delta is None else out + delta
 
     # ----- the four kinds of sliced linear; an int8 runtime replaces them per prefix -------------
     packed: dict | None = None  # (name, units) -> prepacked int8 weights (metasparse.runtime.quantized)
@@ -143,7 +166,7 @@ class GatedBlock(nn.Module):
         for topk, hm in head_masks.items():
             ctx = ctx + attend_topk_masked(q, k, v, mask, topk) * hm[:, :, None, None]
         ctx = ctx.transpose(1, 2).reshape(B, T, H * dh)
-        x = x + self.drop(ctx @ self.o_weight + self.o_bias * alive[:, None, None])
+        x = x + self.drop(self._masked_heads_out(ctx) + self.o_bias * alive[:, None, None])
 
         h2 = self.ln2(x)
         a = F.gelu(self.w1(h2))  # [B, T, F]
@@ -164,8 +187,24 @@ class GatedBlock(nn.Module):
             wt = weights[:, i, None] * tok  # [B, T]
             m = m + wt[:, :, None] * (unit_f < p.n_groups).to(x.dtype)[None, None, :]
             tok_alive = tok_alive + wt
-        y = (a * m) @ self.w2_weight + self.w2_bias * tok_alive[:, :, None]
+        y = self._masked_ffn_out(a, m) + self.w2_bias * tok_alive[:, :, None]
         return x + self.drop(y)
+
+    # The masked path multiplies the masks in before any adapter sees the activations, so a switched-off
+    # unit's adapter gets exactly zero input, output and gradient, as on the sliced path.
+    def _masked_heads_out(self, ctx: torch.Tensor) -> torch.Tensor:
+        if self.adapter is None:
+            return ctx @ self.o_weight
+        out = self.adapter.head_context(ctx, self.n_heads) @ self.o_weight
+        delta = self.adapter.head_delta(ctx, self.n_heads)
+        return out if delta is None else out + delta
+
+    def _masked_ffn_out(self, act: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        if self.adapter is None:
+            return (act * m) @ self.w2_weight
+        out = (self.adapter.ffn_activation(act, self.n_groups) * m) @ self.w2_weight
+        delta = self.adapter.ffn_delta(act * m, self.n_groups)
+        return out if delta is None else out + delta
 
     # ----- one gate per head and per FFN group, the same for every input (static baselines) ------
     def forward_unit_gated(

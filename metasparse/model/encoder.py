@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metasparse.errors import require
+from metasparse.model.adapters import AdapterConfig, attach_adapters
 from metasparse.model.block import GatedBlock
 from metasparse.model.features import Batch
 from metasparse.model.grouped import run_grouped
@@ -37,6 +38,8 @@ class EncoderSpec:
         dropout: dropout on embeddings and residual branches.
         max_positions: longest sentence in words.
         codebook: the execution patterns a layer can run.
+        adapter: the pathway adapters attached after pretraining (None: none; set by
+            :func:`metasparse.model.adapters.attach_adapters`, never part of a backbone's cache key).
     """
 
     vocab_size: int
@@ -51,6 +54,7 @@ class EncoderSpec:
     dropout: float = 0.1
     max_positions: int = 256
     codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
+    adapter: AdapterConfig | None = None
 
 
 @dataclass
@@ -155,6 +159,8 @@ class GatedEncoder(nn.Module):
         self.heads = nn.ModuleDict({t: nn.Linear(d, n) for t, n in spec.tasks.items()})
         for emb in (self.subword_emb, self.word_emb, self.suffix_emb, self.pos_emb):
             nn.init.normal_(emb.weight, std=0.02)
+        if spec.adapter is not None:
+            attach_adapters(self, spec.adapter)
         self.codebook: list[Pattern] = resolve_codebook(spec.codebook, spec.heads, spec.ffn_groups)
         self.full = Pattern(spec.heads, spec.ffn_groups)
 

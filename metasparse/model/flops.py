@@ -21,7 +21,17 @@ def block_flops(spec: EncoderSpec, p: Pattern, n: int) -> int:
     f = p.n_groups * (spec.d_ffn // spec.ffn_groups)
     attn = 3 * 2 * n * d * a + 2 * n * n * a + 2 * n * span * a + 2 * n * a * d
     ffn = 2 * 2 * p.kept_tokens(n) * d * f
-    return attn + ffn
+    return attn + ffn + adapter_flops(spec, p, n)
+
+
+def adapter_flops(spec: EncoderSpec, p: Pattern, n: int) -> int:
+    """FLOPs of the active units' pathway adapters (``lora``: two thin matmuls per unit; ``scale``:
+    elementwise, 0 as the FLOP counter counts it)."""
+    ad = spec.adapter
+    if ad is None or ad.kind != "lora" or p.skip:
+        return 0
+    d, dh, gs = spec.d_model, spec.d_model // spec.heads, spec.d_ffn // spec.ffn_groups
+    return 2 * ad.rank * (n * p.n_heads * (dh + d) + p.kept_tokens(n) * p.n_groups * (gs + d))
 
 
 def heads_flops(spec: EncoderSpec, n: int) -> int:

@@ -33,6 +33,7 @@ from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import DataBundle
 from metasparse.data.registry import load_registry
 from metasparse.io import atomic_write
+from metasparse.model.adapters import AdapterConfig
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import Decision, EncoderSpec, GatedEncoder, ModelConfig
 from metasparse.model.loss import task_loss
@@ -59,6 +60,7 @@ def spec_to_json(spec: EncoderSpec) -> dict:
 def spec_from_json(d: dict) -> EncoderSpec:
     d = dict(d)
     d["codebook"] = [PatternSpec(**c) for c in d["codebook"]]
+    d["adapter"] = AdapterConfig(**d["adapter"]) if d.get("adapter") else None
     d["tasks"] = dict(d["tasks"])
     return EncoderSpec(**d)
 

@@ -44,34 +44,12 @@ def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
     return float(v.mean()), float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
 
 
-def _starting_points(loaded, cfg: TransferBenchConfig) -> dict:
-    """Method -> ``seed -> (system, algorithm)`` to adapt from: the run's meta-learned controller, and a
-    multitask controller trained non-episodically on the run's source cells (``scratch`` is built per seed)."""
-    from metasparse.baselines.build import source_splits
-    from metasparse.baselines.controllers import trained_controller
-    from metasparse.meta.outer import build_algorithm
-    from metasparse.meta.system import GatedSystem
-
-    run_cfg, model = loaded.cfg, loaded.system.backbone
-    inits = {}
-    if "meta" in cfg.methods:
-        inits["meta"] = lambda seed: (loaded.system, loaded.algo)
-    if "multitask" in cfg.methods:
-        splits = source_splits(loaded, test_sentences=1, calib_sentences=cfg.calib_sentences)
-        budget, steps = run_cfg.budget.target, cfg.baseline_steps
-        mt = trained_controller(model, splits.train, splits.calib, budget, spec=run_cfg.controller, steps=steps)
-        mt_system = GatedSystem(model, mt)
-        mt_algo = build_algorithm(mt_system, run_cfg)
-        inits["multitask"] = lambda seed: (mt_system, mt_algo)
-    return inits
-
-
 def _ceiling(loaded, cfg: TransferBenchConfig, data, train: list[int], test: list[int]) -> dict:
     """A scratch controller trained to convergence on the cell's whole train split, scored on its test."""
     from metasparse.baselines.controllers import trained_controller
     from metasparse.meta.system import GatedSystem, gated_scores
 
-    run_cfg, model = loaded.cfg, loaded.system.backbone
+    run_cfg, model = loaded.cfg, loaded.pretrained
     conv = trained_controller(
         model,
         data.subset(train),
@@ -85,35 +63,46 @@ def _ceiling(loaded, cfg: TransferBenchConfig, data, train: list[int], test: lis
     return {"acc": s.accuracy[run_cfg.episodes.tasks[0]], "flops": s.flops_fraction, "train_sentences": len(train)}
 
 
-def _adapt_from(loaded, inits: dict, method: str, seed: int, data, support: list[int]):
-    """The (system, algorithm) a curve starts from; ``scratch`` is a fresh, seeded, calibrated controller."""
-    import torch
+def _starts_and_rates(loaded, cfg: TransferBenchConfig, tasks: list[str]) -> tuple[dict, dict]:
+    """Each method's starting point and its inner-rate multiple, chosen on the run's source validation cells
+    at the largest K and step count of the grid (never on a target)."""
+    from metasparse.baselines.build import source_splits
+    from metasparse.baselines.finetune import choose_lr_scale, starting_points
 
-    from metasparse.control.train import calibrate_bias
-    from metasparse.meta.load import new_controller
-    from metasparse.meta.outer import build_algorithm
-    from metasparse.meta.system import GatedSystem
+    splits = source_splits(loaded, test_sentences=1, calib_sentences=cfg.calib_sentences)
+    starts = starting_points(
+        loaded, cfg.methods, calib=splits.calib, train=splits.train, budget=loaded.cfg.budget.target
+    )
+    rates = {}
+    for method, start in starts.items():
+        t0 = time.time()
+        best, found = choose_lr_scale(
+            start,
+            loaded,
+            shots=max(cfg.shots),
+            steps=max(cfg.steps),
+            grid=cfg.lr_grid,
+            episodes=cfg.lr_episodes,
+            tasks=tasks,
+        )
+        rates[method] = {"scale": best, "validation_acc": found}
+        log.info("%s: inner-rate multiple %g (validation %s, %.0fs)", method, best, found, time.time() - t0)
+    return starts, rates
 
-    if method != "scratch":
-        return inits[method](seed)
-    run_cfg, model = loaded.cfg, loaded.system.backbone
-    torch.manual_seed(seed)
-    system = GatedSystem(model, new_controller(model, run_cfg))
-    calibrate_bias(model, system.controller, data.subset(support), run_cfg.budget.target, iters=8)
-    return system, build_algorithm(system, run_cfg)
 
-
-def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
-    """Adaptation curve rows for one run and the converged-scratch ceiling per cell."""
-    from metasparse.meta.evaluation import adapt_and_score, support_rows, target_seed
+def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict, dict]:
+    """Adaptation curve rows (accuracy per task and FLOPs) for one run, the converged-scratch ceiling per
+    cell, and each method's chosen inner rate."""
+    from metasparse.baselines.finetune import adapt_curve
+    from metasparse.meta.evaluation import support_rows
     from metasparse.model.corpus import EncodedRows
 
-    run_cfg, b = loaded.cfg, loaded.bundle
-    idx, task = b.index, run_cfg.episodes.tasks[0]
+    b = loaded.bundle
+    idx, tasks = b.index, sorted(b.tasks, key=lambda t: (t != "upos", t))  # UPOS first, as in every report
     cells = sorted(b.targets, key=lambda c: -idx.sentences(c, "train"))[: cfg.max_cells or None]
     rows = sorted({int(r) for c in cells for s in ("train", "dev", "test") for r in idx.rows(c, s)})
-    data = EncodedRows.build(b.dataset, rows, b.tokenizer, b.tasks, loaded.system.backbone.spec.suffix_buckets)
-    inits = _starting_points(loaded, cfg)
+    data = EncodedRows.build(b.dataset, rows, b.tokenizer, b.tasks, loaded.pretrained.spec.suffix_buckets)
+    starts, rates = _starts_and_rates(loaded, cfg, tasks)
     out, ceiling = [], {}
     for cell in cells:
         test = [int(r) for r in idx.rows(cell, "test")][: cfg.test_sentences or None]
@@ -121,30 +110,33 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict]:
         if not test or not train:
             log.warning("%s: no test or train sentences; skipped", cell.name)
             continue
-        ceiling[cell.name] = _ceiling(loaded, cfg, data, train, test)
+        if cfg.converge_steps:
+            ceiling[cell.name] = _ceiling(loaded, cfg, data, train, test)
         for shots in cfg.shots:
             for seed in cfg.seeds:
                 support = support_rows(idx, cell, shots, seed)
-                for method in cfg.methods:
+                for method, start in starts.items():
                     t0 = time.time()
-                    system, algo = _adapt_from(loaded, inits, method, seed, data, support)
-                    res = adapt_and_score(
-                        algo,
-                        system,
+                    res = adapt_curve(
+                        start,
+                        rates[method]["scale"],
+                        loaded,
                         data,
                         support,
                         test,
-                        [task],
-                        run_cfg,
+                        tasks,
                         steps=max(cfg.steps),
-                        seed=target_seed(seed, cell.name),
-                        curve=True,
                         score_at=set(cfg.steps),
+                        seed=seed,
+                        target=cell.name,
                     )
                     key = {"cell": cell.name, "method": method, "shots": shots, "support": len(support), "seed": seed}
-                    out += [{**key, "step": p["step"], "acc": p["acc"], "flops": p["flops"]} for p in res["curve"]]
+                    out += [
+                        {**key, "step": p["step"], "acc": p["acc"], "flops": p["flops"], **p["by_task"]}
+                        for p in res["curve"]
+                    ]
                     log.info("%s %s K=%d seed %d: %.1fs", cell.name, method, shots, seed, time.time() - t0)
-    return out, ceiling
+    return out, ceiling, rates
 
 
 def aggregate(curves: list[dict]) -> list[dict]:
@@ -152,46 +144,40 @@ def aggregate(curves: list[dict]) -> list[dict]:
     per_seed = defaultdict(list)
     for r in curves:
         per_seed[r["method"], r["shots"], r["step"], r["seed"]].append(r)
-    grouped = defaultdict(lambda: {"acc": [], "flops": []})
+    keys = ["acc", "flops", *[t for t in ("upos", "deprel") if curves and t in curves[0]]]
+    grouped = defaultdict(lambda: defaultdict(list))
     for (m, k, s, _), rs in per_seed.items():
-        grouped[m, k, s]["acc"].append(float(np.mean([r["acc"] for r in rs])))
-        grouped[m, k, s]["flops"].append(float(np.mean([r["flops"] for r in rs])))
+        for key in keys:
+            grouped[m, k, s][key].append(float(np.mean([r[key] for r in rs])))
     out = []
     for (m, k, s), v in sorted(grouped.items()):
-        acc, acc_ci = mean_ci(v["acc"])
-        flops, flops_ci = mean_ci(v["flops"])
-        out.append(
-            {
-                "method": m,
-                "shots": k,
-                "step": s,
-                "acc": acc,
-                "acc_ci": acc_ci,
-                "flops": flops,
-                "flops_ci": flops_ci,
-                "seeds": len(v["acc"]),
-            }
-        )
+        row = {"method": m, "shots": k, "step": s, "seeds": len(v["acc"])}
+        for key in keys:
+            row[key], row[f"{key}_ci"] = mean_ci(v[key])
+        out.append(row)
     return out
 
 
 def goals(agg: list[dict], ceiling: dict, shots: int = 16) -> dict:
-    """The issue's transfer goals, read off the aggregated curves at ``shots``."""
-    at = {(a["method"], a["step"]): a["acc"] for a in agg if a["shots"] == shots}
+    """The transfer goals, read off the aggregated curves at ``shots``: meta (at the budget) against dense
+    fine-tuning (full compute) within 20 steps, against multitask-ft at 10 steps, per task, with intervals."""
+    at = {(a["method"], a["step"]): a for a in agg if a["shots"] == shots}
     conv = float(np.mean([c["acc"] for c in ceiling.values()])) if ceiling else float("nan")
     out: dict = {"shots": shots, "converged_scratch_acc": conv}
-    if ("meta", 0) in at:
-        zero = at["meta", 0]
-        best = max((v for (m, s), v in at.items() if m == "meta" and s <= 20), default=float("nan"))
-        gap = conv - zero
-        out.update(
-            meta_zero_shot_acc=zero,
-            meta_best_acc_within_20=best,
-            gap_closed=(best - zero) / gap if gap > 0 else float("nan"),
-            gap_points=gap,
-        )
-    if ("meta", 10) in at and ("multitask", 10) in at:
-        out["meta_minus_multitask_at_10"] = at["meta", 10] - at["multitask", 10]
+    tasks = [t for t in ("upos", "deprel") if agg and t in agg[0]]
+    steps20 = sorted(s for (m, s) in at if m == "meta" and s <= 20)
+    if steps20:
+        last = steps20[-1]
+        out["meta_zero_shot"] = {t: at["meta", 0][t] for t in tasks} if ("meta", 0) in at else None
+        out["meta_at"] = {"step": last, "flops": at["meta", last]["flops"], **{t: at["meta", last][t] for t in tasks}}
+        if ("dense-ft", last) in at:
+            d = at["dense-ft", last]
+            out["dense_ft_at"] = {"step": last, **{t: d[t] for t in tasks}}
+            out["meta_minus_dense_ft"] = {t: at["meta", last][t] - d[t] for t in tasks}
+    if ("meta", 10) in at and ("multitask-ft", 10) in at:
+        a, b = at["meta", 10], at["multitask-ft", 10]
+        out["meta_minus_multitask_ft_at_10"] = {t: a[t] - b[t] for t in tasks}
+        out["intervals_apart_at_10"] = {t: a[t] - a[f"{t}_ci"] > b[t] + b[f"{t}_ci"] for t in tasks}
     return out
 
 
@@ -261,7 +247,7 @@ def run(cfg: TransferBenchConfig, out_dir: Path) -> dict:
             else f"run{i}"
         )
         name = held if held not in result["runs"] else f"{held}{i}"
-        curves, ceiling = curves_for_run(loaded, cfg)
+        curves, ceiling, rates = curves_for_run(loaded, cfg)
         agg = aggregate(curves)
         pareto = pareto_for_run(loaded, cfg) if i < cfg.pareto_runs else []
         result["runs"][name] = {
@@ -270,6 +256,7 @@ def run(cfg: TransferBenchConfig, out_dir: Path) -> dict:
             "budget": loaded.cfg.budget.target,
             "cells": sorted(ceiling),
             "ceiling": ceiling,
+            "inner_rates": rates,
             "aggregate": agg,
             "goals": goals(agg, ceiling, 16 if 16 in cfg.shots else cfg.shots[0]),
             "pareto": pareto,

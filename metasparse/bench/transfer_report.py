@@ -58,6 +58,51 @@ def plot(result: dict, out: Path) -> list[str]:
     return files
 
 
+def _curve_tables(r: dict, pct) -> list[str]:
+    """One table per task (and one of FLOPs): method x K rows, a column per step, mean ± interval."""
+    agg = r["aggregate"]
+    steps = sorted({a["step"] for a in agg})
+    table = {(a["method"], a["shots"], a["step"]): a for a in agg}
+    rates = r.get("inner_rates", {})
+    lines = []
+    for key in [k for k in ("upos", "deprel") if agg and k in agg[0]] + ["flops"]:
+        lines += [f"**{key.upper()}**", "", "| method | K | lr x | " + " | ".join(f"step {s}" for s in steps) + " |"]
+        lines.append("|---|---:|---:|" + "---:|" * len(steps))
+        for m in sorted({a["method"] for a in agg}):
+            for k in sorted({a["shots"] for a in agg}):
+                cells = [table.get((m, k, s)) for s in steps]
+                scale = rates.get(m, {}).get("scale", "-")
+                lines.append(
+                    f"| {m} | {k} | {scale} | " + " | ".join(_cell(c, key, pct) if c else "-" for c in cells) + " |"
+                )
+        lines.append("")
+    return lines
+
+
+def _cell(c: dict, key: str, pct) -> str:
+    return f"{c[key]:.3f}" if key == "flops" else f"{pct(c[key])} ± {100 * c[key + '_ci']:.1f}"
+
+
+def _goal_lines(g: dict, pct) -> list[str]:
+    lines = []
+    if g.get("converged_scratch_acc") == g.get("converged_scratch_acc"):
+        lines.append(f"Scratch controller trained to convergence per cell: {pct(g['converged_scratch_acc'])}.")
+    if "meta_minus_dense_ft" in g:
+        m, d = g["meta_at"], g["dense_ft_at"]
+        parts = ", ".join(
+            f"{t.upper()} {pct(m[t])} vs {pct(d[t])} ({100 * g['meta_minus_dense_ft'][t]:+.1f})"
+            for t in g["meta_minus_dense_ft"]
+        )
+        lines.append(f"Goal (K={g['shots']}, step {m['step']}): meta at FLOPs {m['flops']:.3f} vs dense-ft: {parts}.")
+    if "meta_minus_multitask_ft_at_10" in g:
+        parts = ", ".join(
+            f"{t.upper()} {100 * v:+.1f} (intervals apart: {g['intervals_apart_at_10'][t]})"
+            for t, v in g["meta_minus_multitask_ft_at_10"].items()
+        )
+        lines.append(f"Goal (step 10): meta - multitask-ft: {parts}.")
+    return lines + [""]
+
+
 def format_report(result: dict) -> str:
     pct = lambda v: "-" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
     lines = ["# bench.transfer", ""]
@@ -68,36 +113,8 @@ def format_report(result: dict) -> str:
             "average over cells, with the 95% t-interval half-width.",
             "",
         ]
-        steps = sorted({a["step"] for a in r["aggregate"]})
-        lines += [
-            "| method | K | " + " | ".join(f"step {s}" for s in steps) + " |",
-            "|---|---:|" + "---:|" * len(steps),
-        ]
-        table = {(a["method"], a["shots"], a["step"]): a for a in r["aggregate"]}
-        for m in sorted({a["method"] for a in r["aggregate"]}):
-            for k in sorted({a["shots"] for a in r["aggregate"]}):
-                cells = [table.get((m, k, s)) for s in steps]
-                lines.append(
-                    f"| {m} | {k} | "
-                    + " | ".join(f"{pct(c['acc'])} ± {100 * c['acc_ci']:.1f}" if c else "-" for c in cells)
-                    + " |"
-                )
-        g = r["goals"]
-        conv = pct(g["converged_scratch_acc"])
-        lines += [
-            "",
-            f"Scratch controller trained to convergence on each cell's train split: {conv} (macro over cells).",
-        ]
-        if "gap_closed" in g:
-            lines.append(
-                f"Goal (K={g['shots']}, <= 20 steps, close >= 80% of the zero-shot-to-converged gap): meta zero-shot "
-                f"{pct(g['meta_zero_shot_acc'])}, best within 20 steps {pct(g['meta_best_acc_within_20'])}, gap "
-                f"{100 * g['gap_points']:.1f} points, closed {100 * g['gap_closed']:.0f}%."
-            )
-        if "meta_minus_multitask_at_10" in g:
-            lines.append(
-                f"Goal (meta >= multitask + 2 points at 10 steps): {100 * g['meta_minus_multitask_at_10']:+.1f} points."
-            )
+        lines += _curve_tables(r, pct)
+        lines += _goal_lines(r["goals"], pct)
         if r.get("pareto"):
             lines += [
                 "",

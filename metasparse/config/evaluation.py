@@ -11,6 +11,8 @@ from metasparse.errors import require
 
 # Every method ``evaluate`` and ``bench.transfer`` know, in report order (dense first).
 METHODS = ("dense", "meta", "multitask", "importance", "l0", "teal", "random")
+# The starting points bench.transfer adapts from (metasparse.baselines.finetune builds them).
+FT_METHODS = ("meta", "multitask-ft", "dense-ft", "static-ft", "scratch")
 
 
 @dataclass
@@ -124,7 +126,10 @@ class TransferBenchConfig:
 
     Attributes:
         run_dirs: finished meta_train runs (e.g. one with ``+domain=legal``, one with held-out languages).
-        methods: controllers compared in the curves: meta, multitask, scratch.
+        methods: starting points compared in the curves: meta, multitask-ft, dense-ft, static-ft, scratch
+            (see metasparse.baselines.finetune); each adapts the run's ``meta.adapt`` parameter set.
+        lr_grid: multiples of the run's inner rates tried per method on source validation episodes.
+        lr_episodes: validation episodes per multiple.
         steps: adaptation steps at which accuracy is read.
         shots: support sentences per target cell.
         seeds: support samples (and baseline training) per setting; intervals are over seeds.
@@ -141,7 +146,9 @@ class TransferBenchConfig:
     """
 
     run_dirs: list[str] = MISSING
-    methods: list[str] = field(default_factory=lambda: ["meta", "multitask", "scratch"])
+    methods: list[str] = field(default_factory=lambda: list(FT_METHODS))
+    lr_grid: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    lr_episodes: int = 6
     steps: list[int] = field(default_factory=lambda: [0, 1, 5, 10, 20, 50])
     shots: list[int] = field(default_factory=lambda: [8, 16, 32])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -157,8 +164,10 @@ class TransferBenchConfig:
     out: str | None = None
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in ("meta", "multitask", "scratch")]
-        require(not bad, "methods", "a list of: meta, multitask, scratch", self.methods)
+        bad = [m for m in self.methods if m not in FT_METHODS]
+        require(not bad and self.methods, "methods", f"a list of: {', '.join(FT_METHODS)}", self.methods)
+        require(all(g > 0 for g in self.lr_grid) and self.lr_grid, "lr_grid", "positive multiples", self.lr_grid)
+        require(self.lr_episodes >= 1, "lr_episodes", ">= 1", self.lr_episodes)
         require(all(s >= 0 for s in self.steps) and self.steps, "steps", "non-negative integers", self.steps)
         require(all(k >= 1 for k in self.shots) and self.shots, "shots", "integers >= 1", self.shots)
         require(len(self.seeds) >= 1, "seeds", "at least one seed", self.seeds)

@@ -121,7 +121,7 @@ class MetaConfig:
     """
 
     algorithm: str = "fomaml"
-    adapt: str = "controller"
+    adapt: str = "light"
     inner_lr_scale: dict[str, float] = field(
         default_factory=lambda: {"controller": 1.0, "adapters": 0.1, "heads": 0.1, "norms": 0.1, "embeddings": 1.0}
     )

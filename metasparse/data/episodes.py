@@ -27,12 +27,15 @@ class EpisodeConfig:
 
     Attributes:
         tasks: task names from ``tasks/``.
+        joint: every episode trains on all ``tasks`` at once (the loss summed over them, as the final
+            adaptation does); false draws one task per episode.
         shots: support sentences per episode (K).
         queries: query sentences per episode (Q).
         on_small: what to do with cells smaller than K+Q: ``skip`` (warn) or ``error``.
     """
 
-    tasks: list[str] = field(default_factory=lambda: ["upos"])
+    tasks: list[str] = field(default_factory=lambda: ["upos", "deprel"])
+    joint: bool = True
     shots: int = 16
     queries: int = 16
     on_small: str = "skip"
@@ -56,14 +59,14 @@ class Episode:
 
     Attributes:
         index: position in the sampler's sequence.
-        task: task name (``upos`` or ``deprel``).
+        task: task name (``upos`` or ``deprel``), or a tuple of them for a joint episode.
         cell: the cell both sets come from.
         support: dataset row indices of the K support sentences.
         query: dataset row indices of the Q query sentences (disjoint from support).
     """
 
     index: int
-    task: str
+    task: str | tuple[str, ...]
     cell: Cell
     support: tuple[int, ...]
     query: tuple[int, ...]
@@ -98,6 +101,7 @@ class EpisodeSampler:
         split: str = "train",
         seed: int = 0,
         on_small: str = "skip",
+        joint: bool = False,
     ) -> None:
         if shots < 1 or queries < 1:
             raise ConfigValueError(f"episodes.shots and episodes.queries must be >= 1, got {shots} and {queries}")
@@ -125,13 +129,13 @@ class EpisodeSampler:
         if not self.cells:
             raise ConfigValueError(f"no cell has {need} {split} sentences; lower episodes.shots or episodes.queries")
         self.index, self.tasks = index, list(tasks)
-        self.shots, self.queries, self.split, self.seed = shots, queries, split, seed
+        self.shots, self.queries, self.split, self.seed, self.joint = shots, queries, split, seed, joint
 
     def episode(self, i: int) -> Episode:
         """The ``i``-th episode (depends only on the seed, ``i`` and the sampler's settings)."""
         rng = np.random.default_rng([self.seed, i])
         cell = self.cells[int(rng.integers(len(self.cells)))]
-        task = self.tasks[int(rng.integers(len(self.tasks)))]
+        task = tuple(self.tasks) if self.joint else self.tasks[int(rng.integers(len(self.tasks)))]
         rows = self.index.rows(cell, self.split)
         pick = rows[rng.choice(len(rows), self.shots + self.queries, replace=False)]
         return Episode(

@@ -115,6 +115,7 @@ class DataBundle:
             split=e.split,
             seed=seed + 1 if validation else seed,
             on_small="skip" if validation else e.on_small,
+            joint=e.joint,
         )
 
 

@@ -16,6 +16,7 @@ from metasparse.meta.outer import materialize
 from metasparse.meta.system import GatedSystem, dense_scores, episode_loss, gated_scores
 from metasparse.model.corpus import EncodedRows
 from metasparse.model.loss import task_loss
+from metasparse.scoring import score as score_method
 
 
 def support_rows(index: CellIndex, cell: Cell, shots: int, seed: int) -> list[int]:
@@ -46,7 +47,6 @@ def adapt_and_score(
     seed: int,
     curve: bool = False,
     score_at: set[int] | None = None,
-    dense: bool = False,
 ) -> dict:
     """The one inner loop: adapt a clone on ``support`` for ``steps`` steps and score hard decisions on
     ``test`` (meta_train's targets, ``adapt`` and bench.transfer all call it).
@@ -55,8 +55,10 @@ def adapt_and_score(
         seed: the random state of this adaptation (see :func:`target_seed`); nothing else is read.
         curve: also score after every step (or only after the steps in ``score_at``: scoring every step
             would be the expensive part).
-        dense: adapt and score the backbone with every unit on (no controller, no budget term): the
-            dense fine-tuning baseline, with the same parameter set, loss, steps and support.
+
+    A :class:`GatedSystem` adapts on the episode loss (task + budget + stability) and is re-calibrated to
+    the budget on the support set after adapting; a :class:`FixedSystem` (dense or statically pruned: the
+    fine-tuning baselines) adapts on the task loss alone, with the same parameter set, steps and support.
 
     Returns:
         ``final`` (accuracy per task, FLOPs), ``curve`` and ``system``: the adapted system (calibrated).
@@ -68,11 +70,13 @@ def adapt_and_score(
     sup = data.batch(support)
     points, last = [], {}
 
+    gated = isinstance(system, GatedSystem)
+
     def score(step: int) -> dict:
         adapted = materialize(system, learner.fast)
-        if cfg.adapt.calibrate and step > 0 and not dense:
+        if cfg.adapt.calibrate and step > 0 and gated:
             calibrate_bias(adapted.backbone, adapted.controller, data.subset(support), cfg.budget.target, iters=8)
-        s = (dense_scores if dense else gated_scores)(adapted, data.subset(test))
+        s = score_method(adapted.method(), data.subset(test))
         last["system"] = adapted
         return {"step": step, "acc": s.accuracy[tasks[0]], "flops": s.flops_fraction, "by_task": dict(s.accuracy)}
 
@@ -80,16 +84,16 @@ def adapt_and_score(
     if want(0):
         points.append(score(0))
     for s in range(steps):
-        learner.adapt(_support_loss(learner, sup, tasks, cfg, system, dense))
+        learner.adapt(_support_loss(learner, sup, tasks, cfg, system, gated))
         if want(s + 1):
             points.append(score(s + 1))
     final = points[-1] if points and points[-1]["step"] == steps else score(steps)
     return {"final": final, "curve": points, "system": last["system"]}
 
 
-def _support_loss(learner, sup, tasks: list[str], cfg: MetaTrainConfig, system: GatedSystem, dense: bool):
-    if dense:  # every unit on: the task loss alone
-        return task_loss(learner(sup, dense=True).logits, sup.labels, tasks)
+def _support_loss(learner, sup, tasks: list[str], cfg: MetaTrainConfig, system, gated: bool):
+    if not gated:  # a fixed structure: the task loss alone
+        return task_loss(learner(sup).logits, sup.labels, tasks)
     loss, _ = episode_loss(
         learner,
         sup,

@@ -158,7 +158,8 @@ def validate(
         )
         adapted = materialize(system, learner.fast)
         s = gated_scores(adapted, data.subset(ep.query))
-        accs.append(s.accuracy[ep.task])
+        tasks = [ep.task] if isinstance(ep.task, str) else list(ep.task)
+        accs.append(float(np.mean([s.accuracy[t] for t in tasks])))  # a joint episode: the mean over its tasks
         flops.append(s.flops_fraction)
     return {"val_acc": float(np.mean(accs)), "val_flops": float(np.mean(flops))}
 

@@ -14,7 +14,8 @@ from metasparse.control.train import budgeted_loss
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import EncoderOutput, GatedEncoder
 from metasparse.model.features import Batch
-from metasparse.scoring import Dense, Scores, score
+from metasparse.model.patterns import Pattern
+from metasparse.scoring import Dense, Method, Scores, StaticMethod, score
 
 # What each adaptable part (config.ADAPT_PARTS) holds, by parameter name.
 ADAPT_PARTS: dict[str, Callable[[str], bool]] = {
@@ -45,11 +46,7 @@ class GatedSystem(nn.Module):
         super().__init__()
         self.backbone, self.controller = backbone, controller
 
-    def forward(
-        self, batch: Batch, hard: bool = False, tau: float = 1.0, record: list | None = None, dense: bool = False
-    ) -> EncoderOutput:
-        if dense:  # every unit on, the controller unused (dense fine-tuning through the same learner)
-            return self.backbone(batch)
+    def forward(self, batch: Batch, hard: bool = False, tau: float = 1.0, record: list | None = None) -> EncoderOutput:
         policy = self.controller.policy(self.backbone, hard=hard, tau=tau, record=record)
         return self.backbone(batch, policy, mode="sliced" if hard else "masked")
 
@@ -63,6 +60,35 @@ class GatedSystem(nn.Module):
             if p.requires_grad:
                 names.append(n)
         return names
+
+    def method(self) -> Method:
+        """How the system is scored: the controller's hard decisions, sliced."""
+        return controlled(self.backbone, self.controller)
+
+
+class FixedSystem(nn.Module):
+    """A backbone whose structure does not depend on the input: dense (``patterns`` None) or one pruned
+    pattern per layer (static pruning, on a unit-reordered copy whose kept units come first). What the
+    fine-tuning baselines adapt through the same inner loop as :class:`GatedSystem`.
+
+    Args:
+        backbone: the encoder (with pathway adapters attached if they adapt).
+        patterns: one pattern per layer, or None for every unit on.
+        name: the method name its scores carry.
+    """
+
+    def __init__(self, backbone: GatedEncoder, patterns: list[Pattern] | None = None, name: str = "dense") -> None:
+        super().__init__()
+        self.backbone, self.patterns, self.name = backbone, patterns, name
+
+    def forward(self, batch: Batch, **_) -> EncoderOutput:
+        if self.patterns is None:
+            return self.backbone(batch)
+        return self.backbone.forward_with(batch, lambda i, b, x, m: b.forward_sliced(x, m, self.patterns[i], None))
+
+    def method(self) -> Method:
+        """How the system is scored: dense, or its static structure."""
+        return Dense(self.backbone) if self.patterns is None else StaticMethod(self.backbone, self.patterns, self.name)
 
 
 @torch.no_grad()

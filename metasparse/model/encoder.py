@@ -36,7 +36,8 @@ class EncoderSpec:
         tasks: task name -> number of labels.
         layers, d_model, heads, d_ffn, ffn_groups: transformer size.
         dropout: dropout on embeddings and residual branches.
-        max_positions: longest sentence in words.
+        max_positions: learned word positions; a longer sentence wraps around (word ``t`` takes position
+            ``t mod max_positions``), so any length runs and neighbours keep their relative order.
         codebook: the execution patterns a layer can run.
         adapter: the pathway adapters attached after pretraining (None: none; set by
             :func:`metasparse.model.adapters.attach_adapters`, never part of a backbone's cache key).
@@ -177,8 +178,6 @@ class GatedEncoder(nn.Module):
     def embed(self, batch: Batch) -> torch.Tensor:
         """Word inputs ``[B, T, d]``: mean of subword embeddings + word-form + suffix + position."""
         B, T = batch.word_mask.shape
-        if self.spec.max_positions < T:
-            raise ValueError(f"sentence of {T} words exceeds model.max_positions={self.spec.max_positions}")
         sub = self.subword_emb(batch.input_ids)  # [B, S, d]
         valid = batch.word_index >= 0
         flat = (torch.arange(B)[:, None] * T + batch.word_index.clamp(min=0))[valid]
@@ -186,7 +185,10 @@ class GatedEncoder(nn.Module):
         counts = torch.zeros(B * T, dtype=sub.dtype).index_add(0, flat, torch.ones_like(flat, dtype=sub.dtype))
         pooled = (summed / counts.clamp(min=1)[:, None]).view(B, T, -1)
         x = pooled + self.word_emb(batch.word_hash) + self.suffix_emb(batch.suffix_hash).sum(2)
-        x = x + self.pos_emb(torch.arange(T))[None]
+        # Any length: past the learned table, positions wrap around. Below the limit this is exactly the
+        # plain table lookup; above it every word keeps its neighbours' relative order (what tagging reads),
+        # at the cost of aliasing absolute positions 256 words apart.
+        x = x + self.pos_emb(torch.arange(T) % self.spec.max_positions)[None]
         return self.emb_drop(self.emb_ln(x))
 
     def forward_with(self, batch: Batch, layer: Callable[[int, GatedBlock, torch.Tensor, torch.Tensor], torch.Tensor]):

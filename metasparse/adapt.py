@@ -4,7 +4,9 @@
         target.lang=de target.domain=legal steps=20 shots=16
 
 The folder's sentences are split by the same hash rule as the registry data: the support set comes from
-its train part, the curve is measured on its test part (everything, if it has no test part).
+its train part, the curve is measured on its test part (everything, if it has no test part). The adapted
+target is saved beside the run (``<run_dir>/adapted/<folder>-<lang>-<domain>``) and loads for inference
+with ``metasparse.meta.adapted.load_adapted(run_dir, name)``; its adaptation is seeded by (seed, name).
 """
 
 from __future__ import annotations

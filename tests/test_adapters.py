@@ -159,3 +159,15 @@ def test_the_embedding_update_touches_only_the_support_sets_rows():
         changed = set((learner.fast[name] - before[name]).abs().sum(1).nonzero().squeeze(1).tolist())
         assert changed and changed <= rows, name  # only rows the support batch looks up move
     assert all(p.grad is None for p in system.parameters())  # and nothing reaches the backbone itself
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_static_pruning_reorders_each_units_adapter_with_its_unit(kind):
+    from metasparse.baselines.units import KeptUnits, reorder_units
+
+    model, batch = _with_adapters(kind, trained=True), random_batch(LENGTHS)
+    kept = KeptUnits(heads=[[3, 1], [0, 2, 1], [2]], groups=[[1], [3, 0], [2, 1, 0]])
+    reordered = reorder_units(model, kept)
+    with torch.no_grad():  # a permutation of units, adapters included, leaves the dense function unchanged
+        a, b = model(batch).logits["upos"], reordered(batch).logits["upos"]
+    torch.testing.assert_close(a[batch.word_mask], b[batch.word_mask], atol=1e-5, rtol=0)

@@ -115,7 +115,7 @@ def starting_points(loaded, methods: list[str], *, calib, train, budget: float) 
     """``method -> seed -> (system, algorithm)`` for each of ``methods`` (see the module docstring)."""
     from metasparse.baselines.importance import importance_pruned
     from metasparse.control.train import calibrate_bias
-    from metasparse.meta.load import new_controller
+    from metasparse.meta.load import new_controller, uses_adapters
 
     cfg, out = loaded.cfg, {}
     if "meta" in methods:
@@ -132,7 +132,7 @@ def starting_points(loaded, methods: list[str], *, calib, train, budget: float) 
 
         def static(seed: int):
             model = copy.deepcopy(pruned.model)
-            if "adapters" in adapt_parts(cfg.meta.adapt) and cfg.adapters.kind != "none":
+            if uses_adapters(cfg):
                 torch.manual_seed(seed * 1_000_003 + 7)
                 attach_adapters(model, cfg.adapters)
             system = FixedSystem(model, pruned.patterns, "static-ft")

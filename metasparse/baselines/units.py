@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from metasparse.model.adapters import permute_units
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.flops import block_flops, dense_flops, heads_flops
 from metasparse.model.patterns import Pattern
@@ -124,4 +125,6 @@ def reorder_units(model: GatedEncoder, kept: KeptUnits) -> GatedEncoder:
             blk.w1.weight.copy_(blk.w1.weight[gi])
             blk.w1.bias.copy_(blk.w1.bias[gi])
             blk.w2_weight.copy_(blk.w2_weight[gi])
+        if blk.adapter is not None:  # each unit keeps its own pathway adapter
+            permute_units(blk.adapter, h_order, g_order)
     return out

@@ -102,6 +102,27 @@ class PathwayAdapter(nn.Module):
         return _low_rank(act, self.ffn_down[:n_groups], self.ffn_up[: n_groups * self.rank])
 
 
+@torch.no_grad()
+def permute_units(adapter: PathwayAdapter, heads: list[int], groups: list[int]) -> None:
+    """Reorder the adapters' units in place, as a block's heads and FFN groups are reordered (static pruning
+    puts the kept units first), so every unit keeps its own adapter."""
+    if adapter.kind == "lora":
+        r = adapter.rank
+        for down, up, order in (
+            (adapter.head_down, adapter.head_up, heads),
+            (adapter.ffn_down, adapter.ffn_up, groups),
+        ):
+            down.copy_(down[order])
+            up.copy_(up.view(len(order), r, -1)[order].reshape(up.shape))
+        return
+    dh, gs = adapter.d_head, adapter.group_size
+    hi = torch.cat([torch.arange(h * dh, (h + 1) * dh) for h in heads])
+    gi = torch.cat([torch.arange(g * gs, (g + 1) * gs) for g in groups])
+    adapter.head_scale.copy_(adapter.head_scale[hi])
+    adapter.ffn_scale.copy_(adapter.ffn_scale[gi])
+    adapter.ffn_shift.copy_(adapter.ffn_shift[gi])
+
+
 def _low_rank(x: torch.Tensor, down: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """``sum_u x_u @ down_u @ up_u`` over units ``u``: ``x`` ``[..., units * width]``, ``down``
     ``[units, width, r]``, ``up`` ``[units * r, d]``."""

@@ -3,6 +3,8 @@ is switched off, FLOPs counted as torch counts them; the adapt sets and the spar
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -171,3 +173,28 @@ def test_static_pruning_reorders_each_units_adapter_with_its_unit(kind):
     with torch.no_grad():  # a permutation of units, adapters included, leaves the dense function unchanged
         a, b = model(batch).logits["upos"], reordered(batch).logits["upos"]
     torch.testing.assert_close(a[batch.word_mask], b[batch.word_mask], atol=1e-5, rtol=0)
+
+
+def test_the_adam_inner_step_matches_torch_adam_and_leaves_untouched_rows_alone():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3)
+    ref = copy.deepcopy(lin)
+    algo = MAML(lin, 0.01, first_order=True, inner_optimizer="adam")
+    learner = algo.clone()
+    opt = torch.optim.Adam(ref.parameters(), lr=0.01)
+    x, y = torch.randn(8, 4), torch.randn(8, 3)
+    for _ in range(5):
+        learner.adapt(((learner(x) - y) ** 2).mean())
+        opt.zero_grad()
+        ((ref(x) - y) ** 2).mean().backward()
+        opt.step()
+    torch.testing.assert_close(learner.fast["weight"], ref.weight, atol=1e-6, rtol=0)
+    torch.testing.assert_close(learner.fast["bias"], ref.bias, atol=1e-6, rtol=0)
+
+    emb = torch.nn.Embedding(10, 4)
+    algo = MAML(emb, 0.1, first_order=True, inner_optimizer="adam")
+    learner = algo.clone()
+    for _ in range(3):
+        learner.adapt(learner(torch.tensor([1, 3])).pow(2).sum())
+    moved = (learner.fast["weight"] != emb.weight).any(1).nonzero().squeeze(1).tolist()
+    assert moved == [1, 3]

@@ -49,7 +49,15 @@ def baseline_algorithm(system: torch.nn.Module, cfg: MetaTrainConfig) -> MAML:
     scale = lambda n: cfg.meta.inner_lr_scale.get(part_of(n), 1.0)  # noqa: E731
     for p in system.parameters():
         p.requires_grad_(False)
-    return MAML(system, cfg.meta.inner_lr, first_order=True, adapt=in_set, inner_only=in_set, lr_scale=scale)
+    return MAML(
+        system,
+        cfg.meta.inner_lr,
+        first_order=True,
+        adapt=in_set,
+        inner_only=in_set,
+        lr_scale=scale,
+        inner_optimizer=cfg.meta.inner_optimizer,
+    )
 
 
 def fresh_backbone(loaded, seed: int):

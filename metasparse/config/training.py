@@ -103,6 +103,7 @@ class MetaConfig:
             word-form and suffix tables the support set uses); ``light`` is all of them. Embeddings adapt
             from the backbone's values; every other part's initialisation is meta-learned.
         inner_lr_scale: the inner rate of each part, as a multiple of ``inner_lr``.
+        inner_optimizer: ``sgd`` or ``adam`` (per-element steps; the rates are then Adam step sizes).
         steps: outer steps.
         meta_batch: episodes per outer step.
         inner_steps: inner steps per episode.
@@ -123,8 +124,9 @@ class MetaConfig:
     algorithm: str = "fomaml"
     adapt: str = "light"
     inner_lr_scale: dict[str, float] = field(
-        default_factory=lambda: {"controller": 1.0, "adapters": 0.1, "heads": 0.1, "norms": 0.1, "embeddings": 1.0}
+        default_factory=lambda: {"controller": 1.0, "adapters": 0.1, "heads": 0.1, "norms": 0.1, "embeddings": 0.1}
     )
+    inner_optimizer: str = "sgd"
     steps: int = 150
     meta_batch: int = 4
     inner_steps: int = 3
@@ -145,6 +147,7 @@ class MetaConfig:
         require(self.max_nonfinite >= 0, "meta.max_nonfinite", ">= 0", self.max_nonfinite)
         require(self.algorithm in ALGORITHMS, "meta.algorithm", ", ".join(ALGORITHMS), self.algorithm)
         adapt_parts(self.adapt)
+        require(self.inner_optimizer in ("sgd", "adam"), "meta.inner_optimizer", "sgd, adam", self.inner_optimizer)
         bad = {k: v for k, v in self.inner_lr_scale.items() if k not in ADAPT_PARTS or v <= 0}
         require(not bad, "meta.inner_lr_scale", f"positive multipliers for {', '.join(ADAPT_PARTS)}", bad)
         for key in ("steps", "meta_batch", "inner_steps", "val_episodes", "checkpoint_every"):

@@ -69,8 +69,10 @@ class MAML(nn.Module):
         adapt: predicate on parameter names: which parameters adapt (default: all trainable ones).
         inner_only: predicate on parameter names: parameters that adapt in the inner loop (even if frozen
             in the module) but are never meta-learned.
-        lr_scale: per-parameter multiplier of ``lr`` (a rate per group, e.g. a larger one for embedding rows,
-            whose gradients are sparse and small); default 1 for every parameter.
+        lr_scale: per-parameter multiplier of ``lr`` (a rate per group); default 1 for every parameter.
+        inner_optimizer: ``sgd`` (``w - rate * g``) or ``adam`` (``w - rate * m / sqrt(v)``, bias-corrected,
+            state per learner): Adam's per-element step sizes suit embedding rows, whose gradients differ by
+            orders of magnitude between frequent and rare words.
     """
 
     def __init__(
@@ -81,11 +83,14 @@ class MAML(nn.Module):
         adapt: Callable[[str], bool] | None = None,
         inner_only: Callable[[str], bool] | None = None,
         lr_scale: Callable[[str], float] | None = None,
+        inner_optimizer: str = "sgd",
     ) -> None:
         super().__init__()
         if lr <= 0:
             raise ValueError(f"inner lr must be > 0, got {lr}")
-        self.module, self.lr, self.first_order = module, lr, first_order
+        if inner_optimizer not in ("sgd", "adam"):
+            raise ValueError(f"inner_optimizer={inner_optimizer!r}; allowed: sgd, adam")
+        self.module, self.lr, self.first_order, self.inner_optimizer = module, lr, first_order, inner_optimizer
         self.adapt_names = _select(module, adapt, inner_only)
         self.inner_only = [n for n in self.adapt_names if inner_only is not None and inner_only(n)]
         self.lr_scale = {n: 1.0 if lr_scale is None else float(lr_scale(n)) for n in self.adapt_names}
@@ -112,10 +117,31 @@ class MAML(nn.Module):
         if lr_scale != 1.0:
             rates = {n: r * lr_scale for n, r in rates.items()}
 
-        def step(fast: dict, grads: dict) -> dict:
-            return {n: fast[n] - rates[n] * grads[n] for n in fast}
-
+        step = _sgd(rates) if self.inner_optimizer == "sgd" else _adam(rates)
         return Learner(self.module, fast, step, self.first_order if first_order is None else first_order)
+
+
+def _sgd(rates: dict) -> Callable[[dict, dict], dict]:
+    return lambda fast, grads: {n: fast[n] - rates[n] * grads[n] for n in fast}
+
+
+def _adam(rates: dict, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Callable[[dict, dict], dict]:
+    """Adam as a (differentiable) inner step; a row whose gradient has always been zero does not move."""
+    state: dict = {"t": 0, "m": {}, "v": {}}
+
+    def step(fast: dict, grads: dict) -> dict:
+        state["t"] += 1
+        t, out = state["t"], {}
+        for n, g in grads.items():
+            m = b1 * state["m"].get(n, 0.0) + (1 - b1) * g
+            v = b2 * state["v"].get(n, 0.0) + (1 - b2) * g * g
+            state["m"][n], state["v"][n] = m, v
+            # sqrt(v + tiny): finite derivative at v = 0 under second-order MAML
+            update = (m / (1 - b1**t)) / ((v / (1 - b2**t) + 1e-30).sqrt() + eps)
+            out[n] = fast[n] - rates[n] * update
+        return out
+
+    return step
 
 
 def anil(module: nn.Module, lr: float, head: Callable[[str], bool], first_order: bool = True) -> MAML:

@@ -27,8 +27,9 @@ class MetaSGD(MAML):
         adapt: Callable[[str], bool] | None = None,
         inner_only: Callable[[str], bool] | None = None,
         lr_scale: Callable[[str], float] | None = None,
+        inner_optimizer: str = "sgd",
     ) -> None:
-        super().__init__(module, lr, first_order, adapt, inner_only, lr_scale)
+        super().__init__(module, lr, first_order, adapt, inner_only, lr_scale, inner_optimizer)
         params = dict(module.named_parameters())
 
         def initial(n: str) -> torch.Tensor:

@@ -59,7 +59,12 @@ def build_algorithm(system: GatedSystem, cfg: MetaTrainConfig) -> MAML:
     parts = adapt_parts(m.adapt)
     adapt = lambda n: part_of(n) in parts  # noqa: E731
     inner_only = lambda n: part_of(n) in INNER_ONLY_PARTS  # noqa: E731
-    kw = {"adapt": adapt, "inner_only": inner_only, "lr_scale": lambda n: m.inner_lr_scale.get(part_of(n), 1.0)}
+    kw = {
+        "adapt": adapt,
+        "inner_only": inner_only,
+        "lr_scale": lambda n: m.inner_lr_scale.get(part_of(n), 1.0),
+        "inner_optimizer": m.inner_optimizer,
+    }
     if m.algorithm == "maml":
         return MAML(system, m.inner_lr, first_order=False, **kw)
     if m.algorithm == "fomaml":

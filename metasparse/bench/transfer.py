@@ -254,7 +254,7 @@ def run(cfg: TransferBenchConfig, out_dir: Path) -> dict:
             "run_dir": str(run_dir),
             "task": loaded.cfg.episodes.tasks[0],
             "budget": loaded.cfg.budget.target,
-            "cells": sorted(ceiling),
+            "cells": sorted({r["cell"] for r in curves}),
             "ceiling": ceiling,
             "inner_rates": rates,
             "aggregate": agg,

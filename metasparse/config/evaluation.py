@@ -135,7 +135,8 @@ class TransferBenchConfig:
         seeds: support samples (and baseline training) per setting; intervals are over seeds.
         max_cells: target cells per run (largest first; null: all).
         test_sentences: test sentences per target cell (null: all).
-        converge_steps: Adam steps of the scratch controller trained to convergence on a cell's train split.
+        converge_steps: Adam steps of the scratch controller trained to convergence on a cell's train split
+            (0: skip that ceiling).
         pareto_budgets: FLOPs budgets of the accuracy-FLOPs comparison.
         pareto_methods: methods in it (``all``: every one).
         pareto_runs: how many of ``run_dirs`` (from the first) get the accuracy-FLOPs comparison.
@@ -176,4 +177,6 @@ class TransferBenchConfig:
         )
         bad = [m for m in self.pareto_methods if m not in (*METHODS, "all")]
         require(not bad, "pareto_methods", f"a list of: {', '.join(METHODS)}, or [all]", self.pareto_methods)
-        require(self.converge_steps >= 1, "converge_steps", ">= 1", self.converge_steps)
+        require(
+            self.converge_steps >= 0, "converge_steps", ">= 0 (0: no converged-scratch ceiling)", self.converge_steps
+        )

@@ -34,7 +34,6 @@ from metasparse.control.relax import anneal_temperature
 from metasparse.data.cells import Cell
 from metasparse.data.episodes import Episode
 from metasparse.data.prepare import DataBundle
-from metasparse.errors import require
 from metasparse.meta.distributed import all_reduce_grads, gather_lists, is_main, rank_and_size, shard
 from metasparse.meta.maml import MAML, anil
 from metasparse.meta.meta_sgd import MetaSGD
@@ -73,8 +72,7 @@ def build_algorithm(system: GatedSystem, cfg: MetaTrainConfig) -> MAML:
         return anil(system, m.inner_lr, head=anil_head, first_order=True)
     if m.algorithm == "metasgd":
         return MetaSGD(system, m.inner_lr, first_order=True, **kw)
-    require(not [p for p in parts if p in INNER_ONLY_PARTS], "meta.adapt", "no embeddings with reptile", m.adapt)
-    return Reptile(system, m.inner_lr, adapt=adapt, lr_scale=kw["lr_scale"])
+    return Reptile(system, m.inner_lr, adapt=adapt, lr_scale=kw["lr_scale"], inner_only=inner_only)
 
 
 def budget_at(step: int, cfg: MetaTrainConfig) -> float:

@@ -23,8 +23,9 @@ class Reptile(MAML):
         lr: float,
         adapt: Callable[[str], bool] | None = None,
         lr_scale: Callable[[str], float] | None = None,
+        inner_only: Callable[[str], bool] | None = None,
     ) -> None:
-        super().__init__(module, lr, first_order=True, adapt=adapt, lr_scale=lr_scale)
+        super().__init__(module, lr, first_order=True, adapt=adapt, lr_scale=lr_scale, inner_only=inner_only)
 
     def clone(self, first_order: bool | None = None, lr_scale: float = 1.0) -> Learner:
         learner = super().clone(first_order=True, lr_scale=lr_scale)
@@ -39,6 +40,6 @@ class Reptile(MAML):
         """
         params = dict(self.module.named_parameters())
         n_total = total or len(learners)
-        for n in self.adapt_names:
+        for n in [n for n in self.adapt_names if n not in self.inner_only]:  # inner-only: never meta-learned
             g = torch.stack([params[n].detach() - lr.fast[n].detach() for lr in learners]).sum(0) / n_total
             params[n].grad = g if params[n].grad is None else params[n].grad + g

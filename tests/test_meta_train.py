@@ -221,14 +221,20 @@ def test_light_adaptation_saves_each_target_and_reloads_to_identical_predictions
     assert reloaded.accuracy[out["task"]] == pytest.approx(out["targets"][cell]["adapted_acc"], abs=1e-12)
     assert reloaded.flops_fraction == pytest.approx(out["targets"][cell]["adapted_flops"], abs=1e-12)
 
-    # Dense fine-tuning goes through the same loop: the same parameters move, no controller, full FLOPs.
+    # Dense fine-tuning goes through the same loop: the same parameters move (from the pretrained backbone,
+    # adapters at zero), no controller, full FLOPs.
+    from metasparse.baselines.finetune import baseline_algorithm, fresh_backbone
+    from metasparse.meta.system import FixedSystem
+
     sup = support_rows(b.index, b.targets[2], cfg.adapt.shots, cfg.seed)
-    res = adapt_and_score(
-        loaded.algo, loaded.system, data, sup, rows, ["upos"], cfg, steps=2, seed=target_seed(0, cell), dense=True
-    )
+    dense = FixedSystem(fresh_backbone(loaded, 0))
+    algo = baseline_algorithm(dense, cfg)
+    assert not any(n.startswith("controller.") for n in algo.adapt_names)
+    res = adapt_and_score(algo, dense, data, sup, rows, ["upos"], cfg, steps=2, seed=target_seed(0, cell))
     assert res["final"]["flops"] == 1.0
     moved = dict(res["system"].named_parameters())
-    before = dict(loaded.system.named_parameters())
-    for n in ("backbone.heads.upos.weight", "backbone.final_ln.weight"):
+    before = dict(dense.named_parameters())
+    for n in ("backbone.heads.upos.weight", "backbone.final_ln.weight", "backbone.blocks.1.adapter.head_up"):
         assert not torch.equal(moved[n], before[n]), n
     assert torch.equal(moved["backbone.blocks.0.q.weight"], before["backbone.blocks.0.q.weight"])  # never adapted
+    assert torch.equal(dense.backbone.heads.upos.weight, loaded.pretrained.heads.upos.weight)  # the start is intact

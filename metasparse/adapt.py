@@ -25,20 +25,11 @@ from metasparse.io import atomic_write
 log = logging.getLogger(__name__)
 
 
-def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
-    """Adapt and write ``adapt_metrics.json`` (``curve``, ``final_acc``, ``final_flops``) into ``out_dir``."""
+def target_sentences(cfg: AdaptRunConfig, mcfg) -> tuple:
+    """The target folder's sentences split by the run's hash rule: (dataset, support rows, test rows)."""
     import numpy as np
 
     from metasparse.data.ud import load_folder
-    from metasparse.meta.adapted import adapted_dir, save_adapted
-    from metasparse.meta.evaluation import adapt_and_score, target_seed
-    from metasparse.meta.load import load_run
-    from metasparse.model.corpus import EncodedRows
-
-    run_dir = Path(cfg.run_dir)
-    loaded = load_run(run_dir)
-    mcfg, bundle, system, algo = loaded.cfg, loaded.bundle, loaded.system, loaded.algo
-    backbone = system.backbone
 
     t = cfg.target
     ds = load_folder(
@@ -58,6 +49,23 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     rng = np.random.default_rng(cfg.seed)
     support = sorted(rng.choice(train_rows, min(cfg.shots, len(train_rows)), replace=False).tolist())
     test = test_rows[: cfg.max_test_sentences].tolist() if cfg.max_test_sentences else test_rows.tolist()
+    return ds, support, test
+
+
+def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
+    """Adapt and write ``adapt_metrics.json`` (``curve``, ``final_acc``, ``final_flops``) into ``out_dir``."""
+    from metasparse.meta.adapted import adapted_dir, save_adapted
+    from metasparse.meta.evaluation import adapt_and_score, target_seed
+    from metasparse.meta.load import load_run
+    from metasparse.model.corpus import EncodedRows
+
+    run_dir = Path(cfg.run_dir)
+    loaded = load_run(run_dir)
+    mcfg, bundle, system, algo = loaded.cfg, loaded.bundle, loaded.system, loaded.algo
+    backbone = system.backbone
+
+    t = cfg.target
+    ds, support, test = target_sentences(cfg, mcfg)
 
     data = EncodedRows.build(ds, range(len(ds)), bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
 

@@ -6,7 +6,7 @@
 * ``dense-ft``: the pretrained backbone with every unit on and adapters at zero: the accuracy ceiling at
   full compute.
 * ``static-ft``: the pretrained backbone pruned to the budget by unit importance, adapters at zero.
-* ``scratch``: a fresh controller (calibrated on the support set), adapters at zero.
+* ``scratch``: a fresh controller (calibrated to the budget on source sentences), adapters at zero.
 
 Every baseline adapts exactly the run's ``meta.adapt`` parts (without the controller when it has none),
 with the same K, steps and loss, at its own inner learning rate chosen on the run's source validation
@@ -28,7 +28,6 @@ from metasparse.data.episodes import EpisodeConfig
 from metasparse.meta.evaluation import adapt_and_score, target_seed
 from metasparse.meta.maml import MAML
 from metasparse.meta.system import FixedSystem, GatedSystem, part_of
-from metasparse.model.adapters import attach_adapters
 from metasparse.model.corpus import EncodedRows
 
 log = logging.getLogger(__name__)
@@ -62,25 +61,25 @@ def baseline_algorithm(system: torch.nn.Module, cfg: MetaTrainConfig) -> MAML:
 
 def fresh_backbone(loaded, seed: int):
     """A copy of the pretrained backbone with the run's adapters at their initial values (if it uses any)."""
-    from metasparse.meta.load import uses_adapters
+    from metasparse.meta.load import attach_initial_adapters
 
-    model = copy.deepcopy(loaded.pretrained)
-    if uses_adapters(loaded.cfg):
-        torch.manual_seed(seed * 1_000_003 + 7)
-        attach_adapters(model, loaded.cfg.adapters)
-    return model
+    return attach_initial_adapters(copy.deepcopy(loaded.pretrained), loaded.cfg, seed)
 
 
-def validation_cells(loaded) -> list[Cell]:
-    """The source cells the run held out for validation (recomputed exactly as the run split them)."""
+def source_cells(loaded) -> tuple[list[Cell], list[Cell]]:
+    """The run's meta-training and validation cells (recomputed exactly as the run split them)."""
     from metasparse.meta.outer import split_validation_cells
 
     cfg, b = loaded.cfg, loaded.bundle
     e, idx = cfg.episodes, b.index
-    _, val = split_validation_cells(
+    return split_validation_cells(
         b.sources, cfg.meta.val_fraction, cfg.seed, eligible=lambda c: idx.sentences(c, e.split) >= e.shots + e.queries
     )
-    return val
+
+
+def validation_cells(loaded) -> list[Cell]:
+    """The source cells the run held out for validation."""
+    return source_cells(loaded)[1]
 
 
 def choose_lr_scale(
@@ -99,10 +98,9 @@ def choose_lr_scale(
     data = EncodedRows.build(b.dataset, rows, b.tokenizer, b.tasks, loaded.pretrained.spec.suffix_buckets)
     found = {}
     for scale in grid:
-        accs = []
+        accs, run_cfg = [], _with_lr(cfg, scale)
         for ep in eps:
             system, algo = start(ep.index)
-            run_cfg = _with_lr(cfg, scale)
             res = adapt_and_score(
                 algo, system, data, list(ep.support), list(ep.query), list(tasks), run_cfg, steps=steps, seed=ep.index
             )
@@ -123,7 +121,7 @@ def starting_points(loaded, methods: list[str], *, calib, train, budget: float) 
     """``method -> seed -> (system, algorithm)`` for each of ``methods`` (see the module docstring)."""
     from metasparse.baselines.importance import importance_pruned
     from metasparse.control.train import calibrate_bias
-    from metasparse.meta.load import new_controller, uses_adapters
+    from metasparse.meta.load import attach_initial_adapters, new_controller
 
     cfg, out = loaded.cfg, {}
     if "meta" in methods:
@@ -139,10 +137,7 @@ def starting_points(loaded, methods: list[str], *, calib, train, budget: float) 
         pruned = importance_pruned(loaded.pretrained, train, calib, budget)
 
         def static(seed: int):
-            model = copy.deepcopy(pruned.model)
-            if uses_adapters(cfg):
-                torch.manual_seed(seed * 1_000_003 + 7)
-                attach_adapters(model, cfg.adapters)
+            model = attach_initial_adapters(copy.deepcopy(pruned.model), cfg, seed)
             system = FixedSystem(model, pruned.patterns, "static-ft")
             return system, baseline_algorithm(system, cfg)
 
@@ -172,15 +167,13 @@ def multitask_system(loaded, calib, budget: float) -> GatedSystem:
 
     from metasparse.control.train import calibrate_bias
     from metasparse.meta.load import new_system
-    from metasparse.meta.outer import meta_train, split_validation_cells
+    from metasparse.meta.outer import meta_train
 
     cfg = copy.deepcopy(loaded.cfg)
     cfg.meta.inner_steps = 0
     b, e = loaded.bundle, cfg.episodes
     idx = b.index
-    train_cells, val_cells = split_validation_cells(
-        b.sources, cfg.meta.val_fraction, cfg.seed, eligible=lambda c: idx.sentences(c, e.split) >= e.shots + e.queries
-    )
+    train_cells, val_cells = source_cells(loaded)
     rows = sorted({int(r) for c in train_cells + val_cells for r in idx.rows(c, e.split)})
     data = EncodedRows.build(b.dataset, rows, b.tokenizer, b.tasks, loaded.pretrained.spec.suffix_buckets)
     system = new_system(copy.deepcopy(loaded.pretrained), cfg)

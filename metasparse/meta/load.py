@@ -60,15 +60,22 @@ def uses_adapters(cfg: MetaTrainConfig) -> bool:
     return "adapters" in adapt_parts(cfg.meta.adapt) and cfg.adapters.kind != "none"
 
 
+def attach_initial_adapters(backbone: GatedEncoder, cfg: MetaTrainConfig, seed: int) -> GatedEncoder:
+    """Attach the run's pathway adapters at their initial values (if its adapt set uses any), seeded apart
+    from everything else by ``seed``; returns ``backbone``."""
+    if uses_adapters(cfg):
+        torch.manual_seed(seed * 1_000_003 + 7)
+        attach_adapters(backbone, cfg.adapters)
+    return backbone
+
+
 def new_system(backbone: GatedEncoder, cfg: MetaTrainConfig) -> GatedSystem:
     """A fresh controller (seeded by ``cfg.seed``) on ``backbone``, with pathway adapters at their initial
     values attached when the adapt set includes them (seeded apart, so the controller's initialisation is
     the same with or without adapters)."""
     torch.manual_seed(cfg.seed)
     system = GatedSystem(backbone, new_controller(backbone, cfg))
-    if uses_adapters(cfg):
-        torch.manual_seed(cfg.seed * 1_000_003 + 7)
-        attach_adapters(backbone, cfg.adapters)
+    attach_initial_adapters(backbone, cfg, cfg.seed)
     return system
 
 

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def target_sentences(cfg: AdaptRunConfig, mcfg) -> tuple:
-    """The target folder's sentences split by the run's hash rule: (dataset, support rows, test rows)."""
+    """The target folder's sentences split by the run's hash rule: (dataset, support rows, test rows, train
+    rows)."""
     import numpy as np
 
     from metasparse.data.ud import load_folder
@@ -49,13 +50,13 @@ def target_sentences(cfg: AdaptRunConfig, mcfg) -> tuple:
     rng = np.random.default_rng(cfg.seed)
     support = sorted(rng.choice(train_rows, min(cfg.shots, len(train_rows)), replace=False).tolist())
     test = test_rows[: cfg.max_test_sentences].tolist() if cfg.max_test_sentences else test_rows.tolist()
-    return ds, support, test
+    return ds, support, test, train_rows.tolist()
 
 
 def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     """Adapt and write ``adapt_metrics.json`` (``curve``, ``final_acc``, ``final_flops``) into ``out_dir``."""
     from metasparse.meta.adapted import adapted_dir, save_adapted
-    from metasparse.meta.evaluation import adapt_and_score, target_seed
+    from metasparse.meta.evaluation import adapt_and_score, calibration_rows, target_seed
     from metasparse.meta.load import load_run
     from metasparse.model.corpus import EncodedRows
 
@@ -65,14 +66,17 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     backbone = system.backbone
 
     t = cfg.target
-    ds, support, test = target_sentences(cfg, mcfg)
+    ds, support, test, train = target_sentences(cfg, mcfg)
 
     data = EncodedRows.build(ds, range(len(ds)), bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
 
     tasks = list(mcfg.episodes.tasks)
     name = f"{Path(t.path).name}-{t.lang}-{t.domain}"
     seed = target_seed(cfg.seed, name)
-    res = adapt_and_score(algo, system, data, support, test, tasks, mcfg, steps=cfg.steps, seed=seed, curve=True)
+    calib = calibration_rows(train, support, mcfg.adapt.calibrate_sentences, seed)
+    res = adapt_and_score(
+        algo, system, data, support, test, tasks, mcfg, steps=cfg.steps, seed=seed, curve=True, calib=calib
+    )
     info = {"target": name, "path": str(t.path), "support": support, "steps": cfg.steps, "final": res["final"]}
     saved = adapted_dir(run_dir, name)
     save_adapted(saved, res["system"], system, algo.adapt_names, info)

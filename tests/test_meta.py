@@ -139,3 +139,96 @@ def test_reptile_moves_toward_the_adapted_weights():
     for (n, p), b in zip(net.named_parameters(), before, strict=True):
         torch.testing.assert_close(p.detach(), learner.fast[n].detach())
         assert not torch.equal(p.detach(), b)
+
+
+def test_sparse_maml_masked_elements_never_move_and_the_rest_step_as_sgd():
+    from metasparse.meta import SparseMAML
+
+    net, sup = _net(), _data(12)
+    meta = SparseMAML(net, lr=0.3, first_order=True, mask_init=0.5)
+    off = {}
+    with torch.no_grad():
+        for n, s in meta.mask_scores.items():  # switch every other element off
+            flat = s.view(-1)
+            flat[::2] = -1.0
+            off[n.replace("__", ".")] = (s < 0).clone()
+    learner = meta.clone()
+    before = {n: p.detach().clone() for n, p in learner.fast.items()}
+    grads = dict(zip(before, torch.autograd.grad(_loss(learner, sup), list(learner.fast.values())), strict=True))
+    learner.adapt(_loss(learner, sup))
+    for n, b in before.items():
+        moved = learner.fast[n].detach() - b
+        assert torch.all(moved[off[n]] == 0)  # masked: not one element changed
+        torch.testing.assert_close(moved[~off[n]], -0.3 * grads[n][~off[n]])  # kept: a plain SGD step
+
+
+def test_sparse_maml_mask_gradient_is_the_straight_through_first_order_one():
+    """dL_query/ds = -rate * g_support * dL_query/dw' (the step is linear in the mask), first order."""
+    from metasparse.meta import SparseMAML
+
+    net, sup, qry = _net(), _data(13), _data(14)
+    meta = SparseMAML(net, lr=0.2, first_order=True, mask_init=0.1)
+    learner = meta.clone()
+    g_sup = torch.autograd.grad(_loss(learner, sup), list(learner.fast.values()))
+    learner.adapt(_loss(learner, sup))
+    adapted = {n: v.detach().requires_grad_(True) for n, v in learner.fast.items()}
+    g_qry = torch.autograd.grad(
+        _loss(lambda x: torch.func.functional_call(net, adapted, (x,)), qry), list(adapted.values())
+    )
+    _loss(learner, qry).backward()
+    for (n, _), gs, gq in zip(adapted.items(), g_sup, g_qry, strict=True):
+        torch.testing.assert_close(meta.mask_scores[n.replace(".", "__")].grad, -0.2 * gs * gq)
+
+
+def test_sparse_maml_learns_to_switch_off_an_element_whose_update_hurts():
+    """Support and query disagree on one output: adapting the weights that feed it hurts the query, so the
+    outer loop drives their mask scores below zero while the agreeing output's weights stay on."""
+    from metasparse.meta import SparseMAML
+
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2, bias=False).double()
+    nn.init.zeros_(net.weight)  # the support step then moves each weight toward its support value
+    meta = SparseMAML(net, lr=0.5, first_order=True, mask_init=0.05)
+    opt = torch.optim.Adam(meta.mask_scores.parameters(), lr=0.02)
+    x = torch.linalg.qr(torch.randn(32, 3, dtype=torch.float64))[0] * 32**0.5  # uncorrelated inputs
+    w_true = torch.tensor([[1.0, -1.0, 0.5], [0.3, 0.2, -0.4]], dtype=torch.float64)
+    y_sup, y_qry = x @ w_true.T, (x @ w_true.T) * torch.tensor([1.0, -1.0], dtype=torch.float64)
+    for _ in range(60):
+        opt.zero_grad()
+        learner = meta.clone()
+        learner.adapt(((learner(x) - y_sup) ** 2).mean())
+        ((learner(x) - y_qry) ** 2).mean().backward()
+        opt.step()
+    kept = meta.mask_scores["weight"] >= 0
+    assert kept[0].all() and not kept[1].any()
+    assert meta.kept_fraction() == {"weight": 0.5}
+
+
+def test_sparse_maml_runs_in_meta_training_and_its_mask_survives_a_reload(tmp_path):
+    from model_utils import tiny_model
+
+    from metasparse.config import MetaTrainConfig
+    from metasparse.control.controller import Controller
+    from metasparse.meta.load import load_algorithm_state
+    from metasparse.meta.outer import build_algorithm
+    from metasparse.meta.run import final_tensors
+    from metasparse.meta.sparse_maml import SparseMAML
+    from metasparse.meta.system import GatedSystem
+
+    cfg = MetaTrainConfig()
+    cfg.meta.algorithm, cfg.meta.adapt = "sparse_maml", "controller+heads"
+    model = tiny_model()
+    algo = build_algorithm(GatedSystem(model, Controller(model)), cfg)
+    assert isinstance(algo, SparseMAML) and algo.first_order
+    with torch.no_grad():
+        for i, s in enumerate(algo.mask_scores.values()):
+            s.copy_(torch.randn_like(s) if s.dim() else torch.tensor(-1.0 + 2 * (i % 2)))
+    tensors = {k: v.detach().clone() for k, v in final_tensors(algo.module, algo).items() if k.startswith("algo.")}
+    assert tensors and all(k.startswith("algo.mask_scores.") for k in tensors)
+    fresh_model = tiny_model()
+    fresh = build_algorithm(GatedSystem(fresh_model, Controller(fresh_model)), cfg)
+    load_algorithm_state(fresh, tensors, tmp_path)
+    for k, v in algo.mask_scores.items():
+        torch.testing.assert_close(fresh.mask_scores[k], v)
+    with pytest.raises(KeyError, match="no meta-parameter"):
+        load_algorithm_state(fresh, {"algo.rates.x": torch.zeros(())}, tmp_path)

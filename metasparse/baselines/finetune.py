@@ -183,8 +183,11 @@ def multitask_system(loaded, calib, budget: float) -> GatedSystem:
     return system.eval()
 
 
-def adapt_curve(start: Start, lr_scale: float, loaded, data, support, test, tasks, *, steps, score_at, seed, target):
-    """One adaptation curve from a starting point, seeded by (seed, target)."""
+def adapt_curve(
+    start: Start, lr_scale: float, loaded, data, support, test, tasks, *, steps, score_at, seed, target, calib=None
+):
+    """One adaptation curve from a starting point, seeded by (seed, target); a gated system is re-calibrated
+    on ``calib`` (unlabelled target sentences, default the support set)."""
     system, algo = start(seed)
     return adapt_and_score(
         algo,
@@ -198,4 +201,5 @@ def adapt_curve(start: Start, lr_scale: float, loaded, data, support, test, task
         seed=target_seed(seed, target),
         curve=True,
         score_at=score_at,
+        calib=calib,
     )

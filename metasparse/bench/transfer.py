@@ -94,7 +94,7 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict, 
     """Adaptation curve rows (accuracy per task and FLOPs) for one run, the converged-scratch ceiling per
     cell, and each method's chosen inner rate."""
     from metasparse.baselines.finetune import adapt_curve
-    from metasparse.meta.evaluation import support_rows
+    from metasparse.meta.evaluation import calibration_rows, support_rows, target_seed
     from metasparse.model.corpus import EncodedRows
 
     b = loaded.bundle
@@ -115,6 +115,8 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict, 
         for shots in cfg.shots:
             for seed in cfg.seeds:
                 support = support_rows(idx, cell, shots, seed)
+                extra = loaded.cfg.adapt.calibrate_sentences
+                calib = calibration_rows(train, support, extra, target_seed(seed, cell.name))
                 for method, start in starts.items():
                     t0 = time.time()
                     res = adapt_curve(
@@ -129,6 +131,7 @@ def curves_for_run(loaded, cfg: TransferBenchConfig) -> tuple[list[dict], dict, 
                         score_at=set(cfg.steps),
                         seed=seed,
                         target=cell.name,
+                        calib=calib,
                     )
                     key = {"cell": cell.name, "method": method, "shots": shots, "support": len(support), "seed": seed}
                     out += [

@@ -15,7 +15,7 @@ from metasparse.errors import require
 from metasparse.model.adapters import AdapterConfig
 from metasparse.model.encoder import ModelConfig
 
-ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
+ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "sparse_maml", "reptile")
 # What the inner loop can adapt; ``meta.adapt`` joins them with "+" ("light": every one of them).
 ADAPT_PARTS = ("controller", "adapters", "heads", "norms", "embeddings")
 ADAPT_ALIASES = {"light": "+".join(ADAPT_PARTS), "head": "heads", "norm": "norms"}
@@ -97,7 +97,8 @@ class MetaConfig:
 
     Attributes:
         algorithm: maml (second order), fomaml, anil (inner loop on the controller's output layers only),
-            metasgd (learned inner rates), reptile.
+            metasgd (learned inner rates), sparse_maml (first order, with a learned mask over which
+            elements the inner loop may change: von Oswald et al. 2021), reptile.
         adapt: what the inner loop changes: parts joined by "+" from controller, adapters (pathway
             adapters), heads (task heads), norms (layer norms), embeddings (the rows of the subword,
             word-form and suffix tables the support set uses); ``light`` is all of them. Embeddings adapt
@@ -117,6 +118,7 @@ class MetaConfig:
         checkpoint_every: outer steps between checkpoints.
         stability_weight: weight of the term that rewards the same pathways for similar inputs.
         tau_start, tau_end: Gumbel temperature schedule over the outer steps.
+        mask_init: sparse_maml's initial mask score (> 0: every element adapts at first).
         max_nonfinite: outer steps with a NaN or infinite loss or gradient that are skipped (the last good
             state kept) before the run stops with an error.
     """
@@ -141,9 +143,11 @@ class MetaConfig:
     stability_weight: float = 0.1
     tau_start: float = 2.0
     tau_end: float = 0.3
+    mask_init: float = 0.01
     max_nonfinite: int = 10
 
     def __post_init__(self) -> None:
+        require(self.mask_init > 0, "meta.mask_init", "> 0", self.mask_init)
         require(self.max_nonfinite >= 0, "meta.max_nonfinite", ">= 0", self.max_nonfinite)
         require(self.algorithm in ALGORITHMS, "meta.algorithm", ", ".join(ALGORITHMS), self.algorithm)
         adapt_parts(self.adapt)
@@ -186,9 +190,13 @@ class AdaptConfig:
     shots: int = 16
     lr: float | None = None  # null: meta.inner_lr
     max_test_sentences: int | None = None
-    calibrate: bool = True  # after adapting, shift the bias so hard decisions meet the budget on the support set
+    calibrate: bool = True  # after adapting, shift the bias so hard decisions meet the budget
+    # and meet it on the support set plus this many of the target's train sentences, unlabelled (their labels
+    # are never read): 16 sentences alone leave the adapted model leaner than the budget on new text
+    calibrate_sentences: int = 200
 
     def __post_init__(self) -> None:
+        require(self.calibrate_sentences >= 0, "adapt.calibrate_sentences", ">= 0", self.calibrate_sentences)
         require(self.steps >= 0, "adapt.steps", ">= 0", self.steps)
         require(self.shots >= 1, "adapt.shots", ">= 1", self.shots)
 

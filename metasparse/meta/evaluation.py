@@ -28,6 +28,15 @@ def support_rows(index: CellIndex, cell: Cell, shots: int, seed: int) -> list[in
     return sorted(int(r) for r in rng.choice(rows, min(shots, len(rows)), replace=False))
 
 
+def calibration_rows(pool, support: list[int], extra: int, seed: int) -> list[int]:
+    """The sentences an adapted controller is re-calibrated to the budget on: the support set plus ``extra``
+    other sentences of ``pool`` (the target's train split, used unlabelled), drawn by ``seed``."""
+    rest = sorted(set(int(r) for r in pool) - set(support))
+    rng = np.random.default_rng([seed, 29])
+    more = rng.choice(rest, min(extra, len(rest)), replace=False).tolist() if rest and extra else []
+    return sorted(set(support) | {int(r) for r in more})
+
+
 def target_seed(seed: int, target: str) -> int:
     """The random state of one target's adaptation: fixed by the run's seed and the target's name alone, so
     a resumed run, another order of targets or another process adapts it identically."""
@@ -47,6 +56,7 @@ def adapt_and_score(
     seed: int,
     curve: bool = False,
     score_at: set[int] | None = None,
+    calib: list[int] | None = None,
 ) -> dict:
     """The one inner loop: adapt a clone on ``support`` for ``steps`` steps and score hard decisions on
     ``test`` (meta_train's targets, ``adapt`` and bench.transfer all call it).
@@ -55,6 +65,8 @@ def adapt_and_score(
         seed: the random state of this adaptation (see :func:`target_seed`); nothing else is read.
         curve: also score after every step (or only after the steps in ``score_at``: scoring every step
             would be the expensive part).
+        calib: the sentences a gated system is re-calibrated to the budget on after adapting (their labels
+            are never read; default: the support set, see :func:`calibration_rows`).
 
     A :class:`GatedSystem` adapts on the episode loss (task + budget + stability) and is re-calibrated to
     the budget on the support set after adapting; a :class:`FixedSystem` (dense or statically pruned: the
@@ -75,7 +87,7 @@ def adapt_and_score(
     def score(step: int) -> dict:
         adapted = materialize(system, learner.fast)
         if cfg.adapt.calibrate and step > 0 and gated:
-            calibrate_bias(adapted.backbone, adapted.controller, data.subset(support), cfg.budget.target, iters=8)
+            calibrate_bias(adapted.backbone, adapted.controller, data.subset(calib or support), cfg.budget.target)
         s = score_method(adapted.method(), data.subset(test))
         last["system"] = adapted
         return {"step": step, "acc": s.accuracy[tasks[0]], "flops": s.flops_fraction, "by_task": dict(s.accuracy)}
@@ -127,7 +139,8 @@ def evaluate_cell(algo, system, data, index, cell, cfg: MetaTrainConfig, *, adap
     if adapt:
         sup = support_rows(index, cell, cfg.adapt.shots, cfg.seed)
         seed = target_seed(cfg.seed, cell.name)
-        res = adapt_and_score(algo, system, data, sup, test, tasks, cfg, steps=cfg.adapt.steps, seed=seed)
+        calib = calibration_rows(index.rows(cell, "train"), sup, cfg.adapt.calibrate_sentences, seed)
+        res = adapt_and_score(algo, system, data, sup, test, tasks, cfg, steps=cfg.adapt.steps, seed=seed, calib=calib)
         entry.update(
             adapted_acc=res["final"]["acc"], adapted_flops=res["final"]["flops"], steps=cfg.adapt.steps, shots=len(sup)
         )

@@ -92,6 +92,17 @@ def load_system_state(system: GatedSystem, tensors: dict[str, torch.Tensor]) -> 
             params[name].copy_(v)
 
 
+def load_algorithm_state(algo: MAML, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Write the algorithm's own meta-parameters (``algo.<name>``: learned inner rates, mask scores) back."""
+    params = {n: p for n, p in algo.named_parameters() if not n.startswith("module.")}
+    with torch.no_grad():
+        for k, v in tensors.items():
+            name = k.removeprefix("algo.")
+            if name not in params:
+                raise KeyError(f"{source}: tensor {k!r} matches no meta-parameter of meta.algorithm's learner")
+            params[name].copy_(v)
+
+
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Rebuild a run from its folder (the backbone and tokenizer come from the cache, verified by hash)."""
     from metasparse.train.pretraining import pretrain
@@ -108,6 +119,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     pretrained = copy.deepcopy(backbone).eval()
     system = new_system(backbone, cfg)
     tensors, _ = load_checkpoint(final)
-    load_system_state(system, tensors)
+    load_system_state(system, {k: v for k, v in tensors.items() if not k.startswith("algo.")})
     algo = build_algorithm(system, cfg)
+    load_algorithm_state(algo, {k: v for k, v in tensors.items() if k.startswith("algo.")}, final)
     return LoadedRun(run_dir, cfg, bundle, system.eval(), algo, pretrained)

@@ -38,6 +38,7 @@ from metasparse.meta.distributed import all_reduce_grads, gather_lists, is_main,
 from metasparse.meta.maml import MAML, anil
 from metasparse.meta.meta_sgd import MetaSGD
 from metasparse.meta.reptile import Reptile
+from metasparse.meta.sparse_maml import SparseMAML
 from metasparse.meta.system import INNER_ONLY_PARTS, GatedSystem, episode_loss, gated_scores, part_of
 from metasparse.model.corpus import EncodedRows
 
@@ -72,6 +73,8 @@ def build_algorithm(system: GatedSystem, cfg: MetaTrainConfig) -> MAML:
         return anil(system, m.inner_lr, head=anil_head, first_order=True)
     if m.algorithm == "metasgd":
         return MetaSGD(system, m.inner_lr, first_order=True, **kw)
+    if m.algorithm == "sparse_maml":
+        return SparseMAML(system, m.inner_lr, first_order=True, mask_init=m.mask_init, **kw)
     return Reptile(system, m.inner_lr, adapt=adapt, lr_scale=kw["lr_scale"], inner_only=inner_only)
 
 

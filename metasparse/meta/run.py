@@ -27,7 +27,8 @@ from metasparse.meta.distributed import is_main, main_first
 from metasparse.meta.evaluation import evaluate_cell
 from metasparse.meta.load import new_system
 from metasparse.meta.outer import meta_train, split_validation_cells
-from metasparse.meta.system import dense_scores, gated_scores
+from metasparse.meta.sparse_maml import SparseMAML
+from metasparse.meta.system import dense_scores, gated_scores, part_of
 from metasparse.model.corpus import EncodedRows
 from metasparse.train.pretraining import backbone_key, pretrain
 
@@ -142,7 +143,7 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     system.eval()
     save_checkpoint(
         out_dir / "ckpt" / "final",
-        {f"param.{n}": p for n, p in system.named_parameters() if p.requires_grad},  # what meta-training learned
+        final_tensors(system, algo),
         {"backbone": str(backbone_dir), "config": OmegaConf.to_container(OmegaConf.structured(cfg))},
     )
     metrics = run_metrics(cfg, algo, system, data, bundle, src_test, state, backbone_dir, backbone_metrics, out_dir)
@@ -157,6 +158,15 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     atomic_write(out_dir / "report.md", report)
     print(report)
     return metrics
+
+
+def final_tensors(system, algo) -> dict[str, torch.Tensor]:
+    """What meta-training learned: the system's trainable parameters (``param.<name>``) and the algorithm's
+    own meta-parameters (``algo.<name>``: Meta-SGD's inner rates, sparse-MAML's mask scores), without which a
+    reloaded run would adapt at its initial rates over every element."""
+    tensors = {f"param.{n}": p for n, p in system.named_parameters() if p.requires_grad}
+    tensors.update({f"algo.{n}": p for n, p in algo.named_parameters() if not n.startswith("module.")})
+    return tensors
 
 
 def run_metrics(cfg, algo, system, data, bundle, src_test, state, backbone_dir, backbone_metrics, out_dir) -> dict:
@@ -198,6 +208,8 @@ def run_metrics(cfg, algo, system, data, bundle, src_test, state, backbone_dir, 
         "nonfinite_steps": state.nonfinite,
         "backbone": {"dir": str(backbone_dir), "macro": backbone_metrics["macro"]},
     }
+    if isinstance(algo, SparseMAML):  # where the learned mask lets each part adapt
+        metrics["adapt_mask_kept"] = algo.kept_fraction(part_of)
     metrics["objective"] = metrics["targets_macro"]["adapted_acc"] if targets else src_acc
     return metrics
 

@@ -198,3 +198,29 @@ def test_the_adam_inner_step_matches_torch_adam_and_leaves_untouched_rows_alone(
         learner.adapt(learner(torch.tensor([1, 3])).pow(2).sum())
     moved = (learner.fast["weight"] != emb.weight).any(1).nonzero().squeeze(1).tolist()
     assert moved == [1, 3]
+
+
+def test_the_row_sparse_embedding_step_equals_the_dense_one_and_leaves_the_module_alone():
+    """First-order SGD steps the inner-only tables row-sparsely in a private copy; the same steps taken
+    densely (the second-order clone keeps the dense, differentiable path) give the same weights."""
+    model = tiny_model()
+    system = GatedSystem(model, Controller(model))
+    for p in system.parameters():
+        p.requires_grad_(False)
+    emb = lambda n: n.startswith("backbone.") and n.endswith("_emb.weight") and "pos" not in n  # noqa: E731
+    light = lambda n: emb(n) or n.startswith("backbone.heads.")  # noqa: E731
+    algo = MAML(system, 0.5, first_order=True, adapt=light, inner_only=light)
+    batch = _labelled([4, 3, 5])
+    start = {n: p.detach().clone() for n, p in system.named_parameters()}
+    sparse, dense = algo.clone(), algo.clone(first_order=False)
+    assert sorted(sparse.row_rates) == sorted(n for n in algo.adapt_names if emb(n)) and not dense.row_rates
+    for step in range(3):
+        for learner in (sparse, dense):
+            torch.manual_seed(step)  # the same relaxed (Gumbel) decisions for both
+            learner.adapt(task_loss(learner(batch).logits, batch.labels))
+    for n in algo.adapt_names:
+        torch.testing.assert_close(sparse.fast[n], dense.fast[n], atol=1e-6, rtol=0)
+        assert not torch.equal(sparse.fast[n], start[n]), n  # every part moved
+    for n, p in system.named_parameters():  # the module's own tables are untouched
+        assert torch.equal(p, start[n]), n
+    assert not any(m.sparse for m in (model.subword_emb, model.word_emb, model.suffix_emb))  # flags restored

@@ -37,15 +37,36 @@ def _select(
 
 
 class Learner:
-    """A task-specific copy of the adapted parameters; calling it runs the module with them."""
+    """A task-specific copy of the adapted parameters; calling it runs the module with them.
+
+    Embedding tables in ``row_rates`` (name -> plain SGD rate) take a row-sparse step: the learner owns a
+    private copy of each, its lookups produce sparse gradients, and a step changes only the rows the loss
+    looked up, in place. The dense step would fill, scale and subtract the whole table (millions of values)
+    for the few hundred rows a support set touches: three quarters of a light inner step's time. It is the
+    same SGD step; it is used only where nothing differentiates through it (see :meth:`MAML.clone`).
+    """
 
     def __init__(
-        self, module: nn.Module, fast: dict[str, torch.Tensor], step: Callable[[dict, dict], dict], first_order: bool
+        self,
+        module: nn.Module,
+        fast: dict[str, torch.Tensor],
+        step: Callable[[dict, dict], dict],
+        first_order: bool,
+        row_rates: dict[str, float] | None = None,
     ) -> None:
         self.module, self.fast, self._step, self.first_order = module, fast, step, first_order
+        self.row_rates = dict(row_rates or {})
+        self._tables = [module.get_submodule(n.rpartition(".")[0]) for n in self.row_rates]
 
     def __call__(self, *args, **kwargs):
-        return functional_call(self.module, self.fast, args, kwargs, strict=False)
+        flags = [t.sparse for t in self._tables]
+        for t in self._tables:  # sparse gradients for the row-sparse tables, for this call only
+            t.sparse = True
+        try:
+            return functional_call(self.module, self.fast, args, kwargs, strict=False)
+        finally:
+            for t, f in zip(self._tables, flags, strict=True):
+                t.sparse = f
 
     def adapt(self, loss: torch.Tensor) -> None:
         """One inner step on ``loss`` (computed with this learner)."""
@@ -53,10 +74,18 @@ class Learner:
         grads = torch.autograd.grad(
             loss, [self.fast[n] for n in names], create_graph=not self.first_order, allow_unused=True
         )
-        grads = {n: (torch.zeros_like(self.fast[n]) if g is None else g) for n, g in zip(names, grads, strict=True)}
+        grads = dict(zip(names, grads, strict=True))
+        with torch.no_grad():
+            for n, rate in self.row_rates.items():
+                g = grads.pop(n)
+                if g is not None:
+                    g = g.coalesce()
+                    self.fast[n].index_add_(0, g.indices()[0], g.values(), alpha=-rate)
+        grads = {n: (torch.zeros_like(self.fast[n]) if g is None else g) for n, g in grads.items()}
         if self.first_order:
             grads = {n: g.detach() for n, g in grads.items()}
-        self.fast = self._step(self.fast, grads)
+        dense = {n: self.fast[n] for n in grads}
+        self.fast = {**self.fast, **self._step(dense, grads)}
 
 
 class MAML(nn.Module):
@@ -109,16 +138,27 @@ class MAML(nn.Module):
             lr_scale: multiplies every inner rate (a test-time learning rate other than the meta-trained one);
                 Meta-SGD's learned per-element rates keep their shape, only their scale changes.
         """
+        first_order = self.first_order if first_order is None else first_order
         params = dict(self.module.named_parameters())
         fast = {n: params[n] for n in self.adapt_names}
-        for n in self.inner_only:
-            fast[n] = params[n].detach().requires_grad_(True)
         rates = self.inner_rates()
         if lr_scale != 1.0:
             rates = {n: r * lr_scale for n, r in rates.items()}
+        rows = {n: float(rates[n]) for n in self.inner_only if self._row_sparse(n, rates[n], first_order)}
+        for n in self.inner_only:
+            # a row-sparse table is stepped in place: the learner's own copy, never the module's
+            fast[n] = (params[n].detach().clone() if n in rows else params[n].detach()).requires_grad_(True)
+        dense_rates = {n: r for n, r in rates.items() if n not in rows}
+        step = _sgd(dense_rates) if self.inner_optimizer == "sgd" else _adam(dense_rates)
+        return Learner(self.module, fast, step, first_order, row_rates=rows)
 
-        step = _sgd(rates) if self.inner_optimizer == "sgd" else _adam(rates)
-        return Learner(self.module, fast, step, self.first_order if first_order is None else first_order)
+    def _row_sparse(self, name: str, rate, first_order: bool) -> bool:
+        """Whether an inner-only parameter can take the row-sparse step: an embedding table under first-order
+        SGD at a rate that is not learned (a learned rate or mask, second-order terms and Adam's state all
+        need the dense, differentiable step)."""
+        learned = isinstance(rate, torch.Tensor) and rate.requires_grad
+        table = self.module.get_submodule(name.rpartition(".")[0])
+        return first_order and self.inner_optimizer == "sgd" and not learned and isinstance(table, nn.Embedding)
 
 
 def _sgd(rates: dict) -> Callable[[dict, dict], dict]:

@@ -216,13 +216,16 @@ def test_sparse_maml_runs_in_meta_training_and_its_mask_survives_a_reload(tmp_pa
     from metasparse.meta.system import GatedSystem
 
     cfg = MetaTrainConfig()
-    cfg.meta.algorithm, cfg.meta.adapt = "sparse_maml", "controller+heads"
+    cfg.meta.algorithm, cfg.meta.adapt = "sparse_maml", "controller+heads+embeddings"
     model = tiny_model()
     algo = build_algorithm(GatedSystem(model, Controller(model)), cfg)
     assert isinstance(algo, SparseMAML) and algo.first_order
+    # the embedding tables (inner-only) are not masked and keep the row-sparse step
+    assert all(not n.endswith("_emb.weight") for n in algo.masked) and algo.inner_only
+    assert sorted(algo.clone().row_rates) == sorted(algo.inner_only)
     with torch.no_grad():
-        for i, s in enumerate(algo.mask_scores.values()):
-            s.copy_(torch.randn_like(s) if s.dim() else torch.tensor(-1.0 + 2 * (i % 2)))
+        for s in algo.mask_scores.values():
+            s.copy_(torch.randn_like(s))
     tensors = {k: v.detach().clone() for k, v in final_tensors(algo.module, algo).items() if k.startswith("algo.")}
     assert tensors and all(k.startswith("algo.mask_scores.") for k in tensors)
     fresh_model = tiny_model()

@@ -8,8 +8,9 @@ whose inner updates hurt the query loss is switched off, and one that helps stay
 first-order MAML too: the step is linear in ``m`` whatever the inner gradient is, so the meta-gradient of
 the mask is ``-rate * g * dL_query/dw'`` without second-order terms.
 
-Inner-only parameters (the embedding tables: millions of elements, never meta-learned) get one score per
-tensor: the mask decides whether a table adapts at all, not which of its rows.
+Inner-only parameters (the embedding tables: millions of elements, never meta-learned) are not masked:
+which of their rows adapt is already decided by the support set (only looked-up rows move), and an
+unmasked table keeps the row-sparse inner step (see :class:`~metasparse.meta.maml.Learner`).
 """
 
 from __future__ import annotations
@@ -53,31 +54,27 @@ class SparseMAML(MAML):
         if mask_init <= 0:
             raise ValueError(f"mask_init must be > 0 (every element adapts at first), got {mask_init}")
         params = dict(module.named_parameters())
-
-        def initial(n: str) -> torch.Tensor:
-            shape = () if n in self.inner_only else params[n].shape
-            return torch.full(shape, float(mask_init), dtype=params[n].dtype)
-
-        self.mask_scores = nn.ParameterDict({n.replace(".", "__"): nn.Parameter(initial(n)) for n in self.adapt_names})
+        self.masked = [n for n in self.adapt_names if n not in self.inner_only]
+        self.mask_scores = nn.ParameterDict(
+            {n.replace(".", "__"): nn.Parameter(torch.full_like(params[n], float(mask_init))) for n in self.masked}
+        )
 
     def masks(self) -> dict[str, torch.Tensor]:
-        """The hard masks (straight-through), by parameter name."""
-        return {n: straight_through_mask(self.mask_scores[n.replace(".", "__")]) for n in self.adapt_names}
+        """The hard masks (straight-through), by parameter name (meta-learned parameters only)."""
+        return {n: straight_through_mask(self.mask_scores[n.replace(".", "__")]) for n in self.masked}
 
     def inner_rates(self) -> dict[str, torch.Tensor | float]:
         masks = self.masks()
-        return {n: self.lr * self.lr_scale[n] * masks[n] for n in self.adapt_names}
+        return {n: self.lr * self.lr_scale[n] * masks.get(n, 1.0) for n in self.adapt_names}
 
     @torch.no_grad()
     def kept_fraction(self, part_of: Callable[[str], str | None] = lambda n: n) -> dict[str, float]:
-        """Share of elements the mask lets adapt, grouped by ``part_of(name)`` (default: per parameter);
-        an inner-only tensor counts as all of its elements."""
+        """Share of the masked (meta-learned) elements the mask lets adapt, grouped by ``part_of(name)``
+        (default: per parameter)."""
         kept: dict[str, list[float]] = {}
-        params = dict(self.module.named_parameters())
-        for n in self.adapt_names:
-            on = (self.mask_scores[n.replace(".", "__")] >= 0).to(torch.float64)
-            size = params[n].numel()
-            k = kept.setdefault(str(part_of(n)), [0.0, 0.0])
-            k[0] += float(on.sum()) * (size if on.dim() == 0 else 1)
-            k[1] += size
+        for n in self.masked:
+            on = self.mask_scores[n.replace(".", "__")] >= 0
+            k = kept.setdefault(str(part_of(n)), [0, 0])
+            k[0] += int(on.sum())
+            k[1] += on.numel()
         return {g: a / b for g, (a, b) in kept.items()}

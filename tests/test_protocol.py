@@ -102,7 +102,7 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
             "-m",
             "metasparse.evaluate",
             f"run_dir={smoke_run}",
-            "methods=[meta,importance,random]",
+            "methods=[meta,importance,random,udpipe]",
             "experiment=quick",
             f"hydra.run.dir={out}",
         ],
@@ -122,6 +122,16 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
     assert {(s["batch"], s["method"]) for s in r["speed"]} == {(b, n) for b in (1, 32) for n in r["methods"]}
     assert all(s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] for s in r["speed"])
     assert "| batch | method | p50 ms" in (out / "evaluate.md").read_text()
+    # The UDPipe peer on the same source test sentences: every source language covered, numbers as a direct call.
+    from metasparse.baselines.udpipe import train_taggers, udpipe_scores
+    from metasparse.protocol.peers import source_train_rows
+
+    u = r["peers"]["udpipe"]
+    assert u["options"] == {"iterations": 1, "max_train_sentences": 100}  # experiment=quick
+    assert u["source_test"]["words"] == r["methods"]["dense"]["source_test"]["words"]
+    assert set(u["source_test"]["by_lang"]) == set(r["methods"]["dense"]["source_test"]["by_lang"])
+    assert u["speed"]["wall_ratio"] > 0 and u["speed"]["words_per_s"] > 0
+    assert "| peer | UPOS acc |" in (out / "evaluate.md").read_text()
 
     # The CLI's numbers are the library's: dense and meta rescored directly on the same source test sentences.
     from metasparse.baselines.build import build_method, source_splits
@@ -137,3 +147,7 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
     assert r["methods"]["meta"]["source_test"]["accuracy"] == pytest.approx(again.accuracy, abs=1e-12)
     assert r["methods"]["meta"]["source_test"]["flops_fraction"] == pytest.approx(again.flops_fraction, abs=1e-12)
     assert 0.0 < again.flops_fraction < 1.0  # gated: less than dense
+    models = train_taggers(loaded.bundle.dataset, source_train_rows(loaded, 100), iterations=1)  # cached by the CLI
+    rows = [int(x) for x in splits.test.rows]
+    direct_u = udpipe_scores(loaded.bundle.dataset, rows, list(splits.test.cells), models).summary()
+    assert u["source_test"]["accuracy"]["upos"] == pytest.approx(direct_u["accuracy"]["upos"], abs=1e-12)

@@ -11,6 +11,8 @@ from metasparse.errors import require
 
 # Every method ``evaluate`` and ``bench.transfer`` know, in report order (dense first).
 METHODS = ("dense", "meta", "multitask", "importance", "l0", "teal", "random")
+# Peers: other taggers a user would pick instead, scored on the same sentences (not ways of running the backbone).
+PEERS = ("udpipe",)
 # The starting points bench.transfer adapts from (metasparse.baselines.finetune builds them).
 FT_METHODS = ("meta", "multitask-ft", "dense-ft", "static-ft", "scratch")
 
@@ -78,12 +80,30 @@ class LatencyOptions:
 
 
 @dataclass
+class UdpipeOptions:
+    """The UDPipe 1 peer: one tagger per language on the run's source train split (cached).
+
+    Attributes:
+        iterations: UDPipe's tagger training iterations (its default: 20).
+        max_train_sentences: per language, the first this many train sentences (null: all of them).
+    """
+
+    iterations: int = 20
+    max_train_sentences: int | None = None
+
+    def __post_init__(self) -> None:
+        require(self.iterations >= 1, "udpipe.iterations", ">= 1", self.iterations)
+        m = self.max_train_sentences
+        require(m is None or m >= 1, "udpipe.max_train_sentences", ">= 1 or null", m)
+
+
+@dataclass
 class EvaluateConfig:
     """Schema of ``conf/evaluate.yaml``: the evaluation protocol for one run and one or more methods.
 
     Attributes:
         run_dir: a finished meta_train run.
-        methods: which methods (``all`` for every one).
+        methods: which methods (``all`` for every one, peers included).
         budget: FLOPs budget (null: the run's ``budget.target``).
         test_sentences: source test sentences scored (null: all).
         target_test_sentences: per target cell (null: all).
@@ -105,19 +125,27 @@ class EvaluateConfig:
     calib_sentences: int = 1500
     baseline_steps: int = 300
     latency: LatencyOptions = field(default_factory=LatencyOptions)
+    udpipe: UdpipeOptions = field(default_factory=UdpipeOptions)
     out: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in (*METHODS, "all")]
-        require(not bad, "methods", f"a list of: {', '.join(METHODS)}, or [all]", self.methods)
+        bad = [m for m in self.methods if m not in (*METHODS, *PEERS, "all")]
+        require(not bad, "methods", f"a list of: {', '.join(METHODS + PEERS)}, or [all]", self.methods)
         require(self.budget is None or 0 < self.budget <= 1, "budget", "(0, 1] or null", self.budget)
         require(self.stress_sentences >= 1, "stress_sentences", ">= 1", self.stress_sentences)
         require(self.calib_sentences >= 1, "calib_sentences", ">= 1", self.calib_sentences)
         require(self.baseline_steps >= 1, "baseline_steps", ">= 1", self.baseline_steps)
 
     def method_names(self) -> list[str]:
-        return list(METHODS) if "all" in self.methods else list(dict.fromkeys(["dense", *self.methods]))
+        """The ways of running the backbone to evaluate (dense always)."""
+        if "all" in self.methods:
+            return list(METHODS)
+        return list(dict.fromkeys(["dense", *(m for m in self.methods if m in METHODS)]))
+
+    def peer_names(self) -> list[str]:
+        """The peer taggers to score beside them."""
+        return list(PEERS) if "all" in self.methods else [m for m in self.methods if m in PEERS]
 
 
 @dataclass

@@ -14,6 +14,7 @@ from metasparse.config import EvaluateConfig
 from metasparse.meta.load import load_run
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.protocol.consistency import batch_consistency
+from metasparse.protocol.peers import udpipe_result
 from metasparse.protocol.speed import measure_speed
 from metasparse.protocol.stress import stress_corpora
 from metasparse.scoring import Method, score
@@ -75,6 +76,9 @@ def evaluate_run(cfg: EvaluateConfig) -> dict:
         methods[name] = build_method(name, loaded, splits, budget, steps=cfg.baseline_steps, seed=cfg.seed)
         log.info("built %s in %.1fs", name, time.time() - t1)
     results = {name: method_result(name, m, splits, targets, stress, cfg) for name, m in methods.items()}
+    peers = {}
+    if "udpipe" in cfg.peer_names():
+        peers["udpipe"] = udpipe_result(loaded, splits, targets, methods["dense"], cfg)
     sizes = tuple(lat.batch_sizes)
     speed = measure_speed(
         methods, splits.test, batch_sizes=sizes, sentences=lat.sentences, repeats=lat.repeats, seed=cfg.seed
@@ -83,6 +87,7 @@ def evaluate_run(cfg: EvaluateConfig) -> dict:
         "run_dir": str(cfg.run_dir),
         "budget": budget,
         "methods": results,
+        "peers": peers,
         "speed": speed,
         "threads": lat.threads,
         "torch": torch.__version__,
@@ -125,6 +130,7 @@ def format_report(r: dict) -> str:
             f"{s['words_per_s']:.0f} | {s['cpu_ms_per_1k_words']:.1f} | {s['wall_ratio']:.3f} "
             f"({s['wall_ratio_p25']:.3f}-{s['wall_ratio_p75']:.3f}) |"
         )
+    lines += _peer_lines(r)
     lines += [
         "",
         "Batch-size consistency (batch 1 vs 32) and stress drift (accuracy points and FLOPs fraction vs clean):",
@@ -144,3 +150,34 @@ def format_report(r: dict) -> str:
             f"{cell('noise_0.1')} | {cell('long')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _peer_lines(r: dict) -> list[str]:
+    """The peers' table (UPOS only) and, per language, each peer next to dense on the same sentences."""
+    if not r.get("peers"):
+        return []
+    pct = lambda v: "-" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
+    dense = r["methods"]["dense"]["source_test"]
+    lines = [
+        "",
+        "Peers: other taggers trained on the run's source train split, on the same sentences (UPOS only; "
+        "speed at batch 1 interleaved with dense, the peer on 1 thread):",
+        "",
+        "| peer | UPOS acc | UPOS macro-cells | UPOS macro-langs | target UPOS | words/s | dense words/s "
+        "| wall ratio to dense (IQR) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, p in r["peers"].items():
+        s, t, sp = p["source_test"], p["targets_zero_shot"], p["speed"]
+        lines.append(
+            f"| {name} | {pct(s['accuracy']['upos'])} | {pct(s['macro_cells']['upos'])} | "
+            f"{pct(s['macro_langs']['upos'])} | {pct(t['accuracy']['upos']) if t else '-'} | "
+            f"{sp['words_per_s']:.0f} | {sp['dense_words_per_s']:.0f} | {sp['wall_ratio']:.3f} "
+            f"({sp['wall_ratio_p25']:.3f}-{sp['wall_ratio_p75']:.3f}) |"
+        )
+    names = list(r["peers"])
+    lines += ["", "| language | dense UPOS | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
+    for lang, acc in dense["by_lang"].items():
+        others = " | ".join(pct(r["peers"][n]["source_test"]["by_lang"].get(lang, {}).get("upos")) for n in names)
+        lines.append(f"| {lang} | {pct(acc.get('upos'))} | {others} |")
+    return lines

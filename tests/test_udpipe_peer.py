@@ -41,6 +41,13 @@ def test_taggers_train_once_per_language_and_score_in_the_shared_tables(tmp_path
     ds = datasets.Dataset.from_list(rows)
     models = peer.train_taggers(ds, {"xx": list(range(200)), "yy": []}, iterations=2)
     assert list(models) == ["xx"] and models["xx"].exists()  # no training sentences: no tagger
+    # two languages at once, in worker processes: the same files as one at a time
+    both = {"xx": list(range(200)), "zz": list(range(100))}
+    parallel = peer.train_taggers(ds, both, iterations=2, workers=2)
+    assert parallel["xx"] == models["xx"] and parallel["zz"].exists()
+    assert parallel["zz"].read_bytes() == peer.train_tagger(
+        list(ds.select(range(100))["words"]), list(ds.select(range(100))["upos"]), iterations=2
+    )
 
     def refuse(*a, **k):
         raise AssertionError("retrained a cached tagger")

@@ -84,20 +84,41 @@ def model_key(words: list[list[str]], upos: list[list[str]], iterations: int) ->
     return h.hexdigest()[:16]
 
 
-def train_taggers(dataset, rows_by_lang: dict[str, list[int]], *, iterations: int = 20) -> dict[str, Path]:
-    """One cached tagger per language, trained on ``rows_by_lang[lang]`` (dataset rows); returns the files."""
-    out = {}
+def _train_to(path: Path, words: list[list[str]], upos: list[list[str]], iterations: int) -> float:
+    """Train one tagger into ``path`` (atomically); returns the seconds it took (a worker process's job)."""
+    t0 = time.time()
+    atomic_write(path, train_tagger(words, upos, iterations=iterations))
+    return time.time() - t0
+
+
+def train_taggers(
+    dataset, rows_by_lang: dict[str, list[int]], *, iterations: int = 20, workers: int = 1
+) -> dict[str, Path]:
+    """One cached tagger per language, trained on ``rows_by_lang[lang]`` (dataset rows); returns the files.
+
+    UDPipe trains on one core, so ``workers`` > 1 trains that many languages at once, in processes.
+    """
+    out, todo = {}, {}
     for lang, rows in sorted(rows_by_lang.items()):
         if not rows:
             continue
         sub = dataset.select(rows)
         words, upos = list(sub["words"]), list(sub["upos"])
-        path = cache_dir() / "udpipe" / f"{lang}-{model_key(words, upos, iterations)}.udpipe"
-        if not path.exists():
-            t0 = time.time()
-            atomic_write(path, train_tagger(words, upos, iterations=iterations))
-            log.info("udpipe %s: trained on %d sentences in %.0fs -> %s", lang, len(rows), time.time() - t0, path)
-        out[lang] = path
+        out[lang] = cache_dir() / "udpipe" / f"{lang}-{model_key(words, upos, iterations)}.udpipe"
+        if not out[lang].exists():
+            todo[lang] = (out[lang], words, upos, iterations)
+    if todo:
+        log.info("udpipe: training %d tagger(s) (%s), %d at a time", len(todo), ", ".join(todo), workers)
+    if workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            jobs = {lang: pool.submit(_train_to, *args) for lang, args in todo.items()}
+            for lang, job in jobs.items():
+                log.info("udpipe %s: trained in %.0fs -> %s", lang, job.result(), out[lang])
+    else:
+        for lang, args in todo.items():
+            log.info("udpipe %s: trained in %.0fs -> %s", lang, _train_to(*args), out[lang])
     return out
 
 

@@ -86,13 +86,16 @@ class UdpipeOptions:
     Attributes:
         iterations: UDPipe's tagger training iterations (its default: 20).
         max_train_sentences: per language, the first this many train sentences (null: all of them).
+        workers: languages trained at once (UDPipe trains on one core), in processes.
     """
 
     iterations: int = 20
     max_train_sentences: int | None = None
+    workers: int = 2
 
     def __post_init__(self) -> None:
         require(self.iterations >= 1, "udpipe.iterations", ">= 1", self.iterations)
+        require(self.workers >= 1, "udpipe.workers", ">= 1", self.workers)
         m = self.max_train_sentences
         require(m is None or m >= 1, "udpipe.max_train_sentences", ">= 1 or null", m)
 

@@ -61,7 +61,10 @@ def udpipe_result(loaded, splits, targets: EncodedCorpus | None, dense: Method, 
     ds = loaded.bundle.dataset
     t0 = time.time()
     models = train_taggers(
-        ds, source_train_rows(loaded, cfg.udpipe.max_train_sentences), iterations=cfg.udpipe.iterations
+        ds,
+        source_train_rows(loaded, cfg.udpipe.max_train_sentences),
+        iterations=cfg.udpipe.iterations,
+        workers=cfg.udpipe.workers,
     )
     log.info("udpipe: %d taggers ready in %.0fs", len(models), time.time() - t0)
 

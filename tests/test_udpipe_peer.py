@@ -35,6 +35,14 @@ def test_the_training_conllu_carries_forms_and_tags():
     ]
 
 
+def test_forms_longer_than_udpipe_allows_are_cut_at_a_character_boundary():
+    long = "é" * 200  # 400 bytes: UDPipe's trainer refuses forms over 255 bytes
+    cut = peer.udpipe_form(long)
+    assert len(cut.encode("utf-8")) <= peer.MAX_FORM_BYTES and long.startswith(cut) and cut
+    assert peer.udpipe_form("chat") == "chat"
+    peer.train_tagger([["le", long, "chat"]] * 3, [["DET", "X", "NOUN"]] * 3, iterations=1)  # trains
+
+
 def test_taggers_train_once_per_language_and_score_in_the_shared_tables(tmp_path, monkeypatch):
     monkeypatch.setenv("METASPARSE_CACHE_DIR", str(tmp_path))
     rows = _sentences(200, 0) + _sentences(40, 1) + [{"words": ["x"], "upos": ["X"], "lang": "yy"}]

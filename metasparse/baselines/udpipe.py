@@ -37,12 +37,23 @@ def _udpipe():
     return udpipe
 
 
+# UDPipe's tagger dictionary stores a form's length in one byte: a longer form (a URL in English web text)
+# fails training with "Should encode value 474 in one byte!". Such forms are cut for the peer alone.
+MAX_FORM_BYTES = 255
+
+
+def udpipe_form(word: str) -> str:
+    """``word`` cut to :data:`MAX_FORM_BYTES` UTF-8 bytes (at a character boundary)."""
+    b = word.encode("utf-8")
+    return word if len(b) <= MAX_FORM_BYTES else b[:MAX_FORM_BYTES].decode("utf-8", "ignore")
+
+
 def conllu_text(words: list[list[str]], upos: list[list[str]]) -> str:
     """Minimal CoNLL-U (ID, FORM, UPOS; a flat tree the tagger ignores) for UDPipe's trainer."""
     blocks = []
     for ws, ts in zip(words, upos, strict=True):
         lines = [
-            f"{i}\t{w}\t_\t{t}\t_\t_\t{0 if i == 1 else 1}\t{'root' if i == 1 else 'dep'}\t_\t_"
+            f"{i}\t{udpipe_form(w)}\t_\t{t}\t_\t_\t{0 if i == 1 else 1}\t{'root' if i == 1 else 'dep'}\t_\t_"
             for i, (w, t) in enumerate(zip(ws, ts, strict=True), start=1)
         ]
         blocks.append("\n".join(lines))
@@ -134,7 +145,7 @@ class Tagger:
     def tag(self, words: list[str]) -> list[str]:
         s = self._udpipe.Sentence()
         for w in words:
-            s.addWord(w)
+            s.addWord(udpipe_form(w))
         err = self._udpipe.ProcessingError()
         self.model.tag(s, self._udpipe.Model.DEFAULT, err)
         if err.occurred():

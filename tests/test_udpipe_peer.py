@@ -36,7 +36,7 @@ def test_the_training_conllu_carries_forms_and_tags():
 
 
 def test_forms_longer_than_udpipe_allows_are_cut_at_a_character_boundary():
-    long = "é" * 200  # 400 bytes: UDPipe's trainer refuses forms over 255 bytes
+    long = "é" * 200  # 400 bytes: UDPipe's trainer refuses forms of about 255 bytes and more
     cut = peer.udpipe_form(long)
     assert len(cut.encode("utf-8")) <= peer.MAX_FORM_BYTES and long.startswith(cut) and cut
     assert peer.udpipe_form("chat") == "chat"

@@ -37,9 +37,10 @@ def _udpipe():
     return udpipe
 
 
-# UDPipe's tagger dictionary stores a form's length in one byte: a longer form (a URL in English web text)
-# fails training with "Should encode value 474 in one byte!". Such forms are cut for the peer alone.
-MAX_FORM_BYTES = 255
+# UDPipe's tagger dictionary stores a form's length + 1 in one byte: a longer form (a URL in English web
+# text) fails training with "Should encode value 474 in one byte!" (255 bytes fails, 250 trains). Such forms
+# are cut for the peer alone.
+MAX_FORM_BYTES = 200
 
 
 def udpipe_form(word: str) -> str:

@@ -123,7 +123,7 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
     assert all(s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] for s in r["speed"])
     assert "| batch | method | p50 ms" in (out / "evaluate.md").read_text()
     # The UDPipe peer on the same source test sentences: every source language covered, numbers as a direct call.
-    from metasparse.baselines.udpipe import train_taggers, udpipe_scores
+    from metasparse.baselines.udpipe import load_taggers, train_taggers, udpipe_scores
     from metasparse.protocol.peers import source_train_rows
 
     u = r["peers"]["udpipe"]
@@ -149,5 +149,5 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
     assert 0.0 < again.flops_fraction < 1.0  # gated: less than dense
     models = train_taggers(loaded.bundle.dataset, source_train_rows(loaded, 100), iterations=1)  # cached by the CLI
     rows = [int(x) for x in splits.test.rows]
-    direct_u = udpipe_scores(loaded.bundle.dataset, rows, list(splits.test.cells), models).summary()
+    direct_u = udpipe_scores(loaded.bundle.dataset, rows, list(splits.test.cells), load_taggers(models)).summary()
     assert u["source_test"]["accuracy"]["upos"] == pytest.approx(direct_u["accuracy"]["upos"], abs=1e-12)

@@ -65,9 +65,10 @@ def test_taggers_train_once_per_language_and_score_in_the_shared_tables(tmp_path
 
     test = list(range(200, 241))
     cells = ["xx/d/T"] * 40 + ["yy/d/U"]
-    s = peer.udpipe_scores(ds, test, cells, models).summary()
+    s = peer.udpipe_scores(ds, test, cells, peer.load_taggers(models)).summary()
     gold_words = sum(len(rows[i]["words"]) for i in range(200, 240))
-    assert s["words"] == gold_words and s["uncovered"] == {"yy/d/U": 1}  # the untrained language is not guessed
+    assert s["words"] == gold_words and s["sentences"] == 40
+    assert s["uncovered"] == {"yy/d/U": 1}  # the untrained language is not guessed
     assert s["accuracy"]["upos"] > 0.9 and s["by_lang"] == {"xx": {"upos": s["accuracy"]["upos"]}}
     tagger = peer.Tagger(models["xx"])
     tagged = {i: tagger.tag(rows[i]["words"]) for i in range(200, 240)}

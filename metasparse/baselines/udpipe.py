@@ -7,7 +7,7 @@ own scorer (:func:`udpipe_scores`) that fills the same accuracy tables as :func:
 no tagger, and its cells are reported as not covered instead of guessed.
 
     models = train_taggers(dataset, train_rows, iterations=20)      # lang -> cached model file
-    s = udpipe_scores(dataset, test_rows, models)                    # UdpipeScores
+    s = udpipe_scores(dataset, test_rows, cells, load_taggers(models))   # UdpipeScores
 """
 
 from __future__ import annotations
@@ -154,6 +154,11 @@ class Tagger:
         return [s.words[i].upostag for i in range(1, len(s.words))]
 
 
+def load_taggers(models: dict[str, Path]) -> dict[str, Tagger]:
+    """Each language's model file, loaded once."""
+    return {lang: Tagger(p) for lang, p in models.items()}
+
+
 @dataclass
 class UdpipeScores:
     """UPOS accuracy of the per-language taggers, in the tables every method fills."""
@@ -161,6 +166,7 @@ class UdpipeScores:
     by_cell: AccuracyTable
     by_lang: AccuracyTable
     words: int
+    sentences: int
     seconds: float
     uncovered: dict[str, int] = field(default_factory=dict)  # cell -> sentences of a language with no tagger
 
@@ -176,15 +182,14 @@ class UdpipeScores:
             "flops_fraction": float("nan"),
             "flops_per_token": float("nan"),
             "words": self.words,
-            "sentences": None,
+            "sentences": self.sentences,
             "words_per_s": self.words / self.seconds if self.seconds else float("nan"),
             "uncovered": self.uncovered,
         }
 
 
-def udpipe_scores(dataset, rows: list[int], cells: list[str], models: dict[str, Path]) -> UdpipeScores:
+def udpipe_scores(dataset, rows: list[int], cells: list[str], taggers: dict[str, Tagger]) -> UdpipeScores:
     """Tag the dataset ``rows`` (their cell names in ``cells``) with their language's tagger and count hits."""
-    taggers = {lang: Tagger(p) for lang, p in models.items()}
     sub = dataset.select(rows)
     by_cell, by_lang, uncovered = AccuracyTable(), AccuracyTable(), defaultdict(int)
     words, seconds = 0, 0.0
@@ -199,4 +204,5 @@ def udpipe_scores(dataset, rows: list[int], cells: list[str], models: dict[str, 
         by_cell.add(cell, "upos", hits, len(gold))
         by_lang.add(lang, "upos", hits, len(gold))
         words += len(gold)
-    return UdpipeScores(by_cell, by_lang, words, seconds, dict(uncovered))
+    sentences = len(rows) - sum(uncovered.values())
+    return UdpipeScores(by_cell, by_lang, words, sentences, seconds, dict(uncovered))

@@ -26,11 +26,13 @@ def source_train_rows(loaded, limit: int | None) -> dict[str, list[int]]:
     return {lang: sorted(rows)[:limit] if limit else sorted(rows) for lang, rows in out.items()}
 
 
-def _speed(dense: Method, tagger_fn, corpus: EncodedCorpus, cfg: EvaluateConfig) -> dict:
-    """The peer and dense at batch 1 over the same sentences, interleaved: words/s and the wall ratio."""
-    n = min(len(corpus), cfg.latency.sentences)
-    batches = [corpus.batch([i]) for i in range(n)]
-    rows = [int(r) for r in corpus.rows[:n]]
+def _speed(dense: Method, tagger_fn, corpus: EncodedCorpus, covered: set[str], cfg: EvaluateConfig) -> dict:
+    """The peer and dense at batch 1 over the same sentences (of languages the peer covers), interleaved:
+    words/s and the wall ratio."""
+    positions = [i for i, lang in enumerate(corpus.langs) if lang in covered][: cfg.latency.sentences]
+    n = len(positions)
+    batches = [corpus.batch([i]) for i in positions]
+    rows = [int(corpus.rows[i]) for i in positions]
     words = sum(int(b.lengths.sum()) for b in batches)
 
     def run_dense() -> None:
@@ -56,40 +58,32 @@ def _speed(dense: Method, tagger_fn, corpus: EncodedCorpus, cfg: EvaluateConfig)
 def udpipe_result(loaded, splits, targets: EncodedCorpus | None, dense: Method, cfg: EvaluateConfig) -> dict:
     """The UDPipe 1 peer (see :mod:`metasparse.baselines.udpipe`): UPOS on the source test cells and the
     targets, and its speed next to dense."""
-    from metasparse.baselines.udpipe import Tagger, train_taggers, udpipe_scores
+    from metasparse.baselines.udpipe import load_taggers, train_taggers, udpipe_scores
 
     ds = loaded.bundle.dataset
     t0 = time.time()
-    models = train_taggers(
-        ds,
-        source_train_rows(loaded, cfg.udpipe.max_train_sentences),
-        iterations=cfg.udpipe.iterations,
-        workers=cfg.udpipe.workers,
-    )
+    train_rows = source_train_rows(loaded, cfg.udpipe.max_train_sentences)
+    models = train_taggers(ds, train_rows, iterations=cfg.udpipe.iterations, workers=cfg.udpipe.workers)
+    taggers = load_taggers(models)
     log.info("udpipe: %d taggers ready in %.0fs", len(models), time.time() - t0)
 
     def scores(corpus: EncodedCorpus) -> dict:
-        return udpipe_scores(ds, [int(r) for r in corpus.rows], list(corpus.cells), models).summary()
+        return udpipe_scores(ds, [int(r) for r in corpus.rows], list(corpus.cells), taggers).summary()
 
-    taggers = {lang: Tagger(p) for lang, p in models.items()}
     langs, words = ds["lang"], ds["words"]
 
     def tag_rows(rows: list[int]) -> None:
         for r in rows:
-            if langs[r] in taggers:
-                taggers[langs[r]].tag(words[r])
+            taggers[langs[r]].tag(words[r])
 
     src = scores(splits.test)
-    log.info(
-        "udpipe: source UPOS %.4f (macro over languages %.4f)", src["accuracy"]["upos"], src["macro_langs"]["upos"]
-    )
+    up = src["accuracy"]["upos"], src["macro_langs"]["upos"]
+    log.info("udpipe: source UPOS %.4f (macro over languages %.4f)", *up)
     return {
         "family": "peer",
         "source_test": src,
         "targets_zero_shot": scores(targets) if targets is not None else None,
-        "speed": _speed(dense, tag_rows, splits.test, cfg),
+        "speed": _speed(dense, tag_rows, splits.test, set(taggers), cfg),
         "options": {"iterations": cfg.udpipe.iterations, "max_train_sentences": cfg.udpipe.max_train_sentences},
-        "train_sentences": {
-            lang: len(r) for lang, r in source_train_rows(loaded, cfg.udpipe.max_train_sentences).items()
-        },
+        "train_sentences": {lang: len(r) for lang, r in train_rows.items()},
     }

@@ -124,6 +124,35 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
     assert any(r.get("variant") == "int8" for r in rows)
     assert "| batch | target |" in (tmp_path / "b" / "speed.md").read_text()
 
+    # The cost table: measured beside the cached backbone, checked against timed forwards, then reused.
+    def costs(run: str, *extra: str) -> dict:
+        args = ["costs.rounds=2", "costs.check_plans=2", "costs.check_sentences=4", "costs.check_repeats=3"]
+        res = subprocess.run(
+            [sys.executable, "-m", "metasparse.bench.costs", *TINY, *args, "costs.check_batches=[1,4]", *extra]
+            + [f"hydra.run.dir={tmp_path / run}"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        return json.loads((tmp_path / run / "costs.json").read_text())
+
+    first = costs("c1")
+    table = first["table"]
+    assert first["measured_now"] and table.startswith(str(tmp_path / "cache" / "backbones"))
+    assert table.endswith("-t2.json") and "/costs/" in table
+    cases = {(r["batch"], r["case"]) for r in first["rows"]}
+    assert {(1, "dense"), (4, "dense"), (4, "per-input random")} <= cases and len(cases) == 7
+    for r in first["rows"]:
+        assert r["predicted_ratio"] > 0 and r["measured_ratio"] > 0 and 0 < r["flops_ratio"] <= 1.0 + 1e-9
+    assert [r["predicted_ratio"] for r in first["rows"] if r["case"] == "dense"] == [1.0, 1.0]
+    again = costs("c2")
+    assert not again["measured_now"] and again["table"] == table  # same machine and threads: loaded
+    one = costs("c3", "costs.threads=1")
+    assert one["measured_now"] and one["table"].endswith("-t1.json")  # another thread count: its own table
+    assert "| batch | case |" in (tmp_path / "c1" / "costs.md").read_text()
+
 
 @pytest.mark.slow
 def test_word_dropout_is_seeded_and_changes_training(monkeypatch, tmp_path, ud_root):

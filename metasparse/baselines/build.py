@@ -74,11 +74,13 @@ def build_method(
         return Dense(model)
     if name == "meta":
         ctrl = copy.deepcopy(run.system.controller)
-        calibrate_bias(model, ctrl, splits.calib, budget)
+        calibrate_bias(model, ctrl, splits.calib, budget, cost=run.system.cost)
         return controlled(model, ctrl, "meta")
     if name == "multitask":
         spec = run.cfg.controller
-        ctrl = trained_controller(model, splits.train, splits.calib, budget, spec=spec, steps=steps, seed=seed)
+        ctrl = trained_controller(
+            model, splits.train, splits.calib, budget, spec=spec, steps=steps, seed=seed, cost=run.system.cost
+        )
         return controlled(model, ctrl, "multitask")
     if name == "importance":
         return importance_pruned(model, splits.train, splits.calib, budget)

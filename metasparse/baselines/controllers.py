@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from metasparse.control.budget import CostModel
 from metasparse.control.controller import Controller, ControllerSpec
 from metasparse.control.train import ControllerTrainConfig, calibrate_bias, train_controller
 from metasparse.model.corpus import EncodedCorpus
@@ -30,11 +31,13 @@ def trained_controller(
     max_words: int = 1024,
     seed: int = 0,
     progress: bool = False,
+    cost: CostModel | None = None,
 ) -> Controller:
-    """A fresh controller trained on ``train`` toward ``target`` and calibrated on ``calib``."""
+    """A fresh controller trained on ``train`` toward ``target`` and calibrated on ``calib``, the budget
+    priced by ``cost`` (default analytic FLOPs)."""
     torch.manual_seed(seed)
     ctrl = Controller(model, spec)
     cfg = ControllerTrainConfig(target=target, steps=steps, max_words=max_words)
-    train_controller(model, ctrl, train, cfg, seed=seed, progress=progress)
-    calibrate_bias(model, ctrl, calib, target)
+    train_controller(model, ctrl, train, cfg, seed=seed, progress=progress, cost=cost)
+    calibrate_bias(model, ctrl, calib, target, cost=cost)
     return ctrl.eval()

@@ -147,8 +147,8 @@ def starting_points(loaded, methods: list[str], *, calib, train, budget: float) 
         def scratch(seed: int):
             model = fresh_backbone(loaded, seed)
             torch.manual_seed(seed)
-            system = GatedSystem(model, new_controller(model, cfg))
-            calibrate_bias(model, system.controller, calib, budget, iters=8)
+            system = GatedSystem(model, new_controller(model, cfg), loaded.system.cost)
+            calibrate_bias(model, system.controller, calib, budget, iters=8, cost=system.cost)
             return system, baseline_algorithm(system, cfg)
 
         out["scratch"] = scratch
@@ -176,10 +176,10 @@ def multitask_system(loaded, calib, budget: float) -> GatedSystem:
     train_cells, val_cells = source_cells(loaded)
     rows = sorted({int(r) for c in train_cells + val_cells for r in idx.rows(c, e.split)})
     data = EncodedRows.build(b.dataset, rows, b.tokenizer, b.tasks, loaded.pretrained.spec.suffix_buckets)
-    system = new_system(copy.deepcopy(loaded.pretrained), cfg)
+    system = new_system(copy.deepcopy(loaded.pretrained), cfg, cost=loaded.system.cost)
     with tempfile.TemporaryDirectory() as tmp:
         meta_train(cfg, b, system, data, Path(tmp), train_cells, val_cells)
-    calibrate_bias(system.backbone, system.controller, calib, budget)
+    calibrate_bias(system.backbone, system.controller, calib, budget, cost=system.cost)
     return system.eval()
 
 

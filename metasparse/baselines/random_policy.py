@@ -12,7 +12,7 @@ import torch
 from metasparse.control.budget import pattern_flops_table
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import Decision, GatedEncoder
-from metasparse.model.flops import dense_flops, heads_flops
+from metasparse.model.flops import dense_flops, fixed_flops
 from metasparse.scoring.methods import PolicyMethod
 
 
@@ -22,7 +22,7 @@ def pattern_probs(model: GatedEncoder, lengths, target: float, *, iters: int = 4
     lengths = torch.as_tensor(np.asarray(lengths))
     table = pattern_flops_table(model, lengths).double()  # [N, P] one block
     dense = sum(dense_flops(model.spec, int(n)) for n in lengths.tolist())
-    fixed = sum(heads_flops(model.spec, int(n)) for n in lengths.tolist())
+    fixed = sum(fixed_flops(model.spec, int(n)) for n in lengths.tolist())
     share = table.sum(0) / table.sum(0).max()
 
     def frac(c: float) -> float:

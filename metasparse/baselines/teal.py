@@ -20,7 +20,7 @@ from metasparse.model.block import GatedBlock
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import EncoderOutput, GatedEncoder
 from metasparse.model.features import Batch
-from metasparse.model.flops import heads_flops
+from metasparse.model.flops import fixed_flops
 from metasparse.scoring.methods import Method
 
 SITES = ("qkv", "o", "w1", "w2")
@@ -85,7 +85,7 @@ class TealMethod(Method):
     def flops(self, batch: Batch, out: EncoderOutput) -> list[float]:
         spec = self.model.spec
         return [
-            float(f) + heads_flops(spec, n) for f, n in zip(self._flops.tolist(), batch.lengths.tolist(), strict=True)
+            float(f) + fixed_flops(spec, n) for f, n in zip(self._flops.tolist(), batch.lengths.tolist(), strict=True)
         ]
 
 

@@ -17,7 +17,7 @@ import torch
 
 from metasparse.model.adapters import permute_units
 from metasparse.model.encoder import GatedEncoder
-from metasparse.model.flops import block_flops, dense_flops, heads_flops
+from metasparse.model.flops import block_flops, dense_flops, fixed_flops
 from metasparse.model.patterns import Pattern
 
 
@@ -43,7 +43,7 @@ class UnitCosts:
         return cls(
             float(sum(block_flops(s, Pattern(1, 0), int(n)) for n in lengths)),
             float(sum(block_flops(s, Pattern(0, 1), int(n)) for n in lengths)),
-            float(sum(heads_flops(s, int(n)) for n in lengths)),
+            float(sum(fixed_flops(s, int(n)) for n in lengths)),
             float(sum(dense_flops(s, int(n)) for n in lengths)),
         )
 

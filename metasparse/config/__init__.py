@@ -19,6 +19,8 @@ from hydra.core.config_store import ConfigStore
 from metasparse.config.analysis import DiagnoseConfig, MonitorConfig
 from metasparse.config.evaluation import (
     METHODS,
+    CostBenchConfig,
+    CostBenchOptions,
     EvaluateConfig,
     LatencyOptions,
     SpeedBenchConfig,
@@ -55,6 +57,8 @@ __all__ = [
     "AdaptRunConfig",
     "BudgetConfig",
     "ControllerSpec",
+    "CostBenchConfig",
+    "CostBenchOptions",
     "DataConfig",
     "DiagnoseConfig",
     "DomainConfig",
@@ -84,6 +88,7 @@ def register_configs() -> None:
     cs.store(name="meta_train_schema", node=MetaTrainConfig)
     cs.store(name="pretrain_schema", node=PretrainConfig)
     cs.store(name="bench_speed_schema", node=SpeedBenchConfig)
+    cs.store(name="bench_costs_schema", node=CostBenchConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="bench_transfer_schema", node=TransferBenchConfig)
     cs.store(name="diagnose_schema", node=DiagnoseConfig)

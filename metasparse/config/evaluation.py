@@ -65,6 +65,45 @@ class SpeedBenchConfig(PretrainConfig):
 
 
 @dataclass
+class CostBenchOptions:
+    """What ``metasparse.bench.costs`` measures and how it checks the table.
+
+    Attributes:
+        threads: torch threads (the table is stored per thread count).
+        rounds: timed rounds of the table (every cell once per round, in a new random order).
+        remeasure: measure even when a matching table is stored (it is replaced).
+        check_batches: batch sizes at which predictions are checked against timed forwards.
+        check_plans: random static plans (one pattern per layer) checked, besides dense.
+        check_sentences: real test sentences per timed round (batch 1); at batch > 1, ``batch * 2`` rows.
+        check_repeats: timed rounds of the check (dense and every plan interleaved).
+    """
+
+    threads: int = 2
+    rounds: int = 7
+    remeasure: bool = False
+    check_batches: list[int] = field(default_factory=lambda: [1, 32])
+    check_plans: int = 6
+    check_sentences: int = 64
+    check_repeats: int = 7
+
+    def __post_init__(self) -> None:
+        require(self.threads >= 1, "costs.threads", ">= 1", self.threads)
+        require(self.rounds >= 1, "costs.rounds", ">= 1", self.rounds)
+        require(all(b >= 1 for b in self.check_batches), "costs.check_batches", "sizes >= 1", self.check_batches)
+        require(self.check_plans >= 0, "costs.check_plans", ">= 0", self.check_plans)
+        require(self.check_sentences >= 1, "costs.check_sentences", ">= 1", self.check_sentences)
+        require(self.check_repeats >= 3, "costs.check_repeats", ">= 3", self.check_repeats)
+
+
+@dataclass
+class CostBenchConfig(PretrainConfig):
+    """Schema of ``conf/bench_costs.yaml``: the backbone's config plus the cost table's protocol."""
+
+    out: str | None = None
+    costs: CostBenchOptions = field(default_factory=CostBenchOptions)
+
+
+@dataclass
 class LatencyOptions:
     """Timing settings: batch sizes, sentences per round, timed rounds (all methods interleaved), threads."""
 

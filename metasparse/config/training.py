@@ -169,14 +169,31 @@ class MetaConfig:
 
 @dataclass
 class BudgetConfig:
-    """Compute budget: target FLOPs fraction (controller included), weight, and the dense-to-target schedule."""
+    """Compute budget: target fraction of dense cost (controller included), weight, and the dense-to-target
+    schedule.
+
+    Attributes:
+        unit: ``flops`` (analytic) or ``latency`` (milliseconds predicted by the backbone's cost table for
+            this machine and thread count, measured on first use and stored beside the backbone).
+        batch: the batch size whose latency the budget prices (the table's nearest bucket).
+        threads: threads the latency is measured with (null: torch's current setting).
+        cost_rounds: timed rounds when the cost table has to be measured.
+    """
 
     target: float = 0.5
     weight: float = 20.0
     warmup: float = 0.3
     calibrate: bool = True
+    unit: str = "flops"
+    batch: int = 1
+    threads: int | None = None
+    cost_rounds: int = 7
 
     def __post_init__(self) -> None:
+        require(self.unit in ("flops", "latency"), "budget.unit", "flops, latency", self.unit)
+        require(self.batch >= 1, "budget.batch", ">= 1", self.batch)
+        require(self.threads is None or self.threads >= 1, "budget.threads", "null or >= 1", self.threads)
+        require(self.cost_rounds >= 1, "budget.cost_rounds", ">= 1", self.cost_rounds)
         require(0 < self.target <= 1, "budget.target", "(0, 1]", self.target)
         require(self.weight >= 0, "budget.weight", ">= 0", self.weight)
         require(0 <= self.warmup <= 1, "budget.warmup", "[0, 1]", self.warmup)

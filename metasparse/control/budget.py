@@ -1,17 +1,143 @@
-"""The compute budget: expected FLOPs as a differentiable function of the controller's choices."""
+"""The compute budget: the expected cost of the controller's choices as a fraction of dense, differentiable
+in the pattern probabilities, in one of two units.
+
+* ``flops``: analytic FLOPs (:mod:`metasparse.model.flops`), exact and machine-independent.
+* ``latency``: milliseconds predicted by a cost table measured on this machine
+  (:mod:`metasparse.runtime.costs`; HALP, LASNet). At batch 1 a narrow matmul costs nearly what a wide
+  one does and a skipped layer saves more than its FLOPs say: a FLOPs budget misprices both.
+
+Both give, per sentence, a cost per (layer, pattern), a fixed cost no pattern changes, the controller's
+cost per layer and the dense cost; the expected fraction is the same formula over either.
+"""
 
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from metasparse.model.encoder import GatedEncoder
-from metasparse.model.flops import block_flops, dense_flops, heads_flops
+from metasparse.model.flops import block_flops, dense_flops, fixed_flops
+from metasparse.runtime.costs import CostTable, load_or_measure
+
+if TYPE_CHECKING:
+    from metasparse.control.controller import Controller
+
+UNITS = ("flops", "latency")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CostParts:
+    """Per-sentence costs in one unit.
+
+    Attributes:
+        layers: ``[L, N, P]`` cost of each pattern at each layer.
+        fixed: ``[N]`` what no pattern changes (embeddings, task heads).
+        dense: ``[N]`` every layer on its widest pattern, plus ``fixed``.
+        controller: ``[N]`` one controller decision at one layer (0 without a controller).
+    """
+
+    layers: torch.Tensor
+    fixed: torch.Tensor
+    dense: torch.Tensor
+    controller: torch.Tensor
+
+
+class CostModel(Protocol):
+    unit: str
+
+    def parts(self, lengths: torch.Tensor, controller: Controller | None = None) -> CostParts: ...
+
+
+class FlopsCost:
+    """Analytic FLOPs of ``model``, the controller's counted by :meth:`Controller.flops_per_layer`."""
+
+    unit = "flops"
+
+    def __init__(self, model: GatedEncoder) -> None:
+        self.model = model
+
+    def parts(self, lengths: torch.Tensor, controller: Controller | None = None) -> CostParts:
+        m, ns = self.model, [int(n) for n in lengths.tolist()]
+        table = pattern_flops_table(m, lengths)
+        f = lambda fn: torch.tensor([float(fn(n)) for n in ns], dtype=torch.float32)  # noqa: E731
+        ctrl = f(lambda n: controller.flops_per_layer(m, n)) if controller is not None else torch.zeros(len(ns))
+        return CostParts(
+            table.expand(len(m.blocks), *table.shape),
+            f(lambda n: fixed_flops(m.spec, n)),
+            f(lambda n: dense_flops(m.spec, n)),
+            ctrl,
+        )
+
+
+class LatencyCost:
+    """Milliseconds predicted by a measured :class:`CostTable` for sentences run ``batch`` at a time."""
+
+    unit = "latency"
+
+    def __init__(self, table: CostTable, batch: int = 1) -> None:
+        self.table, self.batch = table, batch
+
+    def parts(self, lengths: torch.Tensor, controller: Controller | None = None) -> CostParts:
+        c = self.table.per_example(lengths.tolist(), self.batch)
+        ctrl = c["controller"] if controller is not None else torch.zeros_like(c["fixed"])
+        if controller is not None and controller.upfront:  # one decision for every layer, counted per layer
+            ctrl = ctrl / len(c["layers"])
+        return CostParts(c["layers"], c["fixed"], c["dense"], ctrl)
+
+
+def budget_cost(
+    unit: str,
+    model: GatedEncoder,
+    backbone_dir: Path | None,
+    *,
+    batch: int = 1,
+    threads: int | None = None,
+    rounds: int = 7,
+) -> CostModel:
+    """The cost model a budget in ``unit`` prices decisions with: analytic FLOPs, or the latency table of
+    the backbone in ``backbone_dir`` for this machine and thread count (measured and stored if missing
+    or stale)."""
+    if unit == "flops":
+        return FlopsCost(model)
+    if unit != "latency":
+        raise ValueError(f"budget.unit={unit!r}; allowed: {', '.join(UNITS)}")
+    if backbone_dir is None:
+        raise ValueError("budget.unit=latency needs the backbone's folder (its cost table is stored beside it)")
+    threads = threads or torch.get_num_threads()
+    table, path, fresh = load_or_measure(model, Path(backbone_dir), threads=threads, rounds=rounds)
+    log.info("latency budget at batch %d from %s%s", batch, path, " (measured now)" if fresh else "")
+    return LatencyCost(table, batch)
 
 
 def pattern_flops_table(model: GatedEncoder, lengths: torch.Tensor) -> torch.Tensor:
     """``[B, P]`` FLOPs of one block per example (its length) and pattern."""
     rows = [[block_flops(model.spec, p, int(n)) for p in model.codebook] for n in lengths.tolist()]
     return torch.tensor(rows, dtype=torch.float32)
+
+
+def expected_fraction(
+    cost: CostModel, probs_per_layer: list[torch.Tensor], lengths: torch.Tensor, controller: Controller | None = None
+) -> torch.Tensor:
+    """Per-example expected cost over dense cost ``[B]``, differentiable in the probabilities."""
+    parts = cost.parts(lengths, controller)
+    exp = sum((probs * parts.layers[i]).sum(-1) for i, probs in enumerate(probs_per_layer))
+    return (exp + parts.controller * len(probs_per_layer) + parts.fixed) / parts.dense
+
+
+def decision_fraction(
+    cost: CostModel, levels: torch.Tensor, lengths: torch.Tensor, controller: Controller | None = None
+) -> torch.Tensor:
+    """Cost over dense cost ``[B]`` of hard decisions ``levels`` ``[B, L]`` (codebook index per layer)."""
+    parts = cost.parts(lengths, controller)
+    L = levels.shape[1]
+    idx = levels.T.to(torch.long)[..., None]  # [L, B, 1]
+    chosen = parts.layers[:L].gather(2, idx).squeeze(-1).sum(0)
+    return (chosen + parts.controller * L + parts.fixed) / parts.dense
 
 
 def expected_flops_fraction(
@@ -21,17 +147,15 @@ def expected_flops_fraction(
     controller_per_layer: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-example expected FLOPs over dense FLOPs ``[B]``, differentiable in the probabilities."""
-    table = pattern_flops_table(model, lengths)
-    exp = sum((probs * table).sum(-1) for probs in probs_per_layer)
+    parts = FlopsCost(model).parts(lengths)
+    exp = sum((probs * parts.layers[i]).sum(-1) for i, probs in enumerate(probs_per_layer))
     if controller_per_layer is not None:
         exp = exp + controller_per_layer * len(probs_per_layer)
-    dense = torch.tensor([dense_flops(model.spec, int(n)) for n in lengths.tolist()], dtype=torch.float32)
-    heads = torch.tensor([heads_flops(model.spec, int(n)) for n in lengths.tolist()], dtype=torch.float32)
-    return (exp + heads) / dense
+    return (exp + parts.fixed) / parts.dense
 
 
 def budget_penalty(fraction: torch.Tensor, target: float, kind: str = "hinge") -> torch.Tensor:
-    """Penalty pushing the mean FLOPs fraction to ``target``: ``hinge`` (only above) or ``square``."""
+    """Penalty pushing the mean cost fraction to ``target``: ``hinge`` (only above) or ``square``."""
     gap = fraction.mean() - target
     if kind == "hinge":
         return torch.relu(gap) ** 2

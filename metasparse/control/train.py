@@ -15,7 +15,14 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from metasparse.control.budget import annealed_target, budget_penalty, expected_flops_fraction
+from metasparse.control.budget import (
+    CostModel,
+    FlopsCost,
+    annealed_target,
+    budget_penalty,
+    decision_fraction,
+    expected_fraction,
+)
 from metasparse.control.controller import Controller, controlled
 from metasparse.control.relax import anneal_temperature
 from metasparse.model.corpus import EncodedCorpus
@@ -62,29 +69,37 @@ def budgeted_loss(
     target: float,
     budget_weight: float,
     tasks: Iterable[str] | None = None,
+    cost: CostModel | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The loss every controller trainer minimises on a relaxed forward: task cross-entropy plus
-    ``budget_weight`` x (expected FLOPs fraction - target)^2, the controller's own cost included.
+    ``budget_weight`` x (expected cost fraction - target)^2, the controller's own cost included.
 
     Args:
         out, probs: the relaxed forward's output and each layer's pattern probabilities.
         tasks: tasks in the loss (default: every labelled one).
+        cost: how decisions are priced (default: analytic FLOPs; or a measured latency table).
 
     Returns:
-        (loss, task cross-entropy, expected FLOPs fraction per sentence ``[B]``).
+        (loss, task cross-entropy, expected cost fraction per sentence ``[B]``).
     """
     ce = task_loss(out.logits, batch.labels, tasks)
-    lengths = batch.lengths
-    ctrl_cost = torch.tensor([float(controller.flops_per_layer(backbone, int(n))) for n in lengths.tolist()])
-    frac = expected_flops_fraction(backbone, probs, lengths, ctrl_cost)
+    frac = expected_fraction(cost or FlopsCost(backbone), probs, batch.lengths, controller)
     return ce + budget_weight * budget_penalty(frac, target, "square"), ce, frac
 
 
-def controller_loss(model: GatedEncoder, ctrl: Controller, batch, target: float, tau: float, budget_weight: float):
+def controller_loss(
+    model: GatedEncoder,
+    ctrl: Controller,
+    batch,
+    target: float,
+    tau: float,
+    budget_weight: float,
+    cost: CostModel | None = None,
+):
     """Non-episodic training's loss on one batch (masked path, Gumbel decisions); returns (loss, fraction)."""
     probs: list[torch.Tensor] = []
     out = model(batch, ctrl.policy(model, hard=False, tau=tau, record=probs), mode="masked")
-    loss, _, frac = budgeted_loss(model, ctrl, out, probs, batch, target=target, budget_weight=budget_weight)
+    loss, _, frac = budgeted_loss(model, ctrl, out, probs, batch, target=target, budget_weight=budget_weight, cost=cost)
     return loss, frac
 
 
@@ -96,8 +111,10 @@ def train_controller(
     *,
     seed: int = 0,
     progress: bool = True,
+    cost: CostModel | None = None,
 ) -> list[dict]:
-    """Fit ``ctrl`` on ``corpus`` with the backbone frozen; returns the per-step log."""
+    """Fit ``ctrl`` on ``corpus`` with the backbone frozen (``cost``: how the budget prices decisions,
+    default analytic FLOPs); returns the per-step log."""
     model.eval()  # no dropout; the backbone is frozen (and handed back with the caller's flags)
     with frozen(model):
         opt = torch.optim.Adam(ctrl.parameters(), lr=cfg.lr)
@@ -111,7 +128,7 @@ def train_controller(
             batch = corpus.batch(order.pop())
             target = annealed_target(step, cfg.steps, cfg.target, cfg.budget_warmup)
             tau = anneal_temperature(step, cfg.steps, cfg.tau_start, cfg.tau_end)
-            loss, frac = controller_loss(model, ctrl, batch, target, tau, cfg.budget_weight)
+            loss, frac = controller_loss(model, ctrl, batch, target, tau, cfg.budget_weight, cost)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -130,9 +147,11 @@ def calibrate_bias(
     *,
     max_words: int = 4096,
     iters: int = 12,
+    cost: CostModel | None = None,
 ) -> float:
     """Shift every layer's logits by ``s * flops_share(pattern)`` (bisection on ``s``) so that hard
-    decisions on ``corpus`` meet ``target``; the relaxed training only meets it in expectation."""
+    decisions on ``corpus`` meet ``target`` in the budget's unit (``cost``; default FLOPs); the relaxed
+    training only meets it in expectation."""
     spec = model.spec
     share = torch.tensor([(p.n_heads / spec.heads + p.n_groups / spec.ffn_groups) / 2 for p in model.codebook])
     base = [net[2].bias.detach().clone() for net in ctrl.nets]
@@ -146,7 +165,26 @@ def calibrate_bias(
     for _ in range(iters):
         mid = (lo + hi) / 2
         shift(mid)
-        r = score(controlled(model, ctrl), corpus, max_words=max_words)
-        lo, hi = (lo, mid) if r.flops_fraction > target else (mid, hi)
+        frac = corpus_fraction(model, ctrl, corpus, cost, max_words=max_words)
+        lo, hi = (lo, mid) if frac > target else (mid, hi)
     shift(lo)
     return lo
+
+
+def corpus_fraction(
+    model: GatedEncoder, ctrl: Controller, corpus: EncodedCorpus, cost: CostModel | None, *, max_words: int = 4096
+) -> float:
+    """The controller's hard decisions on ``corpus``: total cost over total dense cost, in ``cost``'s unit
+    (FLOPs as the engine counts them when ``cost`` is None or FLOPs; else the latency the table predicts)."""
+    if cost is None or cost.unit == "flops":
+        return score(controlled(model, ctrl), corpus, max_words=max_words).flops_fraction
+    used, dense = [0.0], [0.0]
+
+    def observe(batch, idx, out) -> None:
+        parts = cost.parts(batch.lengths, ctrl)
+        frac = decision_fraction(cost, out.levels, batch.lengths, ctrl)
+        used[0] += float((frac * parts.dense).sum())
+        dense[0] += float(parts.dense.sum())
+
+    score(controlled(model, ctrl), corpus, max_words=max_words, observe=observe)
+    return used[0] / dense[0] if dense[0] else float("nan")

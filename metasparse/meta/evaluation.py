@@ -87,7 +87,9 @@ def adapt_and_score(
     def score(step: int) -> dict:
         adapted = materialize(system, learner.fast)
         if cfg.adapt.calibrate and step > 0 and gated:
-            calibrate_bias(adapted.backbone, adapted.controller, data.subset(calib or support), cfg.budget.target)
+            calibrate_bias(
+                adapted.backbone, adapted.controller, data.subset(calib or support), cfg.budget.target, cost=system.cost
+            )
         s = score_method(adapted.method(), data.subset(test))
         last["system"] = adapted
         return {"step": step, "acc": s.accuracy[tasks[0]], "flops": s.flops_fraction, "by_task": dict(s.accuracy)}
@@ -116,6 +118,7 @@ def _support_loss(learner, sup, tasks: list[str], cfg: MetaTrainConfig, system, 
         stability_weight=cfg.meta.stability_weight,
         backbone=system.backbone,
         controller=system.controller,
+        cost=system.cost,
     )
     return loss
 

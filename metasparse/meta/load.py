@@ -11,8 +11,10 @@ from omegaconf import OmegaConf
 
 from metasparse.checkpoint import load_checkpoint
 from metasparse.config import MetaTrainConfig, adapt_parts
+from metasparse.control.budget import CostModel, budget_cost
 from metasparse.control.controller import Controller
 from metasparse.data.prepare import DataBundle, prepare
+from metasparse.meta.distributed import main_first
 from metasparse.meta.maml import MAML
 from metasparse.meta.outer import build_algorithm
 from metasparse.meta.system import GatedSystem
@@ -69,12 +71,30 @@ def attach_initial_adapters(backbone: GatedEncoder, cfg: MetaTrainConfig, seed: 
     return backbone
 
 
-def new_system(backbone: GatedEncoder, cfg: MetaTrainConfig) -> GatedSystem:
+def system_cost(backbone: GatedEncoder, cfg: MetaTrainConfig, backbone_dir: Path | None) -> CostModel | None:
+    """How the run's budget prices decisions: None for FLOPs (analytic), else the backbone's latency table
+    for this machine (measured and stored beside the backbone on first use; re-measured when stale)."""
+    b = cfg.budget
+    if b.unit == "flops":
+        return None
+    with main_first():  # under torchrun rank 0 measures; the others read its table
+        return budget_cost(b.unit, backbone, backbone_dir, batch=b.batch, threads=b.threads, rounds=b.cost_rounds)
+
+
+def new_system(
+    backbone: GatedEncoder,
+    cfg: MetaTrainConfig,
+    backbone_dir: Path | None = None,
+    *,
+    cost: CostModel | None = None,
+) -> GatedSystem:
     """A fresh controller (seeded by ``cfg.seed``) on ``backbone``, with pathway adapters at their initial
     values attached when the adapt set includes them (seeded apart, so the controller's initialisation is
-    the same with or without adapters)."""
+    the same with or without adapters), and the budget's cost model: ``cost`` if given, else the run's
+    (``backbone_dir``: where a latency table lives)."""
+    cost = cost if cost is not None else system_cost(backbone, cfg, backbone_dir)
     torch.manual_seed(cfg.seed)
-    system = GatedSystem(backbone, new_controller(backbone, cfg))
+    system = GatedSystem(backbone, new_controller(backbone, cfg), cost)
     attach_initial_adapters(backbone, cfg, cfg.seed)
     return system
 
@@ -113,11 +133,11 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     if not (final / "state.json").exists():
         raise FileNotFoundError(f"run_dir={run_dir}: no finished controller at {final} (did the run complete?)")
     bundle = prepare(cfg)
-    backbone, _, _ = pretrain(cfg, bundle)
+    backbone, _, backbone_dir = pretrain(cfg, bundle)
     for p in backbone.parameters():
         p.requires_grad_(False)
     pretrained = copy.deepcopy(backbone).eval()
-    system = new_system(backbone, cfg)
+    system = new_system(backbone, cfg, backbone_dir)
     tensors, _ = load_checkpoint(final)
     load_system_state(system, {k: v for k, v in tensors.items() if not k.startswith("algo.")})
     algo = build_algorithm(system, cfg)

@@ -136,6 +136,7 @@ def adapt_learner(
             stability_weight=cfg.meta.stability_weight,
             backbone=system.backbone,
             controller=system.controller,
+            cost=system.cost,
         )
         learner.adapt(loss)
     return learner
@@ -208,6 +209,7 @@ def meta_gradient(
             stability_weight=m.stability_weight,
             backbone=system.backbone,
             controller=system.controller,
+            cost=system.cost,
         )
         if not torch.isfinite(loss):
             raise NonFiniteError(

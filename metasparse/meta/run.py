@@ -131,14 +131,15 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
         | set(calib)
     )
     data = EncodedRows.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
-    system = new_system(backbone, cfg)  # seeded: the init must not depend on whether the backbone was just trained
+    # seeded: the init must not depend on whether the backbone was just trained
+    system = new_system(backbone, cfg, backbone_dir)
     resume = resume_point(cfg, out_dir)
     algo, state = meta_train(cfg, bundle, system, data, out_dir, train_cells, val_cells, resume)
     t_meta = time.time()
     if not is_main():  # every rank ends with the same controllers; rank 0 evaluates and writes
         return {}
     if cfg.budget.calibrate:  # relaxed training meets the budget in expectation; make hard decisions meet it
-        shift = calibrate_bias(backbone, system.controller, data.subset(calib), cfg.budget.target)
+        shift = calibrate_bias(backbone, system.controller, data.subset(calib), cfg.budget.target, cost=system.cost)
         log.info("calibrated the controllers' bias by %.3f on %d source dev sentences", shift, len(calib))
     system.eval()
     save_checkpoint(

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metasparse.config.training import adapt_parts
+from metasparse.control.budget import CostModel
 from metasparse.control.controller import Controller, controlled
 from metasparse.control.train import budgeted_loss
 from metasparse.model.corpus import EncodedCorpus
@@ -42,9 +43,10 @@ class GatedSystem(nn.Module):
         controller: the per-layer controllers.
     """
 
-    def __init__(self, backbone: GatedEncoder, controller: Controller) -> None:
+    def __init__(self, backbone: GatedEncoder, controller: Controller, cost: CostModel | None = None) -> None:
         super().__init__()
         self.backbone, self.controller = backbone, controller
+        self.cost = cost  # how the budget prices decisions (None: analytic FLOPs)
 
     def forward(self, batch: Batch, hard: bool = False, tau: float = 1.0, record: list | None = None) -> EncoderOutput:
         policy = self.controller.policy(self.backbone, hard=hard, tau=tau, record=record)
@@ -126,13 +128,15 @@ def episode_loss(
     stability_weight: float,
     backbone: GatedEncoder,
     controller: Controller,
+    cost: CostModel | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Task loss + budget + stability on one batch, run through ``f`` (a system or a learner)."""
+    """Task loss + budget + stability on one batch, run through ``f`` (a system or a learner); ``cost``
+    prices the decisions (None: analytic FLOPs)."""
     probs: list[torch.Tensor] = []
     out = f(batch, hard=False, tau=tau, record=probs)
     tasks = [task] if isinstance(task, str) else task
     loss, ce, frac = budgeted_loss(
-        backbone, controller, out, probs, batch, target=target, budget_weight=budget_weight, tasks=tasks
+        backbone, controller, out, probs, batch, target=target, budget_weight=budget_weight, tasks=tasks, cost=cost
     )
     m = batch.word_mask.to(out.hidden.dtype)
     pooled = (out.hidden * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)

@@ -18,11 +18,13 @@ from torch import nn
 from metasparse.errors import require
 from metasparse.model.adapters import AdapterConfig, attach_adapters
 from metasparse.model.block import GatedBlock
-from metasparse.model.features import Batch
+from metasparse.model.features import CHAR_BUCKETS, Batch
 from metasparse.model.grouped import run_grouped
 from metasparse.model.patterns import DEFAULT_CODEBOOK, Pattern, PatternSpec, resolve_codebook
 from metasparse.model.profiling import region
 from metasparse.model.uncertainty import normalized_entropy
+
+CHAR_KERNEL = 3  # characters the convolution sees at once
 
 
 @dataclass
@@ -41,6 +43,9 @@ class EncoderSpec:
         codebook: the execution patterns a layer can run.
         adapter: the pathway adapters attached after pretraining (None: none; set by
             :func:`metasparse.model.adapters.attach_adapters`, never part of a backbone's cache key).
+        char_dim, char_channels: the character encoder (0: none): each word's characters embedded in
+            ``char_dim``, one width-3 convolution to ``char_channels``, max-pooled over the word and
+            projected to ``d_model``.
     """
 
     vocab_size: int
@@ -56,6 +61,8 @@ class EncoderSpec:
     max_positions: int = 256
     codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
     adapter: AdapterConfig | None = None
+    char_dim: int = 0
+    char_channels: int = 0
 
 
 @dataclass
@@ -72,11 +79,21 @@ class ModelConfig:
     dropout: float = 0.1
     max_positions: int = 256
     suffix_buckets: int = 32768
+    char_dim: int = 0
+    char_channels: int = 0
     codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
 
     def __post_init__(self) -> None:
         for key in ("layers", "d_model", "heads", "d_ffn", "ffn_groups", "max_positions", "suffix_buckets"):
             require(getattr(self, key) >= 1, f"model.{key}", ">= 1", getattr(self, key))
+        for key in ("char_dim", "char_channels"):
+            require(getattr(self, key) >= 0, f"model.{key}", ">= 0 (0: no character encoder)", getattr(self, key))
+        require(
+            (self.char_dim == 0) == (self.char_channels == 0),
+            "model.char_channels",
+            f"0 together with char_dim=0, > 0 together with char_dim > 0 (char_dim={self.char_dim})",
+            self.char_channels,
+        )
         require(self.d_model % self.heads == 0, "model.heads", f"a divisor of d_model={self.d_model}", self.heads)
         require(
             self.d_ffn % self.ffn_groups == 0,
@@ -101,6 +118,8 @@ class ModelConfig:
             dropout=self.dropout,
             max_positions=self.max_positions,
             codebook=[PatternSpec(c.heads, c.ffn, c.tokens, c.topk) for c in self.codebook],
+            char_dim=self.char_dim,
+            char_channels=self.char_channels,
         )
 
 
@@ -151,6 +170,10 @@ class GatedEncoder(nn.Module):
         self.word_emb = nn.Embedding(spec.word_buckets, d, padding_idx=0)
         self.suffix_emb = nn.Embedding(spec.suffix_buckets, d, padding_idx=0)
         self.pos_emb = nn.Embedding(spec.max_positions, d)
+        if spec.char_dim:
+            self.char_emb = nn.Embedding(CHAR_BUCKETS, spec.char_dim, padding_idx=0)
+            self.char_conv = nn.Conv1d(spec.char_dim, spec.char_channels, CHAR_KERNEL, padding=CHAR_KERNEL // 2)
+            self.char_proj = nn.Linear(spec.char_channels, d)
         self.emb_ln = nn.LayerNorm(d)
         self.emb_drop = nn.Dropout(spec.dropout)
         self.blocks = nn.ModuleList(
@@ -185,11 +208,30 @@ class GatedEncoder(nn.Module):
         counts = torch.zeros(B * T, dtype=sub.dtype).index_add(0, flat, torch.ones_like(flat, dtype=sub.dtype))
         pooled = (summed / counts.clamp(min=1)[:, None]).view(B, T, -1)
         x = pooled + self.word_emb(batch.word_hash) + self.suffix_emb(batch.suffix_hash).sum(2)
+        if self.spec.char_dim:
+            x = x + self.char_features(batch)
         # Any length: past the learned table, positions wrap around. Below the limit this is exactly the
         # plain table lookup; above it every word keeps its neighbours' relative order (what tagging reads),
         # at the cost of aliasing absolute positions 256 words apart.
         x = x + self.pos_emb(torch.arange(T) % self.spec.max_positions)[None]
         return self.emb_drop(self.emb_ln(x))
+
+    def char_features(self, batch: Batch) -> torch.Tensor:
+        """``[B, T, d]``: each real word's characters through the character encoder (padding words stay 0).
+
+        Why: the hashed word forms only help for words seen in training, and suffix buckets see three
+        characters; unseen inflected forms are where taggers of morphologically rich languages win or lose.
+        Only real words are encoded, so padding costs nothing at batch > 1.
+        """
+        if batch.char_ids is None:
+            raise ValueError("this backbone reads characters: build the batch with metasparse.model.features")
+        B, T, C = batch.char_ids.shape
+        rows = batch.word_mask.reshape(-1).nonzero().squeeze(1)
+        ids = batch.char_ids.reshape(B * T, C).index_select(0, rows)  # [N, C]
+        h = F.relu(self.char_conv(self.char_emb(ids).transpose(1, 2)))  # [N, channels, C]
+        h = h.masked_fill((ids == 0)[:, None, :], float("-inf")).amax(-1)  # every word has BOW/EOW: finite
+        out = self.char_proj(h)
+        return out.new_zeros(B * T, out.shape[-1]).index_copy(0, rows, out).view(B, T, -1)
 
     def forward_with(self, batch: Batch, layer: Callable[[int, GatedBlock, torch.Tensor, torch.Tensor], torch.Tensor]):
         """Embed, run block ``i`` as ``layer(i, block, x, mask)``, then the heads: the hook static and

@@ -1,10 +1,12 @@
-"""Turn sentences into padded model inputs: subwords with word alignment, hashed word forms and suffixes."""
+"""Turn sentences into padded model inputs: subwords with word alignment, hashed word forms and suffixes,
+and each word's characters."""
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 
@@ -12,6 +14,14 @@ from metasparse.data.tokenizer import PAD_ID, SubwordTokenizer
 
 SUFFIX_LENGTHS = (1, 2, 3)
 IGNORE_INDEX = -100
+# Characters of a word for the character encoder: hashed (not a closed alphabet: 8 scripts, Hangul and
+# CJK among them) into CHAR_BUCKETS ids, case kept (capitals tell proper nouns), framed by begin/end
+# markers, at most MAX_CHARS ids a word. A longer word keeps its first CHAR_HEAD characters and its end:
+# inflection sits at the end in most of these languages, prefixes (negation, articles) at the start.
+CHAR_BUCKETS = 8192
+MAX_CHARS = 16
+CHAR_HEAD = 4
+BOW, EOW = 1, 2
 
 
 @dataclass
@@ -25,6 +35,7 @@ class Batch:
         suffix_hash: ``[B, T, len(SUFFIX_LENGTHS)]`` hashed suffix buckets (0 = padding).
         word_mask: ``[B, T]`` True for real words.
         labels: task name -> ``[B, T]`` label ids (-100 = padding).
+        char_ids: ``[B, T, MAX_CHARS]`` character ids of each word (0 = padding), or None.
     """
 
     input_ids: torch.Tensor
@@ -33,6 +44,7 @@ class Batch:
     suffix_hash: torch.Tensor
     word_mask: torch.Tensor
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    char_ids: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -52,6 +64,7 @@ class Batch:
             self.suffix_hash[idx],
             self.word_mask[idx],
             {k: v[idx] for k, v in self.labels.items()},
+            None if self.char_ids is None else self.char_ids[idx],
         )
 
 
@@ -59,6 +72,21 @@ def suffix_buckets(word: str, buckets: int) -> list[int]:
     """Hashed buckets of the word's last 1, 2 and 3 characters (case-folded), in ``[1, buckets)``."""
     w = word.casefold()
     return [zlib.crc32(f"{n}\x1f{w[-n:]}".encode()) % (buckets - 1) + 1 for n in SUFFIX_LENGTHS]
+
+
+@lru_cache(maxsize=1 << 16)
+def _char_bucket(c: str) -> int:
+    return zlib.crc32(c.encode("utf-8")) % (CHAR_BUCKETS - 3) + 3
+
+
+def char_ids(word: str) -> list[int]:
+    """The word's character ids for the character encoder: ``[BOW, c_1, ..., c_n, EOW]``, at most
+    ``MAX_CHARS`` long (a longer word keeps its first ``CHAR_HEAD`` characters and its end)."""
+    chars = [_char_bucket(c) for c in word]
+    room = MAX_CHARS - 2
+    if len(chars) > room:
+        chars = chars[:CHAR_HEAD] + chars[len(chars) - (room - CHAR_HEAD) :]
+    return [BOW, *chars, EOW]
 
 
 @dataclass
@@ -69,6 +97,7 @@ class EncodedSentence:
     word_index: list[int]
     word_hash: list[int]
     suffix_hash: list[list[int]]
+    chars: list[list[int]] = field(default_factory=list)
 
     @property
     def n_words(self) -> int:
@@ -90,7 +119,9 @@ def encode_sentence(
         if count <= max_subwords_per_word:
             ids.append(i)
             idx.append(w)
-    return EncodedSentence(ids, idx, e.word_hash, [suffix_buckets(w, suffix_bucket_count) for w in words])
+    return EncodedSentence(
+        ids, idx, e.word_hash, [suffix_buckets(w, suffix_bucket_count) for w in words], [char_ids(w) for w in words]
+    )
 
 
 def pad(items: Sequence[EncodedSentence], labels: Mapping[str, Sequence[Sequence[int]]] | None = None) -> Batch:
@@ -103,6 +134,8 @@ def pad(items: Sequence[EncodedSentence], labels: Mapping[str, Sequence[Sequence
     word_hash = torch.zeros((B, T), dtype=torch.long)
     suffix = torch.zeros((B, T, len(SUFFIX_LENGTHS)), dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.bool)
+    with_chars = all(len(x.chars) == x.n_words for x in items)
+    chars = torch.zeros((B, T, MAX_CHARS), dtype=torch.long) if with_chars else None
     for b, x in enumerate(items):
         n, s = x.n_words, len(x.input_ids)
         if s:
@@ -111,6 +144,8 @@ def pad(items: Sequence[EncodedSentence], labels: Mapping[str, Sequence[Sequence
         if n:
             word_hash[b, :n] = torch.tensor(x.word_hash, dtype=torch.long)
             suffix[b, :n] = torch.tensor(x.suffix_hash, dtype=torch.long)
+            if chars is not None:
+                chars[b, :n] = torch.tensor([c + [0] * (MAX_CHARS - len(c)) for c in x.chars], dtype=torch.long)
         mask[b, :n] = True
     out = {}
     for task, seqs in (labels or {}).items():
@@ -118,7 +153,7 @@ def pad(items: Sequence[EncodedSentence], labels: Mapping[str, Sequence[Sequence
         for b, seq in enumerate(seqs):
             t[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         out[task] = t
-    return Batch(input_ids, word_index, word_hash, suffix, mask, out)
+    return Batch(input_ids, word_index, word_hash, suffix, mask, out, chars)
 
 
 def collate(

@@ -7,7 +7,8 @@ left out, as FlopCounterMode leaves them out, so the two can be cross-checked.
 
 from __future__ import annotations
 
-from metasparse.model.encoder import EncoderSpec
+from metasparse.model.encoder import CHAR_KERNEL, EncoderSpec
+from metasparse.model.features import MAX_CHARS
 from metasparse.model.patterns import Pattern
 
 
@@ -39,12 +40,25 @@ def heads_flops(spec: EncoderSpec, n: int) -> int:
     return sum(2 * n * spec.d_model * k for k in spec.tasks.values())
 
 
+def char_flops(spec: EncoderSpec, n: int) -> int:
+    """FLOPs of the character encoder on ``n`` words (convolution over MAX_CHARS positions, projection)."""
+    if not spec.char_dim:
+        return 0
+    conv = 2 * MAX_CHARS * spec.char_channels * spec.char_dim * CHAR_KERNEL
+    return n * (conv + 2 * spec.char_channels * spec.d_model)
+
+
+def fixed_flops(spec: EncoderSpec, n: int) -> int:
+    """FLOPs no policy can switch off: the character encoder and the task heads."""
+    return char_flops(spec, n) + heads_flops(spec, n)
+
+
 def dense_flops(spec: EncoderSpec, n: int) -> int:
     """FLOPs of the dense model (every unit on) on a sentence of ``n`` words."""
     full = Pattern(spec.heads, spec.ffn_groups)
-    return spec.layers * block_flops(spec, full, n) + heads_flops(spec, n)
+    return spec.layers * block_flops(spec, full, n) + fixed_flops(spec, n)
 
 
 def gated_flops(spec: EncoderSpec, patterns: list[Pattern], n: int, controller_per_layer: int = 0) -> int:
     """FLOPs of one sentence under one pattern per layer, plus the controller's cost per layer."""
-    return sum(block_flops(spec, p, n) + controller_per_layer for p in patterns) + heads_flops(spec, n)
+    return sum(block_flops(spec, p, n) + controller_per_layer for p in patterns) + fixed_flops(spec, n)

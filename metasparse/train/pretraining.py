@@ -67,8 +67,12 @@ def spec_from_json(d: dict) -> EncoderSpec:
 
 def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
     """Hash of everything the trained weights depend on: model, optimisation, data, tokenizer, seed."""
+    model = OmegaConf.to_container(OmegaConf.structured(cfg.model))
+    for key in ("char_dim", "char_channels"):  # added later: absent at 0 keeps older cache keys valid
+        if model.get(key) == 0:
+            model.pop(key)
     spec = {
-        "model": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
+        "model": model,
         "pretrain": {
             k: v
             for k, v in dataclasses.asdict(cfg.pretrain).items()

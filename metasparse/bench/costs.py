@@ -1,0 +1,225 @@
+"""Measure the backbone's cost table on this machine and check its predictions against timed forwards.
+
+    python -m metasparse.bench.costs +domain=legal
+    python -m metasparse.bench.costs +domain=legal costs.remeasure=true costs.threads=1
+
+The table (:mod:`metasparse.runtime.costs`) is stored beside the cached backbone, one file per machine
+and thread count; a run with ``budget.unit=latency`` reads it (or measures it, if missing or stale). The
+check times dense and ``costs.check_plans`` random static plans (one pattern per layer), plus random
+per-input decisions at batch > 1 (grouped execution), interleaved in one process over real test
+sentences, and compares each measured wall-clock ratio with the one the table predicts.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from metasparse.config import CostBenchConfig
+from metasparse.data.prepare import prepare
+from metasparse.io import write_result
+from metasparse.model.corpus import EncodedCorpus
+from metasparse.model.encoder import Decision, GatedEncoder
+from metasparse.model.flops import dense_flops, gated_flops
+from metasparse.runtime.costs import CostTable, load_or_measure
+from metasparse.runtime.latency import interleaved, quantiles
+from metasparse.train.pretraining import _rows, pretrain
+
+log = logging.getLogger(__name__)
+
+
+def _timing_batches(corpus: EncodedCorpus, batch: int, sentences: int, seed: int) -> list:
+    rng = np.random.default_rng([seed, batch])
+    if batch == 1:
+        return [corpus.batch([int(i)]) for i in rng.choice(len(corpus), sentences, replace=False)]
+    return [corpus.batch([int(i) for i in rng.choice(len(corpus), batch, replace=False)]) for _ in range(2)]
+
+
+def _random_levels(model: GatedEncoder, batches: list, seed: int) -> list[torch.Tensor]:
+    """Per batch, ``[B, L]`` random pattern indices (per-input decisions), seeded."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, model.n_patterns, (b.size, len(model.blocks)), generator=g) for b in batches]
+
+
+def _cases(model: GatedEncoder, batch: int, plans: int, seed: int) -> dict[str, list[list[int]] | str]:
+    """Name -> a static plan (pattern per layer), or ``per-input`` for random per-input decisions."""
+    full = model.codebook.index(model.full)
+    g = np.random.default_rng([seed, 7])
+    cases: dict = {"dense": [full] * len(model.blocks)}
+    for _ in range(plans):
+        plan = g.integers(0, model.n_patterns, len(model.blocks)).tolist()
+        cases["plan " + "-".join(map(str, plan))] = plan
+    if batch > 1:
+        cases["per-input random"] = "per-input"
+    return cases
+
+
+def _predict(table: CostTable, batches: list, levels: list[torch.Tensor], batch: int) -> float:
+    """Predicted ms of running ``batches`` with ``levels`` (padded: every row costs the batch's length)."""
+    total = 0.0
+    for b, lv in zip(batches, levels, strict=True):
+        T = int(b.word_mask.shape[1])
+        total += table.predict_ms(lv.T.tolist(), [T] * b.size, batch, with_controller=False)
+    return total
+
+
+def check_predictions(model: GatedEncoder, table: CostTable, corpus: EncodedCorpus, cfg: CostBenchConfig) -> list:
+    """Per batch size and case: FLOPs ratio, predicted and measured wall-clock ratio against dense."""
+    o, rows = cfg.costs, []
+    for bs in o.check_batches:
+        batches = _timing_batches(corpus, bs, o.check_sentences, cfg.seed)
+        cases = _cases(model, bs, o.check_plans, cfg.seed)
+        levels: dict[str, list[torch.Tensor]] = {}
+        fns = {}
+        for name, plan in cases.items():
+            if plan == "per-input":
+                lv = _random_levels(model, batches, cfg.seed)
+                levels[name] = lv
+
+                routed = any(p.tokens < 1.0 for p in model.codebook)
+
+                def fn(lv=lv, routed=routed, batches=batches):
+                    with torch.no_grad():
+                        for b, x in zip(batches, lv, strict=True):
+                            model(
+                                b,
+                                lambda i, h, m, x=x: Decision(
+                                    token_scores=model.token_uncertainty(h) if routed else None, hard_levels=x[:, i]
+                                ),
+                            )
+
+            else:
+                levels[name] = [torch.tensor(plan).expand(b.size, -1) for b in batches]
+
+                def fn(plan=plan, batches=batches):
+                    with torch.no_grad():
+                        for b in batches:
+                            model(b, plan=plan)
+
+            fns[name] = fn
+        times = interleaved(fns, repeats=o.check_repeats, warmup=1)
+        dense_pred = _predict(table, batches, levels["dense"], bs)
+        dense_med = quantiles(times["dense"])["median"]
+        for name in cases:
+            pred = _predict(table, batches, levels[name], bs) / dense_pred
+            ratios = [t / d for t, d in zip(times[name], times["dense"], strict=True)]
+            q = quantiles(ratios)
+            measured = quantiles(times[name])["median"] / dense_med
+            flops = sum(
+                gated_flops(model.spec, [model.codebook[int(v)] for v in row], int(n))
+                for b, lv in zip(batches, levels[name], strict=True)
+                for row, n in zip(lv, b.lengths.tolist(), strict=True)
+            ) / sum(dense_flops(model.spec, int(n)) for b in batches for n in b.lengths.tolist())
+            rows.append(
+                {
+                    "batch": bs,
+                    "case": name,
+                    "flops_ratio": flops,
+                    "predicted_ratio": pred,
+                    "measured_ratio": measured,
+                    "measured_p25": q["p25"],
+                    "measured_p75": q["p75"],
+                    "error": pred / measured - 1,
+                }
+            )
+            log.info("batch %d %s: predicted %.3f measured %.3f (FLOPs %.3f)", bs, name, pred, measured, flops)
+    return rows
+
+
+def run(cfg: CostBenchConfig, out_dir: Path) -> dict:
+    """Measure (or load) the table and check it; writes ``costs.json`` and ``costs.md`` to ``out_dir``."""
+    o = cfg.costs
+    torch.set_num_threads(o.threads)
+    bundle = prepare(cfg)
+    model, _, folder = pretrain(cfg, bundle)
+    model.eval()
+    table, path, fresh = load_or_measure(model, folder, threads=o.threads, remeasure=o.remeasure, rounds=o.rounds)
+    torch.set_num_threads(o.threads)
+    rng = np.random.default_rng(cfg.seed)
+    test_rows = _rows(bundle, "test")
+    pick = sorted(rng.choice(test_rows, min(len(test_rows), 2000), replace=False).tolist())
+    corpus = EncodedCorpus.build(bundle.dataset, pick, bundle.tokenizer, bundle.tasks, model.spec.suffix_buckets)
+    rows = check_predictions(model, table, corpus, cfg)
+    result = {
+        "table": str(path),
+        "measured_now": fresh,
+        "machine": table.machine,
+        "threads": table.threads,
+        "spread": table.spread,
+        "rows": rows,
+        "max_abs_error": {bs: max(abs(r["error"]) for r in rows if r["batch"] == bs) for bs in o.check_batches},
+        "table_summary": summary(table, model),
+    }
+    write_result(out_dir, "costs", result, format_report(result), cfg.out)
+    return result
+
+
+def summary(table: CostTable, model: GatedEncoder) -> list[dict]:
+    """Per batch bucket and pattern, the mean over layers of the pattern's latency relative to the full
+    pattern's at the middle length bucket: how much each pattern saves in time (compare its FLOPs share)."""
+    arr = np.asarray(table.layer_ms)  # [L, B, T, P]
+    mid, full = len(table.lengths) // 2, table.full_index()
+    out = []
+    for bi, b in enumerate(table.batches):
+        rel = (arr[:, bi, mid, :] / arr[:, bi, mid, full : full + 1]).mean(0)
+        for p, pat in enumerate(model.codebook):
+            flops = gated_flops(model.spec, [pat], table.lengths[mid]) - gated_flops(model.spec, [], table.lengths[mid])
+            full_flops = gated_flops(model.spec, [model.full], table.lengths[mid])
+            full_flops -= gated_flops(model.spec, [], table.lengths[mid])
+            out.append(
+                {
+                    "batch": b,
+                    "length": table.lengths[mid],
+                    "pattern": table.codebook[p],
+                    "latency_share": float(rel[p]),
+                    "flops_share": flops / full_flops,
+                }
+            )
+    return out
+
+
+def format_report(result: dict) -> str:
+    lines = [
+        f"Cost table: `{result['table']}` ({'measured now' if result['measured_now'] else 'loaded'}; "
+        f"{result['threads']} threads; median IQR of cells {100 * result['spread']:.1f}%)",
+        "",
+        "| batch | length | pattern (heads, groups, tokens, top-k) | FLOPs share | latency share |",
+        "|---:|---:|---|---:|---:|",
+    ]
+    for r in result["table_summary"]:
+        lines.append(
+            f"| {r['batch']} | {r['length']} | {tuple(r['pattern'])} | {r['flops_share']:.3f} | "
+            f"{r['latency_share']:.3f} |"
+        )
+    lines += [
+        "",
+        "Predicted against measured wall-clock ratio (vs dense, interleaved, real test sentences):",
+        "",
+        "| batch | case | FLOPs ratio | predicted | measured (IQR) | error |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['batch']} | {r['case']} | {r['flops_ratio']:.3f} | {r['predicted_ratio']:.3f} | "
+            f"{r['measured_ratio']:.3f} ({r['measured_p25']:.3f}-{r['measured_p75']:.3f}) | {100 * r['error']:+.1f}% |"
+        )
+    lines += [
+        "",
+        "Largest error: " + ", ".join(f"batch {b}: {100 * e:.1f}%" for b, e in result["max_abs_error"].items()),
+    ]
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="bench_costs")
+def main(cfg: DictConfig) -> None:
+    run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""Measured latency of every execution pattern: the cost table a latency budget reads (HALP, LASNet).
+
+FLOPs savings do not turn into speed by themselves: at batch 1 a narrow matmul costs nearly what a wide
+one does, and a skipped layer saves more than its FLOPs say. The table holds, for one backbone on one
+machine and thread count, the median wall-clock of each codebook pattern on each layer, per batch-size
+bucket and per sentence-length bucket, plus what no pattern changes (embeddings, character encoder,
+heads) and one controller decision per layer. A budget in time reads it through
+:meth:`CostTable.per_example`, interpolating between length buckets.
+
+A table is only valid where it was measured: :func:`load_or_measure` re-measures when the stored one
+names another machine, thread count, backbone or codebook, and never uses it silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metasparse.io import atomic_write
+from metasparse.model.encoder import GatedEncoder
+from metasparse.model.features import MAX_CHARS, Batch
+from metasparse.model.patterns import Pattern
+
+log = logging.getLogger(__name__)
+
+BATCH_BUCKETS = (1, 8, 32)
+LENGTH_BUCKETS = (8, 16, 32, 64)
+FORMAT = 1
+
+
+def machine_fingerprint() -> str:
+    """What a latency depends on besides the model: processor model, core count, architecture, torch."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()}|{cpu}|cores={os.cpu_count()}|torch={torch.__version__}"
+
+
+def codebook_units(codebook: list[Pattern]) -> list[list]:
+    """The codebook as plain unit counts (what a table's columns are)."""
+    return [[p.n_heads, p.n_groups, p.tokens, p.topk] for p in codebook]
+
+
+@dataclass
+class CostTable:
+    """Median milliseconds per call, for a whole batch of ``batch`` sentences of ``length`` words.
+
+    Attributes:
+        machine: :func:`machine_fingerprint` where it was measured.
+        threads: torch threads during the measurement.
+        backbone: the backbone's identity (its cache key, or a hash of its architecture).
+        codebook: unit counts of each pattern (columns of ``layer_ms``).
+        batches, lengths: the buckets.
+        layer_ms: ``[layer][batch][length][pattern]``.
+        fixed_ms: ``[batch][length]``: embeddings, character encoder, final norm and task heads.
+        controller_ms: ``[batch][length]``: one per-layer controller decision (its pooled MLP and router).
+        spread: median over cells of the interquartile range relative to the median (measurement noise).
+        rounds: timed rounds (every cell once per round, in a new random order each round).
+    """
+
+    machine: str
+    threads: int
+    backbone: str
+    codebook: list[list]
+    batches: list[int]
+    lengths: list[int]
+    layer_ms: list[list[list[list[float]]]]
+    fixed_ms: list[list[float]]
+    controller_ms: list[list[float]]
+    spread: float = 0.0
+    rounds: int = 0
+    measured_at: str = ""
+    format: int = FORMAT
+    extra: dict = field(default_factory=dict)
+
+    # ----- storage ------------------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<string>") -> CostTable:
+        try:
+            d = json.loads(text)
+            if d.get("format") != FORMAT:
+                raise ValueError(f"format {d.get('format')!r}, expected {FORMAT}")
+            table = cls(**d)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{source}: not a metasparse cost table ({e})") from e
+        table.check_shape()
+        return table
+
+    def check_shape(self) -> None:
+        L, B, T, P = len(self.layer_ms), len(self.batches), len(self.lengths), len(self.codebook)
+        arr = np.asarray(self.layer_ms, dtype=float)
+        if arr.shape != (L, B, T, P) or np.asarray(self.fixed_ms).shape != (B, T):
+            raise ValueError(f"cost table shapes disagree: layer_ms {arr.shape}, buckets {B}x{T}, patterns {P}")
+
+    def stale_reason(self, machine: str, threads: int, backbone: str, codebook: list[list]) -> str | None:
+        """Why this table does not describe the current setting (None: it does)."""
+        if self.machine != machine:
+            return f"measured on another machine ({self.machine!r}, here {machine!r})"
+        if self.threads != threads:
+            return f"measured with {self.threads} threads, here {threads}"
+        if self.backbone != backbone:
+            return f"measured for backbone {self.backbone}, here {backbone}"
+        if [list(c) for c in self.codebook] != [list(c) for c in codebook]:
+            return "measured for another codebook"
+        return None
+
+    # ----- reading ------------------------------------------------------------------------------
+    def batch_bucket(self, batch: int) -> int:
+        """Index of the batch bucket nearest to ``batch`` (in log scale)."""
+        return int(np.argmin([abs(np.log2(b) - np.log2(max(1, batch))) for b in self.batches]))
+
+    def _interp(self, values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Interpolate ``values`` ``[..., len(self.lengths)]`` at ``lengths``: linear between buckets, held
+        at the shortest bucket's value below it (a call has a floor, not a zero) and proportional to the
+        length past the longest. Timing noise can make a longer bucket measure faster than a shorter one;
+        a latency cannot fall with length, so values are read as their running maximum over lengths."""
+        xs = np.asarray(self.lengths, dtype=float)
+        values = np.maximum.accumulate(np.asarray(values, dtype=float), axis=-1)
+        n = np.asarray(lengths, dtype=float)
+        if len(xs) == 1:
+            return np.take(values, np.zeros(len(n), dtype=int), axis=-1) * np.maximum(n / xs[0], 1.0)
+        lo = np.clip(np.searchsorted(xs, n) - 1, 0, len(xs) - 2)
+        w = np.clip((n - xs[lo]) / (xs[lo + 1] - xs[lo]), 0.0, 1.0)
+        v0, v1 = np.take(values, lo, axis=-1), np.take(values, lo + 1, axis=-1)
+        out = v0 + w * (v1 - v0)
+        return out * np.maximum(n / xs[-1], 1.0)
+
+    def per_example(self, lengths, batch: int = 1) -> dict[str, torch.Tensor]:
+        """Predicted milliseconds per sentence, for sentences of ``lengths`` words run ``batch`` at a time.
+
+        Returns:
+            ``layers`` ``[L, N, P]`` per pattern, ``fixed`` ``[N]``, ``controller`` ``[N]`` per layer, and
+            ``dense`` ``[N]`` (every layer on its full pattern plus the fixed part).
+        """
+        b = self.batch_bucket(batch)
+        size = self.batches[b]
+        n = np.asarray([float(x) for x in lengths])
+        layer = np.asarray(self.layer_ms, dtype=float)[:, b]  # [L, T, P]
+        per_layer = np.stack([self._interp(lay.T, n).T for lay in layer]) / size  # [L, N, P]
+        fixed = self._interp(np.asarray(self.fixed_ms[b]), n) / size
+        ctrl = self._interp(np.asarray(self.controller_ms[b]), n) / size
+        full = self.full_index()
+        dense = per_layer[:, :, full].sum(0) + fixed
+        as_t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+        return {"layers": as_t(per_layer), "fixed": as_t(fixed), "controller": as_t(ctrl), "dense": as_t(dense)}
+
+    def full_index(self) -> int:
+        """The column of the widest pattern (every head and group, every token, full attention)."""
+        widest = max(range(len(self.codebook)), key=lambda i: (self.codebook[i][0], self.codebook[i][1]))
+        full = [
+            i
+            for i, c in enumerate(self.codebook)
+            if c[0] == self.codebook[widest][0] and c[1] == self.codebook[widest][1] and c[2] >= 1.0 and c[3] is None
+        ]
+        return full[0] if full else widest
+
+    def predict_ms(self, patterns_per_layer: list[list[int]], lengths, batch: int, with_controller: bool) -> float:
+        """Predicted milliseconds of a batch: ``patterns_per_layer[l][i]`` is sentence i's pattern at layer l."""
+        c = self.per_example(lengths, batch)
+        idx = torch.as_tensor(patterns_per_layer, dtype=torch.long)  # [L, N]
+        t = c["layers"].gather(2, idx[..., None]).squeeze(-1).sum(0) + c["fixed"]
+        if with_controller:
+            t = t + c["controller"] * len(patterns_per_layer)
+        return float(t.sum())
+
+
+def table_path(backbone_dir: Path, threads: int) -> Path:
+    """Where a backbone's table for this machine and thread count lives (beside the backbone)."""
+    fp = hashlib.sha256(machine_fingerprint().encode()).hexdigest()[:12]
+    return Path(backbone_dir) / "costs" / f"{fp}-t{threads}.json"
+
+
+def backbone_identity(model: GatedEncoder) -> str:
+    """A stable name for a backbone's architecture (latency depends on shapes, not on weight values)."""
+    s = model.spec
+    shape = [s.layers, s.d_model, s.heads, s.d_ffn, s.ffn_groups, s.char_dim, s.char_channels, sorted(s.tasks.items())]
+    shape.append(None if s.adapter is None else [s.adapter.kind, s.adapter.rank])
+    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
+
+
+# ----- measurement ----------------------------------------------------------------------------------
+def synthetic_batch(model: GatedEncoder, batch: int, length: int, seed: int = 0) -> Batch:
+    """A batch of ``batch`` sentences of ``length`` words with realistic input shapes (about 1.5
+    subwords and 8 characters a word); values are random, which is all a latency depends on."""
+    g = torch.Generator().manual_seed(seed)
+    s = model.spec
+    S = max(1, (3 * length) // 2)
+    word_index = (torch.arange(S) * length // S).expand(batch, S).clone()
+    ids = torch.randint(4, s.vocab_size, (batch, S), generator=g)
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    word_hash = torch.randint(1, s.word_buckets, (batch, length), generator=g)
+    suffix = torch.randint(1, s.suffix_buckets, (batch, length, 3), generator=g)
+    chars = torch.zeros(batch, length, MAX_CHARS, dtype=torch.long)
+    chars[..., :8] = torch.randint(3, 1000, (batch, length, 8), generator=g)
+    return Batch(ids, word_index, word_hash, suffix, mask, {}, chars)
+
+
+def _time_call(fn, reps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t0) * 1000 / reps
+
+
+def measure(
+    model: GatedEncoder,
+    *,
+    backbone: str | None = None,
+    batches=BATCH_BUCKETS,
+    lengths=LENGTH_BUCKETS,
+    rounds: int = 7,
+    min_ms: float = 2.0,
+    threads: int | None = None,
+    progress=None,
+) -> CostTable:
+    """Measure a cost table for ``model`` here: every (cell, pattern) once per round, in a new random
+    order each round (interleaved, so drift spreads over all cells), median over rounds.
+
+    Args:
+        backbone: the backbone's identity stored in the table (default: :func:`backbone_identity`).
+        rounds: timed rounds (one untimed warm-up round first).
+        min_ms: each timed call is repeated until it takes about this long (sub-millisecond calls).
+        threads: torch threads to measure with (default: the current setting).
+        progress: optional callable ``(done, total)``.
+    """
+    from metasparse.control.controller import Controller  # control sits above runtime; only the cost is read
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    model.eval()
+    L, P = len(model.blocks), model.n_patterns
+    ctrl = Controller(model).eval()
+    cells: list[tuple] = []
+    inputs = {}
+    for bi, b in enumerate(batches):
+        for ti, t in enumerate(lengths):
+            batch = synthetic_batch(model, b, t, seed=bi * 100 + ti)
+            with torch.no_grad():
+                x = model.embed(batch)
+            scores = torch.randn(b, t)
+            inputs[bi, ti] = (batch, x, scores)
+            cells.append(("fixed", None, bi, ti, None))
+            cells.append(("controller", None, bi, ti, None))
+            cells += [("layer", li, bi, ti, p) for li in range(L) for p in range(P)]
+
+    def call(cell):
+        kind, li, bi, ti, p = cell
+        batch, x, scores = inputs[bi, ti]
+        if kind == "fixed":
+            return lambda: model.forward_with(batch, lambda i, block, h, m: h)
+        if kind == "controller":
+            return lambda: ctrl.logits(model, 0, x, batch.word_mask, any(q.tokens < 1.0 for q in model.codebook))
+        block, pat = model.blocks[li], model.codebook[p]
+        return lambda: block.forward_sliced(x, batch.word_mask, pat, scores)
+
+    fns = [call(c) for c in cells]
+    reps = []
+    with torch.no_grad():
+        for fn in fns:  # warm-up round, which also sizes the repetitions
+            fn()
+            reps.append(max(1, int(np.ceil(min_ms / max(_time_call(fn, 1), 1e-3)))))
+        samples = [[] for _ in cells]
+        rng = np.random.default_rng(0)
+        for r in range(rounds):
+            for i in rng.permutation(len(cells)).tolist():
+                samples[i].append(_time_call(fns[i], reps[i]))
+            if progress is not None:
+                progress(r + 1, rounds)
+    med = [float(np.median(s)) for s in samples]
+    iqr = [float(np.subtract(*np.percentile(s, [75, 25])) / max(np.median(s), 1e-9)) for s in samples]
+    B, T = len(batches), len(lengths)
+    layer_ms = np.zeros((L, B, T, P))
+    fixed_ms, ctrl_ms = np.zeros((B, T)), np.zeros((B, T))
+    for (kind, li, bi, ti, p), m in zip(cells, med, strict=True):
+        if kind == "fixed":
+            fixed_ms[bi, ti] = m
+        elif kind == "controller":
+            ctrl_ms[bi, ti] = m
+        else:
+            layer_ms[li, bi, ti, p] = m
+    return CostTable(
+        machine=machine_fingerprint(),
+        threads=threads,
+        backbone=backbone or backbone_identity(model),
+        codebook=codebook_units(model.codebook),
+        batches=list(batches),
+        lengths=list(lengths),
+        layer_ms=layer_ms.tolist(),
+        fixed_ms=fixed_ms.tolist(),
+        controller_ms=ctrl_ms.tolist(),
+        spread=float(np.median(iqr)),
+        rounds=rounds,
+        measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+
+
+def load_or_measure(
+    model: GatedEncoder, backbone_dir: Path, *, threads: int, remeasure: bool = False, **measure_kw
+) -> tuple[CostTable, Path, bool]:
+    """The backbone's table for this machine and thread count: loaded when it matches, else measured
+    and stored beside the backbone (atomically). A stored table that names another machine, thread
+    count, backbone or codebook is re-measured with a warning, never used.
+
+    Returns:
+        (table, its path, whether it was measured now).
+    """
+    path = table_path(backbone_dir, threads)
+    ident = backbone_identity(model)
+    units = codebook_units(model.codebook)
+    if path.exists() and not remeasure:
+        table = CostTable.from_json(path.read_text(), str(path))
+        reason = table.stale_reason(machine_fingerprint(), threads, ident, units)
+        if reason is None:
+            return table, path, False
+        log.warning("cost table %s is stale (%s): re-measuring", path, reason)
+    old = torch.get_num_threads()
+    try:
+        t0 = time.time()
+        table = measure(model, backbone=ident, threads=threads, **measure_kw)
+        log.info(
+            "measured the cost table in %.1fs (median IQR %.1f%%) -> %s", time.time() - t0, 100 * table.spread, path
+        )
+    finally:
+        torch.set_num_threads(old)
+    atomic_write(path, table.to_json().encode())
+    return table, path, True

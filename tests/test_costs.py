@@ -1,0 +1,214 @@
+"""The cost table and the latency budget: storage round trip, stale tables re-measured (never used),
+interpolation, gradients into the pattern logits, and calibration in the budget's unit."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from model_utils import random_batch, tiny_model
+
+from metasparse.control.budget import (
+    FlopsCost,
+    LatencyCost,
+    budget_penalty,
+    decision_fraction,
+    expected_flops_fraction,
+    expected_fraction,
+)
+from metasparse.control.controller import Controller
+from metasparse.runtime import costs
+from metasparse.runtime.costs import CostTable, load_or_measure, machine_fingerprint, measure
+
+
+@pytest.fixture(scope="module")
+def table() -> CostTable:
+    return measure(tiny_model(), batches=(1, 8), lengths=(4, 8, 16), rounds=2, min_ms=0.1, threads=1)
+
+
+def _synthetic_table(model, per_layer_ms=None) -> CostTable:
+    """A hand-made table: pattern cost grows with its units, linear in length."""
+    L = len(model.blocks)
+    units = [(p.n_heads + p.n_groups) / (model.spec.heads + model.spec.ffn_groups) for p in model.codebook]
+    lengths, batches = [4, 8, 16], [1, 8]
+    layer = [[[[b * (0.1 + (per_layer_ms or 1.0) * u * n / 8) for u in units] for n in lengths] for b in batches]]
+    return CostTable(
+        machine=machine_fingerprint(),
+        threads=1,
+        backbone=costs.backbone_identity(model),
+        codebook=costs.codebook_units(model.codebook),
+        batches=batches,
+        lengths=lengths,
+        layer_ms=layer * L,
+        fixed_ms=[[b * 0.2 * n / 8 for n in lengths] for b in batches],
+        controller_ms=[[b * 0.01 for _ in lengths] for b in batches],
+        format=costs.FORMAT,
+    )
+
+
+def test_measured_table_has_a_positive_time_for_every_cell(table):
+    model = tiny_model()
+    import numpy as np
+
+    arr = np.asarray(table.layer_ms)
+    assert arr.shape == (len(model.blocks), 2, 3, model.n_patterns)
+    skip = [i for i, p in enumerate(model.codebook) if p.skip]
+    live = [i for i in range(model.n_patterns) if i not in skip]
+    assert (arr[..., live] > 0).all() and (np.asarray(table.fixed_ms) > 0).all()
+    assert table.threads == 1 and table.machine == machine_fingerprint() and table.rounds == 2
+
+
+def test_table_round_trips_through_json(table):
+    again = CostTable.from_json(table.to_json())
+    assert again == table
+    c1, c2 = table.per_example([3, 9, 40], 1), again.per_example([3, 9, 40], 1)
+    assert all(torch.equal(c1[k], c2[k]) for k in c1)
+
+
+def test_a_broken_table_names_its_file(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"format": 99}))
+    with pytest.raises(ValueError, match="bad.json: not a metasparse cost table"):
+        CostTable.from_json(path.read_text(), str(path))
+
+
+def test_interpolation_between_buckets_and_beyond():
+    model = tiny_model()
+    t = _synthetic_table(model)
+    full = t.full_index()
+    c = t.per_example([4, 6, 8, 16, 32, 2], batch=1)
+    layer0 = c["layers"][0, :, full]
+    assert torch.allclose(layer0[1], (layer0[0] + layer0[2]) / 2)  # 6 words: halfway between 4 and 8
+    assert torch.allclose(layer0[4], 2 * layer0[3])  # past the last bucket: proportional to length
+    assert torch.allclose(layer0[5], layer0[0])  # below the first bucket: its value
+    per_sentence_at_8 = t.per_example([8], batch=8)["dense"]
+    assert torch.allclose(per_sentence_at_8, t.per_example([8], batch=1)["dense"])  # b x ms / b sentences
+    assert t.batch_bucket(32) == 1 and t.batch_bucket(2) == 0
+
+
+def test_a_latency_cannot_fall_with_length():
+    model = tiny_model()
+    t = _synthetic_table(model)
+    t.layer_ms[0][0][2] = [0.0] * model.n_patterns  # noise: the 16-word bucket measured faster than 8
+    c = t.per_example([8, 16], batch=1)["layers"][0]
+    assert (c[1] >= c[0]).all()
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"machine": "other|cpu"}, "another machine"),
+        ({"threads": 7}, "7 threads"),
+        ({"backbone": "0000"}, "backbone 0000"),
+        ({"codebook": "every top-k changed"}, "another codebook"),
+    ],
+)
+def test_a_stale_table_is_remeasured_not_used(tmp_path, monkeypatch, caplog, change, reason):
+    model = tiny_model()
+    good = _synthetic_table(model)
+    path = costs.table_path(tmp_path, 1)
+    path.parent.mkdir(parents=True)
+    if "codebook" in change:  # same number of patterns, different ones
+        change = {"codebook": [[h, g, tok, 99] for h, g, tok, _ in good.codebook]}
+    stale = CostTable(**{**good.__dict__, **change})
+    path.write_text(stale.to_json())
+    calls = []
+
+    def fake_measure(m, **kw):
+        calls.append(kw)
+        return good
+
+    monkeypatch.setattr(costs, "measure", fake_measure)
+    with caplog.at_level(logging.WARNING, logger="metasparse.runtime.costs"):
+        got, where, fresh = load_or_measure(model, tmp_path, threads=1)
+    assert fresh and len(calls) == 1 and where == path
+    assert reason in caplog.text and "re-measuring" in caplog.text
+    assert CostTable.from_json(path.read_text()) == good  # the stale file was replaced, atomically
+    again, _, fresh_again = load_or_measure(model, tmp_path, threads=1)  # now it matches: loaded, not measured
+    assert not fresh_again and len(calls) == 1 and again == good
+
+
+def test_latency_budget_gradient_reaches_the_pattern_logits():
+    model = tiny_model()
+    ctrl = Controller(model)
+    batch = random_batch([6, 3, 8])
+    probs: list[torch.Tensor] = []
+    with torch.no_grad():
+        model(batch, ctrl.policy(model, hard=False, tau=1.0, record=probs), mode="masked")
+    logits = [torch.zeros_like(p, requires_grad=True) for p in probs]
+    cost = LatencyCost(_synthetic_table(model), batch=1)
+    frac = expected_fraction(cost, [torch.softmax(lg, -1) for lg in logits], batch.lengths, ctrl)
+    budget_penalty(frac, 0.3, "square").backward()
+    for lg in logits:
+        assert lg.grad is not None and lg.grad.abs().sum() > 0
+        wide, skip = model.codebook.index(model.full), next(i for i, p in enumerate(model.codebook) if p.skip)
+        assert (lg.grad[:, wide] > lg.grad[:, skip]).all()  # above budget: the costly pattern is pushed down
+
+
+def test_one_hot_expectation_equals_the_hard_decision_cost():
+    model = tiny_model()
+    ctrl = Controller(model)
+    lengths = torch.tensor([6, 3, 8])
+    levels = torch.tensor([[0, 3, 6], [1, 1, 1], [6, 6, 6]])
+    for cost in (FlopsCost(model), LatencyCost(_synthetic_table(model), 1)):
+        one_hot = [torch.nn.functional.one_hot(levels[:, i], model.n_patterns).float() for i in range(3)]
+        assert torch.allclose(
+            expected_fraction(cost, one_hot, lengths, ctrl), decision_fraction(cost, levels, lengths, ctrl)
+        )
+    dense = torch.full((3, 3), model.codebook.index(model.full))
+    assert torch.allclose(decision_fraction(LatencyCost(_synthetic_table(model), 1), dense, lengths), torch.ones(3))
+
+
+def test_flops_cost_model_is_the_old_flops_fraction():
+    model = tiny_model()
+    ctrl = Controller(model)
+    lengths = torch.tensor([6, 3, 8])
+    probs = [torch.softmax(torch.randn(3, model.n_patterns), -1) for _ in model.blocks]
+    per_layer = torch.tensor([float(ctrl.flops_per_layer(model, int(n))) for n in lengths])
+    old = expected_flops_fraction(model, probs, lengths, per_layer)
+    assert torch.allclose(expected_fraction(FlopsCost(model), probs, lengths, ctrl), old)
+
+
+def test_calibration_meets_a_latency_target(ud_free_corpus):
+    from metasparse.control.train import calibrate_bias, corpus_fraction
+
+    model, corpus = ud_free_corpus
+    torch.manual_seed(0)
+    ctrl = Controller(model)
+    with torch.no_grad():  # a trained-looking controller: inputs disagree, so the fraction moves in small steps
+        for net in ctrl.nets:
+            net[2].weight.normal_(0, 1.0)
+    cost = LatencyCost(_synthetic_table(model), 1)
+    calibrate_bias(model, ctrl, corpus, 0.6, cost=cost)
+    got = corpus_fraction(model, ctrl, corpus, cost)
+    assert 0.45 < got <= 0.6
+    flops_after = corpus_fraction(model, ctrl, corpus, None)
+    assert flops_after != pytest.approx(got)  # the two units price the same decisions differently
+
+
+@pytest.fixture
+def ud_free_corpus():
+    """A tiny labelled corpus built from random batches (no treebank needed)."""
+    from metasparse.model.corpus import EncodedCorpus
+    from metasparse.model.features import EncodedSentence
+
+    g = torch.Generator().manual_seed(0)
+    items, labels = [], {"upos": [], "deprel": []}
+    for i in range(40):
+        n = 2 + i % 12
+        items.append(
+            EncodedSentence(
+                torch.randint(4, 100, (n,), generator=g).tolist(),
+                list(range(n)),
+                torch.randint(1, 64, (n,), generator=g).tolist(),
+                torch.randint(1, 64, (n, 3), generator=g).tolist(),
+            )
+        )
+        labels["upos"].append(torch.randint(0, 17, (n,), generator=g).tolist())
+        labels["deprel"].append(torch.randint(0, 37, (n,), generator=g).tolist())
+    import numpy as np
+
+    corpus = EncodedCorpus(np.arange(40), items, labels, ["x"] * 40, ["x"] * 40)
+    return tiny_model(), corpus

@@ -102,7 +102,7 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
             "-m",
             "metasparse.evaluate",
             f"run_dir={smoke_run}",
-            "methods=[meta,importance,random,udpipe]",
+            "methods=[meta,importance,latency,random,udpipe]",
             "experiment=quick",
             f"hydra.run.dir={out}",
         ],
@@ -112,7 +112,7 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
     )
     assert res.returncode == 0, res.stderr[-4000:]
     r = json.loads((out / "evaluate.json").read_text())
-    assert list(r["methods"]) == ["dense", "meta", "importance", "random"]
+    assert list(r["methods"]) == ["dense", "meta", "importance", "latency", "random"]
     for name, m in r["methods"].items():
         s = m["source_test"]
         assert set(s["accuracy"]) == {"upos", "deprel"} and set(s["macro_f1"]) == {"upos", "deprel"}

@@ -11,17 +11,21 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from metasparse.baselines.controllers import trained_controller
 from metasparse.baselines.importance import importance_pruned
 from metasparse.baselines.l0 import l0_pruned
+from metasparse.baselines.latency_static import latency_pruned
 from metasparse.baselines.random_policy import random_calibrated
 from metasparse.baselines.teal import teal_calibrated
 from metasparse.config import METHODS
+from metasparse.control.budget import LatencyCost
 from metasparse.control.controller import controlled
 from metasparse.control.train import calibrate_bias
 from metasparse.meta.load import LoadedRun
 from metasparse.model.corpus import EncodedCorpus
+from metasparse.runtime.costs import load_or_measure
 from metasparse.scoring.methods import Dense, Method
 
 FAMILIES = {
@@ -32,6 +36,7 @@ FAMILIES = {
     "random": "per-input",
     "importance": "static",
     "l0": "static",
+    "latency": "static",
     "teal": "training-free",
 }
 
@@ -86,6 +91,12 @@ def build_method(
         return importance_pruned(model, splits.train, splits.calib, budget)
     if name == "l0":
         return l0_pruned(model, splits.train, splits.calib, budget, steps=steps, seed=seed)
+    if name == "latency":
+        cost = run.system.cost
+        if isinstance(cost, LatencyCost):  # the run's own budget is in time: its table and batch size
+            return latency_pruned(model, splits.train, splits.calib, budget, cost.table, batch=cost.batch)
+        table, _, _ = load_or_measure(model, run.backbone_dir, threads=torch.get_num_threads())
+        return latency_pruned(model, splits.train, splits.calib, budget, table)
     if name == "teal":
         return teal_calibrated(model, splits.calib, budget)
     if name == "random":

@@ -10,7 +10,7 @@ from metasparse.config.training import PretrainConfig
 from metasparse.errors import require
 
 # Every method ``evaluate`` and ``bench.transfer`` know, in report order (dense first).
-METHODS = ("dense", "meta", "multitask", "importance", "l0", "teal", "random")
+METHODS = ("dense", "meta", "multitask", "importance", "l0", "latency", "teal", "random")
 # Peers: other taggers a user would pick instead, scored on the same sentences (not ways of running the backbone).
 PEERS = ("udpipe",)
 # The starting points bench.transfer adapts from (metasparse.baselines.finetune builds them).

@@ -34,6 +34,7 @@ class LoadedRun:
         algo: the meta-learner wrapped around ``system`` (for few-step adaptation).
         pretrained: the backbone as pretrained, without the run's meta-learned heads, norms or adapters
             (where the baselines start).
+        backbone_dir: the cached backbone's folder (its cost tables live there).
     """
 
     run_dir: Path
@@ -42,6 +43,7 @@ class LoadedRun:
     system: GatedSystem
     algo: MAML
     pretrained: GatedEncoder
+    backbone_dir: Path | None = None
 
 
 def load_run_config(run_dir: Path) -> MetaTrainConfig:
@@ -142,4 +144,4 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     load_system_state(system, {k: v for k, v in tensors.items() if not k.startswith("algo.")})
     algo = build_algorithm(system, cfg)
     load_algorithm_state(algo, {k: v for k, v in tensors.items() if k.startswith("algo.")}, final)
-    return LoadedRun(run_dir, cfg, bundle, system.eval(), algo, pretrained)
+    return LoadedRun(run_dir, cfg, bundle, system.eval(), algo, pretrained, backbone_dir)

@@ -1,0 +1,105 @@
+"""The latency-aware static baseline (HALP-style): the knapsack is exact, the pruned backbone keeps the
+most important units of the chosen pattern, and it meets its budget in predicted time, not FLOPs."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from model_utils import random_batch, tiny_model
+
+from metasparse.baselines.latency_static import latency_knapsack, latency_pruned, layer_values, solve_knapsack
+from metasparse.model.patterns import PatternSpec
+from metasparse.runtime import costs
+from metasparse.runtime.costs import CostTable, machine_fingerprint
+
+CODEBOOK = [PatternSpec(0.0, 0.0), PatternSpec(0.5, 0.5), PatternSpec(1.0, 1.0, tokens=0.5), PatternSpec(1.0, 1.0)]
+
+
+def _brute_force(values, costs_, capacity):
+    best, arg = -np.inf, None
+    for combo in itertools.product(range(values.shape[1]), repeat=values.shape[0]):
+        c = sum(costs_[i, p] for i, p in enumerate(combo))
+        v = sum(values[i, p] for i, p in enumerate(combo))
+        if c <= capacity and v > best:
+            best, arg = v, list(combo)
+    return best, arg
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_knapsack_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    values, costs_ = rng.random((4, 5)), rng.random((4, 5)) * 10
+    capacity = float(costs_.min(1).sum() + rng.random() * 15)
+    levels = solve_knapsack(values, costs_, capacity)
+    best, _ = _brute_force(values, costs_, capacity)
+    assert sum(costs_[i, p] for i, p in enumerate(levels)) <= capacity
+    # exact up to the grid's rounding (costs rounded up to 1/4000 of the capacity can exclude a tight optimum)
+    assert sum(values[i, p] for i, p in enumerate(levels)) >= best - 0.05 * abs(best)
+
+
+def test_knapsack_refuses_an_impossible_budget():
+    assert solve_knapsack(np.ones((2, 2)), np.full((2, 2), 5.0), 9.0) is None
+
+
+def _table(model, skip_ms: float, layer_ms: float) -> CostTable:
+    """Every layer: skip costs ``skip_ms``; other patterns cost ``layer_ms`` x their unit share."""
+    units = [(p.n_heads + p.n_groups) / (model.spec.heads + model.spec.ffn_groups) for p in model.codebook]
+    per = [skip_ms if u == 0 else layer_ms * (0.5 + 0.5 * u) for u in units]  # a floor: narrow is not free
+    lengths, batches = [4, 8], [1]
+    return CostTable(
+        machine=machine_fingerprint(),
+        threads=1,
+        backbone=costs.backbone_identity(model),
+        codebook=costs.codebook_units(model.codebook),
+        batches=batches,
+        lengths=lengths,
+        layer_ms=[[[per for _ in lengths] for _ in batches] for _ in model.blocks],
+        fixed_ms=[[0.5 for _ in lengths] for _ in batches],
+        controller_ms=[[0.0 for _ in lengths] for _ in batches],
+        format=costs.FORMAT,
+    )
+
+
+def test_latency_knapsack_skips_layers_when_narrow_is_barely_cheaper():
+    model = tiny_model(CODEBOOK)
+    values = layer_values(model, torch.ones(3, 4), torch.ones(3, 4))
+    assert values[0, 2] == -np.inf  # token routing is not a unit choice
+    table = _table(model, skip_ms=0.0, layer_ms=1.0)
+    # dense: 3 layers x 1.0 + 0.5 = 3.5 ms; half-width layers cost 0.75 each. Budget 0.5: 1.75 ms, so
+    # 1.25 ms for layers: one full layer (1.0) or one half layer (0.75), never two half layers (1.5).
+    choice = latency_knapsack(model, values, table, [8, 8], 0.5)
+    assert sorted(choice.levels) == [0, 0, 3] and choice.latency_fraction <= 0.5
+    with pytest.raises(ValueError, match="below what skipping every layer costs"):
+        latency_knapsack(model, values, table, [8], 0.1)
+
+
+def test_latency_pruned_keeps_the_most_important_units(monkeypatch):
+    import metasparse.baselines.latency_static as LS
+
+    model = tiny_model(CODEBOOK)
+    head_imp = torch.tensor([[1.0, 9.0, 2.0, 8.0], [5.0, 4.0, 3.0, 2.0], [1.0, 1.0, 1.0, 1.0]])
+    group_imp = torch.tensor([[3.0, 1.0, 7.0, 2.0], [1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0]])
+    monkeypatch.setattr(LS, "unit_importance", lambda m, corpus: (head_imp, group_imp))
+
+    class Lengths:
+        def lengths(self):
+            return np.array([8, 8])
+
+    table = _table(model, skip_ms=0.0, layer_ms=1.0)
+    # dense 3.5 ms, budget 0.8: 2.3 ms for layers. Full layers 0 and 1 (2.0 ms) keep 33 + 24 of importance;
+    # three half layers (2.25 ms) keep 27 + 16 + 4; full + two halves (2.5 ms) does not fit.
+    m = latency_pruned(model, None, Lengths(), 0.80, table)
+    assert [(p.n_heads, p.n_groups) for p in m.patterns] == [(4, 4), (4, 4), (0, 0)]
+    blk, ref = m.model.blocks[0], model.blocks[0]
+    dh = blk.d_head
+    assert torch.equal(blk.q.weight[:dh], ref.q.weight[dh : 2 * dh])  # head 1, the most important, first
+    assert torch.equal(blk.q.weight[dh : 2 * dh], ref.q.weight[3 * dh : 4 * dh])  # then head 3
+    b = random_batch([5, 3])
+    out = m(b)
+    assert out.flops[0] < out.dense_flops[0]
+    plan = model.forward_with(b, lambda i, blk, x, mask: x if i == 2 else blk.forward_sliced(x, mask, model.full, None))
+    for t in out.logits:  # reordering inside full layers changes nothing: the same as skipping layer 2
+        torch.testing.assert_close(out.logits[t][b.word_mask], plan.logits[t][b.word_mask], atol=1e-5, rtol=1e-5)

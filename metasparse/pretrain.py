@@ -3,6 +3,7 @@
 python -m metasparse.pretrain                      # all cells, default small model
 python -m metasparse.pretrain +domain=legal        # the backbone for a `+domain=legal` run
 python -m metasparse.pretrain model=tiny pretrain.epochs=1
+python -m metasparse.pretrain +domain=legal joint.steps=300   # then co-train backbone and controller
 """
 
 from __future__ import annotations
@@ -18,18 +19,25 @@ from omegaconf import DictConfig, OmegaConf
 from metasparse.config import PretrainConfig
 from metasparse.data.prepare import prepare
 from metasparse.io import atomic_write
-from metasparse.train.pretraining import format_report, pretrain
+from metasparse.protocol.learned_vs_random import format_comparison, learned_vs_random, source_corpora
+from metasparse.train.joint import backbone_with_controller
+from metasparse.train.pretraining import format_report
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: PretrainConfig, out_dir: Path) -> dict:
-    """Train or load the backbone; write ``metrics.json`` and ``report.md`` into ``out_dir``."""
+    """Train or load the backbone (and, with ``joint.steps > 0``, co-train it with a controller and compare
+    learned with random per-input decisions on it); write ``metrics.json`` and ``report.md`` into ``out_dir``."""
     bundle = prepare(cfg)
-    _, metrics, folder = pretrain(cfg, bundle)
+    model, metrics, folder, ctrl = backbone_with_controller(cfg, bundle)
+    report = format_report(metrics)
+    if ctrl is not None:
+        calib, test = source_corpora(bundle, model.spec.suffix_buckets, seed=cfg.seed)
+        metrics["joint"]["comparison"] = learned_vs_random(model, ctrl, calib, test, cfg.joint.target, cfg.seed)
+        report += "\n" + format_comparison(metrics["joint"]["comparison"])
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "metrics.json", json.dumps({**metrics, "checkpoint": str(folder)}, indent=2))
-    report = format_report(metrics)
     atomic_write(out_dir / "report.md", report)
     log.info("backbone at %s\n%s", folder, report)
     return metrics

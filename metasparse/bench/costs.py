@@ -29,7 +29,8 @@ from metasparse.model.encoder import Decision, GatedEncoder
 from metasparse.model.flops import dense_flops, gated_flops
 from metasparse.runtime.costs import CostTable, load_or_measure
 from metasparse.runtime.latency import interleaved, quantiles
-from metasparse.train.pretraining import _rows, pretrain
+from metasparse.train.joint import backbone_with_controller
+from metasparse.train.pretraining import _rows
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def run(cfg: CostBenchConfig, out_dir: Path) -> dict:
     o = cfg.costs
     torch.set_num_threads(o.threads)
     bundle = prepare(cfg)
-    model, _, folder = pretrain(cfg, bundle)
+    model, _, folder, _ = backbone_with_controller(cfg, bundle)
     model.eval()
     table, path, fresh = load_or_measure(model, folder, threads=o.threads, remeasure=o.remeasure, rounds=o.rounds)
     torch.set_num_threads(o.threads)

@@ -34,7 +34,8 @@ from metasparse.model.encoder import GatedEncoder
 from metasparse.model.profiling import labels_enabled
 from metasparse.runtime.latency import interleaved, quantiles
 from metasparse.scoring import Dense, score
-from metasparse.train.pretraining import _rows, pretrain
+from metasparse.train.joint import backbone_with_controller
+from metasparse.train.pretraining import _rows
 
 log = logging.getLogger(__name__)
 REGIONS = ("attention", "ffn", "controller", "grouping")
@@ -134,7 +135,7 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
     b = cfg.bench
     torch.set_num_threads(b.threads)
     bundle = prepare(cfg)
-    model, _, folder = pretrain(cfg, bundle)
+    model, _, folder, _ = backbone_with_controller(cfg, bundle)
     model.eval()
     train, calib, test = _corpora(cfg, bundle, model.spec.suffix_buckets)
     dense_eval = score(Dense(model), test)

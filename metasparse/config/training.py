@@ -78,6 +78,48 @@ class PretrainOptimConfig:
 
 
 @dataclass
+class JointConfig:
+    """The joint phase after pretraining: backbone and a multitask controller trained together under the
+    budget, with self-distillation from the dense model (``metasparse.train.joint``). Cached beside the
+    backbone; every job that selects a backbone then uses the co-trained one.
+
+    Attributes:
+        steps: optimisation steps (0: no joint phase, the random-pattern backbone as it is).
+        lr: the backbone's AdamW learning rate (constant).
+        controller_lr: the controller's.
+        target: FLOPs budget the controller is trained toward (annealed from dense).
+        budget_weight: weight of the squared budget gap.
+        budget_warmup: share of the steps over which the budget anneals from 1.0.
+        distill_weight: weight of KL(dense || gated) on each word (the dense pass is the teacher, detached).
+        tau_start, tau_end: Gumbel temperature schedule.
+        max_words: padded words per batch.
+        checkpoint_every: steps between resumable checkpoints.
+    """
+
+    steps: int = 0
+    lr: float = 5e-4
+    controller_lr: float = 3e-3
+    target: float = 0.5
+    budget_weight: float = 20.0
+    budget_warmup: float = 0.3
+    distill_weight: float = 1.0
+    tau_start: float = 2.0
+    tau_end: float = 0.3
+    max_words: int = 2048
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 0, "joint.steps", ">= 0", self.steps)
+        require(self.lr > 0 and self.controller_lr > 0, "joint.lr/controller_lr", "> 0", (self.lr, self.controller_lr))
+        require(0 < self.target <= 1, "joint.target", "(0, 1]", self.target)
+        require(self.budget_weight >= 0, "joint.budget_weight", ">= 0", self.budget_weight)
+        require(0 <= self.budget_warmup <= 1, "joint.budget_warmup", "[0, 1]", self.budget_warmup)
+        require(self.distill_weight >= 0, "joint.distill_weight", ">= 0", self.distill_weight)
+        require(self.max_words >= 64, "joint.max_words", ">= 64", self.max_words)
+        require(self.checkpoint_every >= 1, "joint.checkpoint_every", ">= 1", self.checkpoint_every)
+
+
+@dataclass
 class PretrainConfig:
     """Schema of ``conf/pretrain.yaml``."""
 
@@ -86,6 +128,8 @@ class PretrainConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainOptimConfig = field(default_factory=PretrainOptimConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
+    controller: ControllerSpec = field(default_factory=ControllerSpec)
     tasks: list[str] = field(default_factory=lambda: ["upos", "deprel"])
     domain: DomainConfig | None = None
     language: LanguageConfig | None = None
@@ -223,7 +267,6 @@ class MetaTrainConfig(PretrainConfig):
     """Schema of ``conf/meta_train.yaml``: the backbone's config plus episodes, controller, outer loop."""
 
     episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
-    controller: ControllerSpec = field(default_factory=ControllerSpec)
     meta: MetaConfig = field(default_factory=MetaConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)

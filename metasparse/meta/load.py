@@ -127,7 +127,7 @@ def load_algorithm_state(algo: MAML, tensors: dict[str, torch.Tensor], source: P
 
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Rebuild a run from its folder (the backbone and tokenizer come from the cache, verified by hash)."""
-    from metasparse.train.pretraining import pretrain
+    from metasparse.train.joint import backbone_with_controller
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
@@ -135,7 +135,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     if not (final / "state.json").exists():
         raise FileNotFoundError(f"run_dir={run_dir}: no finished controller at {final} (did the run complete?)")
     bundle = prepare(cfg)
-    backbone, _, backbone_dir = pretrain(cfg, bundle)
+    backbone, _, backbone_dir, _ = backbone_with_controller(cfg, bundle)
     for p in backbone.parameters():
         p.requires_grad_(False)
     pretrained = copy.deepcopy(backbone).eval()

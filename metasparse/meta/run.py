@@ -30,7 +30,8 @@ from metasparse.meta.outer import meta_train, split_validation_cells
 from metasparse.meta.sparse_maml import SparseMAML
 from metasparse.meta.system import dense_scores, gated_scores, part_of
 from metasparse.model.corpus import EncodedRows
-from metasparse.train.pretraining import backbone_key, pretrain
+from metasparse.train.joint import backbone_with_controller
+from metasparse.train.pretraining import backbone_key
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def check_shots(cfg: MetaTrainConfig, bundle) -> None:
 
 
 def backbone_for(cfg: MetaTrainConfig):
-    """The data bundle and the frozen backbone this config selects (pretrained and cached first if missing)."""
+    """The data bundle, the frozen backbone this config selects (pretrained, and co-trained with a controller
+    when ``joint.steps > 0``, cached first if missing), its metrics and folder, and the joint controller."""
     with main_first():  # under torchrun, rank 0 fills the caches (data, tokenizer, backbone); the rest read them
         bundle = prepare(cfg)
         check_shots(cfg, bundle)
@@ -65,9 +67,9 @@ def backbone_for(cfg: MetaTrainConfig):
                 "pretrain.max_minutes=%s min, progress below); later runs reuse it",
                 cfg.pretrain.max_minutes,
             )
-        backbone, backbone_metrics, backbone_dir = pretrain(cfg, bundle)
+        backbone, backbone_metrics, backbone_dir, joint_ctrl = backbone_with_controller(cfg, bundle)
     backbone.requires_grad_(False)
-    return bundle, backbone, backbone_metrics, backbone_dir
+    return bundle, backbone, backbone_metrics, backbone_dir, joint_ctrl
 
 
 def evaluation_rows(cfg: MetaTrainConfig, bundle, train_cells) -> tuple[list[int], list[int]]:
@@ -109,7 +111,7 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     if is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    bundle, backbone, backbone_metrics, backbone_dir = backbone_for(cfg)
+    bundle, backbone, backbone_metrics, backbone_dir, joint_ctrl = backbone_for(cfg)
     e, idx = cfg.episodes, bundle.index
     train_cells, val_cells = split_validation_cells(
         bundle.sources,
@@ -133,6 +135,8 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     data = EncodedRows.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, backbone.spec.suffix_buckets)
     # seeded: the init must not depend on whether the backbone was just trained
     system = new_system(backbone, cfg, backbone_dir)
+    if joint_ctrl is not None:  # meta-training starts from the controller co-trained with the backbone
+        system.controller.load_state_dict(joint_ctrl.state_dict())
     resume = resume_point(cfg, out_dir)
     algo, state = meta_train(cfg, bundle, system, data, out_dir, train_cells, val_cells, resume)
     t_meta = time.time()

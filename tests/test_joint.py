@@ -1,0 +1,129 @@
+"""The joint phase: distillation on real words only, cache and exact resume like pretraining, a controller
+that trains toward the budget, and the pretrain CLI's learned-vs-random report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import metasparse.train.joint as J
+from metasparse.config import CONF_DIR
+from metasparse.data.prepare import prepare
+from metasparse.model.features import IGNORE_INDEX
+
+TINY = [
+    "model=tiny",
+    "data.treebanks=[UD_Korean-PUD,UD_Turkish-PUD]",
+    "tokenizer.vocab_size=2500",
+    "pretrain.max_words=512",
+    "pretrain.epochs=0.5",
+    "joint.steps=6",
+    "joint.max_words=512",
+    "joint.checkpoint_every=2",
+]
+
+
+def _cfg(*extra):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_object(compose("pretrain", overrides=[*TINY, *extra]))
+
+
+def test_distillation_is_zero_for_the_teacher_itself_and_ignores_padding():
+    torch.manual_seed(0)
+    t = {"upos": torch.randn(2, 4, 17)}
+    labels = {"upos": torch.tensor([[1, 2, 3, IGNORE_INDEX], [4, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]])}
+    assert float(J.distillation(t, t, labels)) == pytest.approx(0.0, abs=1e-6)
+    s = {"upos": t["upos"].clone()}
+    s["upos"][0, 3] += 5.0  # a padding position: not counted
+    assert float(J.distillation(s, t, labels)) == pytest.approx(0.0, abs=1e-6)
+    s["upos"][0, 0] += 5.0
+    assert float(J.distillation(s, t, labels)) > 0.0
+    student = {"upos": t["upos"].clone().requires_grad_(True)}
+    J.distillation(student, {"upos": t["upos"] + 1.0 * torch.randn(2, 4, 17)}, labels).backward()
+    assert student["upos"].grad[0, 3].abs().sum() == 0 and student["upos"].grad[0, 0].abs().sum() > 0
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_joint_phase_caches_and_resumes_exactly(monkeypatch, tmp_path, ud_root):
+    monkeypatch.setenv("METASPARSE_CACHE_DIR", str(tmp_path))
+    cfg = _cfg()
+    bundle = prepare(cfg)
+    model, metrics, folder, ctrl = J.backbone_with_controller(cfg, bundle)
+    assert ctrl is not None and set(metrics["macro"]) == {"upos", "deprel"}  # the pretraining metrics are kept
+    assert metrics["joint"]["steps"] == 6 and "-joint-" in folder.name
+    pre = folder.with_name(folder.name.split("-joint-")[0])
+    assert (pre / "state.json").exists()  # the pretrained backbone stays cached beside it
+    from metasparse.train.pretraining import load_backbone
+
+    pretrained, _ = load_backbone(pre)
+    before, after = pretrained.state_dict(), model.state_dict()
+    moved = any(not torch.equal(before[k], after[k]) for k in before)
+    assert moved  # the joint phase trained the backbone too
+
+    # Cache hit: nothing trains again.
+    monkeypatch.setattr(J, "_step_loss", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    again, _, folder2, ctrl2 = J.backbone_with_controller(cfg, bundle)
+    assert folder2 == folder
+    for a, b in ((model, again), (ctrl, ctrl2)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    monkeypatch.undo()
+    monkeypatch.setenv("METASPARSE_CACHE_DIR", str(tmp_path))
+
+    # Killed after its second periodic checkpoint, then resumed: identical backbone and controller.
+    import shutil
+
+    shutil.rmtree(folder)
+    real_save, calls = J.save_checkpoint, []
+
+    def save_then_die(path, tensors, state):
+        real_save(path, tensors, state)
+        if path.name.endswith(".partial"):
+            calls.append(state["step"])
+            if len(calls) == 2:
+                raise _Killed
+
+    monkeypatch.setattr(J, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        J.backbone_with_controller(cfg, bundle)
+    monkeypatch.setattr(J, "save_checkpoint", real_save)
+    assert calls == [2, 4] and folder.with_name(f"{folder.name}.partial").exists()
+    resumed, _, _, ctrl3 = J.backbone_with_controller(cfg, bundle)
+    for a, b in ((model, resumed), (ctrl, ctrl3)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not folder.with_name(f"{folder.name}.partial").exists()
+
+
+@pytest.mark.slow
+def test_pretrain_cli_reports_learned_against_random(tmp_path, ud_root):
+    env = {**__import__("os").environ, "METASPARSE_CACHE_DIR": str(tmp_path / "cache")}
+    res = subprocess.run(
+        [sys.executable, "-m", "metasparse.pretrain", *TINY, f"hydra.run.dir={tmp_path / 'pt'}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((tmp_path / "pt" / "metrics.json").read_text())
+    cmp_ = metrics["joint"]["comparison"]
+    assert {"dense", "learned", "random", "learned_minus_random"} <= set(cmp_)
+    assert cmp_["dense"]["flops"] == pytest.approx(1.0)
+    for name in ("learned", "random"):
+        assert 0 < cmp_[name]["flops"] <= 0.5 + 0.05, (name, cmp_[name])
+        assert 0 <= cmp_[name]["upos"] <= 1
+    d = cmp_["learned_minus_random"]
+    assert d["upos"] == pytest.approx(cmp_["learned"]["upos"] - cmp_["random"]["upos"])
+    assert "learned vs random" in (tmp_path / "pt" / "report.md").read_text()
+    assert "-joint-" in metrics["checkpoint"]

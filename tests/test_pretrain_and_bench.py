@@ -153,6 +153,22 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
     assert one["measured_now"] and one["table"].endswith("-t1.json")  # another thread count: its own table
     assert "| batch | case |" in (tmp_path / "c1" / "costs.md").read_text()
 
+    # bench.speed with targets in predicted time: controllers train and calibrate against the same table.
+    out = tmp_path / "speed_latency.json"
+    res = subprocess.run(
+        [sys.executable, "-m", "metasparse.bench.speed", *TINY, "experiment=quick", "bench.batches=[1]"]
+        + ["bench.targets=[0.5]", "bench.repeats=3", "bench.int8=false", "bench.unit=latency"]
+        + [f"out={out}", f"hydra.run.dir={tmp_path / 'bl'}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert result["unit"] == "latency" and 0 < row["predicted_latency_ratio"] < 0.7
+
 
 @pytest.mark.slow
 def test_word_dropout_is_seeded_and_changes_training(monkeypatch, tmp_path, ud_root):

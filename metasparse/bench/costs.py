@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from metasparse.config import CostBenchConfig
+from metasparse.control.controller import Controller
 from metasparse.data.prepare import prepare
 from metasparse.io import write_result
 from metasparse.model.corpus import EncodedCorpus
@@ -140,7 +141,10 @@ def run(cfg: CostBenchConfig, out_dir: Path) -> dict:
     bundle = prepare(cfg)
     model, _, folder, _ = backbone_with_controller(cfg, bundle)
     model.eval()
-    table, path, fresh = load_or_measure(model, folder, threads=o.threads, remeasure=o.remeasure, rounds=o.rounds)
+    ctrl = Controller(model, cfg.controller)
+    table, path, fresh = load_or_measure(
+        model, folder, threads=o.threads, remeasure=o.remeasure, rounds=o.rounds, controller=ctrl
+    )
     torch.set_num_threads(o.threads)
     rng = np.random.default_rng(cfg.seed)
     test_rows = _rows(bundle, "test")

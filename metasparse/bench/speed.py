@@ -2,6 +2,7 @@
 
     python -m metasparse.bench.speed +domain=legal
     python -m metasparse.bench.speed +domain=legal experiment=quick out=/tmp/speed.json
+    python -m metasparse.bench.speed +domain=legal bench.unit=latency   # targets in predicted time
 
 For each target a controller is trained on the frozen backbone (source train split) and its bias
 calibrated so hard decisions meet the target on source dev sentences. Timing then alternates dense and
@@ -26,7 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from metasparse.baselines.controllers import trained_controller
 from metasparse.config import SpeedBenchConfig
+from metasparse.control.budget import budget_cost
 from metasparse.control.controller import ControllerSpec, controlled
+from metasparse.control.train import corpus_fraction
 from metasparse.data.prepare import prepare
 from metasparse.io import write_result
 from metasparse.model.corpus import EncodedCorpus
@@ -143,9 +146,15 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
     per_round = {bs: b.sentences if bs == 1 else max(b.sentences, bs) * b.batched_rounds for bs in b.batches}
     timing_batches = {bs: _batches(test, bs, per_round[bs], cfg.seed) for bs in b.batches}
     rows, controllers = [], {}
+    cost = None
+    if b.unit == "latency":
+        spec = ControllerSpec(placement=b.placement)
+        cost = budget_cost("latency", model, folder, batch=b.cost_batch, threads=b.threads, controller=spec)
     for target in b.targets:
         spec = ControllerSpec(placement=b.placement)
-        ctrl = trained_controller(model, train, calib, target, spec=spec, steps=b.controller_steps, seed=cfg.seed)
+        ctrl = trained_controller(
+            model, train, calib, target, spec=spec, steps=b.controller_steps, seed=cfg.seed, cost=cost
+        )
         controllers[target] = ctrl
         acc = score(controlled(model, ctrl), test)
         for bs, batches in timing_batches.items():
@@ -153,6 +162,8 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
             row["accuracy"] = {t: acc.by_lang.macro(t) for t in tasks}
             row["dense_accuracy"] = {t: dense_eval.by_lang.macro(t) for t in tasks}
             row["eval_flops_ratio"] = acc.flops_fraction
+            if cost is not None:
+                row["predicted_latency_ratio"] = corpus_fraction(model, ctrl, test, cost)
             rows.append(row)
             log.info(
                 "batch %d target %.2f: flops %.3f wall %.3f (IQR %.3f-%.3f) controller %.1f%%",
@@ -167,6 +178,7 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
         "threads": b.threads,
         "model": cfg.model.name,
         "placement": b.placement,
+        "unit": b.unit,
         "torch": torch.__version__,
     }
     write_result(out_dir, "speed", result, format_table(result), cfg.out)
@@ -210,9 +222,9 @@ def _int8_rows(model, ctrl, timing_batches, repeats) -> list[dict]:
 
 def format_table(result: dict) -> str:
     lines = [
-        "| batch | target | variant | FLOPs ratio | wall ratio (IQR) | controller share "
+        "| batch | target | variant | FLOPs ratio | predicted latency | wall ratio (IQR) | controller share "
         "| attention / ffn / controller / grouping (s) | acc (dense) |",
-        "|---:|---:|---|---:|---:|---:|---|---|",
+        "|---:|---:|---|---:|---:|---:|---:|---|---|",
     ]
     for r in result["rows"]:
         bd = r.get("breakdown_s", {})
@@ -224,7 +236,8 @@ def format_table(result: dict) -> str:
         )
         lines.append(
             f"| {r['batch']} | {r['target']} | {r.get('variant', 'fp32')} | {r['flops_ratio']:.3f} | "
-            f"{r['wall_ratio']:.3f} ({r['wall_ratio_p25']:.3f}-{r['wall_ratio_p75']:.3f}) | "
+            + (f"{r['predicted_latency_ratio']:.3f} | " if "predicted_latency_ratio" in r else "- | ")
+            + f"{r['wall_ratio']:.3f} ({r['wall_ratio_p25']:.3f}-{r['wall_ratio_p75']:.3f}) | "
             f"{100 * r['controller_share']:.1f}% | {parts} | {acc} |"
         )
     return "\n".join(lines)

@@ -33,6 +33,9 @@ class SpeedBenchOptions:
         calib_sentences: source dev sentences the controller's bias is calibrated on.
         test_sentences: source test sentences scored (timing batches are drawn from them).
         batched_rounds: at batch > 1 a timed round holds ``max(sentences, batch) * batched_rounds`` rows.
+        unit: what the targets are fractions of: ``flops`` or ``latency`` (predicted by the backbone's cost
+            table at batch ``cost_batch``; the controllers train and calibrate against it).
+        cost_batch: the batch size a latency target prices.
     """
 
     batches: list[int] = field(default_factory=lambda: [1, 32])
@@ -46,8 +49,12 @@ class SpeedBenchOptions:
     calib_sentences: int = 1500
     test_sentences: int = 4000
     batched_rounds: int = 4
+    unit: str = "flops"
+    cost_batch: int = 1
 
     def __post_init__(self) -> None:
+        require(self.unit in ("flops", "latency"), "bench.unit", "flops, latency", self.unit)
+        require(self.cost_batch >= 1, "bench.cost_batch", ">= 1", self.cost_batch)
         require(self.calib_sentences >= 1, "bench.calib_sentences", ">= 1", self.calib_sentences)
         require(self.test_sentences >= 1, "bench.test_sentences", ">= 1", self.test_sentences)
         require(self.batched_rounds >= 1, "bench.batched_rounds", ">= 1", self.batched_rounds)

@@ -98,10 +98,11 @@ def budget_cost(
     batch: int = 1,
     threads: int | None = None,
     rounds: int = 7,
+    controller=None,
 ) -> CostModel:
     """The cost model a budget in ``unit`` prices decisions with: analytic FLOPs, or the latency table of
     the backbone in ``backbone_dir`` for this machine and thread count (measured and stored if missing
-    or stale)."""
+    or stale; ``controller``: the :class:`ControllerSpec` whose decision is timed, default settings if None)."""
     if unit == "flops":
         return FlopsCost(model)
     if unit != "latency":
@@ -109,7 +110,10 @@ def budget_cost(
     if backbone_dir is None:
         raise ValueError("budget.unit=latency needs the backbone's folder (its cost table is stored beside it)")
     threads = threads or torch.get_num_threads()
-    table, path, fresh = load_or_measure(model, Path(backbone_dir), threads=threads, rounds=rounds)
+    from metasparse.control.controller import Controller
+
+    ctrl = Controller(model, controller) if controller is not None else Controller(model)
+    table, path, fresh = load_or_measure(model, Path(backbone_dir), threads=threads, rounds=rounds, controller=ctrl)
     log.info("latency budget at batch %d from %s%s", batch, path, " (measured now)" if fresh else "")
     return LatencyCost(table, batch)
 

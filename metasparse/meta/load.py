@@ -80,7 +80,15 @@ def system_cost(backbone: GatedEncoder, cfg: MetaTrainConfig, backbone_dir: Path
     if b.unit == "flops":
         return None
     with main_first():  # under torchrun rank 0 measures; the others read its table
-        return budget_cost(b.unit, backbone, backbone_dir, batch=b.batch, threads=b.threads, rounds=b.cost_rounds)
+        return budget_cost(
+            b.unit,
+            backbone,
+            backbone_dir,
+            batch=b.batch,
+            threads=b.threads,
+            rounds=b.cost_rounds,
+            controller=cfg.controller,
+        )
 
 
 def new_system(

@@ -228,6 +228,7 @@ def measure(
     rounds: int = 7,
     min_ms: float = 2.0,
     threads: int | None = None,
+    controller=None,
     progress=None,
 ) -> CostTable:
     """Measure a cost table for ``model`` here: every (cell, pattern) once per round, in a new random
@@ -238,16 +239,16 @@ def measure(
         rounds: timed rounds (one untimed warm-up round first).
         min_ms: each timed call is repeated until it takes about this long (sub-millisecond calls).
         threads: torch threads to measure with (default: the current setting).
+        controller: a :class:`metasparse.control.Controller` whose one-layer decision is timed (its
+            ``logits``); None: no controller cost (0).
         progress: optional callable ``(done, total)``.
     """
-    from metasparse.control.controller import Controller  # control sits above runtime; only the cost is read
-
     if threads is not None:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     model.eval()
     L, P = len(model.blocks), model.n_patterns
-    ctrl = Controller(model).eval()
+    ctrl = controller.eval() if controller is not None else None
     cells: list[tuple] = []
     inputs = {}
     for bi, b in enumerate(batches):
@@ -258,7 +259,8 @@ def measure(
             scores = torch.randn(b, t)
             inputs[bi, ti] = (batch, x, scores)
             cells.append(("fixed", None, bi, ti, None))
-            cells.append(("controller", None, bi, ti, None))
+            if ctrl is not None:
+                cells.append(("controller", None, bi, ti, None))
             cells += [("layer", li, bi, ti, p) for li in range(L) for p in range(P)]
 
     def call(cell):

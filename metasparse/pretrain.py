@@ -19,9 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from metasparse.config import PretrainConfig
 from metasparse.data.prepare import prepare
 from metasparse.io import atomic_write
-from metasparse.protocol.learned_vs_random import format_comparison, learned_vs_random, source_corpora
+from metasparse.protocol.learned_vs_random import (
+    format_comparison,
+    frozen_backbone_comparison,
+    learned_vs_random,
+    source_corpora,
+)
 from metasparse.train.joint import backbone_with_controller
-from metasparse.train.pretraining import format_report
+from metasparse.train.pretraining import format_report, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +37,19 @@ def run(cfg: PretrainConfig, out_dir: Path) -> dict:
     bundle = prepare(cfg)
     model, metrics, folder, ctrl = backbone_with_controller(cfg, bundle)
     report = format_report(metrics)
-    if ctrl is not None:
-        calib, test = source_corpora(bundle, model.spec.suffix_buckets, seed=cfg.seed)
-        metrics["joint"]["comparison"] = learned_vs_random(model, ctrl, calib, test, cfg.joint.target, cfg.seed)
-        report += "\n" + format_comparison(metrics["joint"]["comparison"])
+    if ctrl is not None:  # learned vs random on the co-trained backbone, and on the backbone before it
+        train, calib, test = source_corpora(bundle, model.spec.suffix_buckets, seed=cfg.seed)
+        j = metrics["joint"]
+        j["comparison"] = learned_vs_random(model, ctrl, calib, test, cfg.joint.target, cfg.seed)
+        pretrained, _, _ = pretrain(cfg, bundle)  # a cache hit
+        j["comparison_before"] = frozen_backbone_comparison(
+            pretrained, cfg.controller, train, calib, test, cfg.joint.target, cfg.seed
+        )
+        report += "\n" + format_comparison(j["comparison"], "Co-trained backbone (joint phase): learned vs random")
+        report += "\n" + format_comparison(
+            j["comparison_before"],
+            "Backbone before the joint phase, controller trained on it frozen: learned vs random",
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "metrics.json", json.dumps({**metrics, "checkpoint": str(folder)}, indent=2))
     atomic_write(out_dir / "report.md", report)

@@ -125,5 +125,9 @@ def test_pretrain_cli_reports_learned_against_random(tmp_path, ud_root):
         assert 0 <= cmp_[name]["upos"] <= 1
     d = cmp_["learned_minus_random"]
     assert d["upos"] == pytest.approx(cmp_["learned"]["upos"] - cmp_["random"]["upos"])
-    assert "learned vs random" in (tmp_path / "pt" / "report.md").read_text()
+    before = metrics["joint"]["comparison_before"]  # the backbone before the joint phase, a frozen-trained controller
+    assert {"dense", "learned", "random"} <= set(before) and 0 < before["learned"]["flops"] <= 0.55
+    assert before["dense"]["upos"] != pytest.approx(cmp_["dense"]["upos"], abs=1e-9)  # two different backbones
+    report = (tmp_path / "pt" / "report.md").read_text()
+    assert "Co-trained backbone (joint phase): learned vs random" in report and "before the joint phase" in report
     assert "-joint-" in metrics["checkpoint"]

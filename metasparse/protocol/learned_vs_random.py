@@ -18,15 +18,19 @@ from metasparse.train.pretraining import _rows
 
 
 def source_corpora(bundle, suffix_buckets: int, *, calib: int = 1500, test: int = 2000, seed: int = 0):
-    """Source dev sentences to meet the budget on and source test sentences to score (seeded samples)."""
+    """Seeded samples: source dev sentences a controller on a frozen backbone trains on (the backbone has
+    nearly memorised its train split), other source dev sentences every method meets the budget on, and
+    source test sentences to score. Returns (train, calib, test)."""
     rng = np.random.default_rng(seed)
+    dev = rng.permutation(_rows(bundle, "dev")).tolist()
+    test_rows = _rows(bundle, "test")
+    pick = sorted(rng.choice(test_rows, min(test, len(test_rows)), replace=False).tolist())
 
-    def build(split: str, n: int) -> EncodedCorpus:
-        rows = _rows(bundle, split)
-        pick = sorted(rng.choice(rows, min(n, len(rows)), replace=False).tolist())
-        return EncodedCorpus.build(bundle.dataset, pick, bundle.tokenizer, bundle.tasks, suffix_buckets)
+    def build(rows) -> EncodedCorpus:
+        return EncodedCorpus.build(bundle.dataset, sorted(rows), bundle.tokenizer, bundle.tasks, suffix_buckets)
 
-    return build("dev", calib), build("test", test)
+    n_calib = min(calib, len(dev) // 3)
+    return build(dev[n_calib:]), build(dev[:n_calib]), build(pick)
 
 
 def learned_vs_random(
@@ -47,10 +51,21 @@ def learned_vs_random(
     return out
 
 
-def format_comparison(r: dict) -> str:
+def frozen_backbone_comparison(
+    model: GatedEncoder, spec, train: EncodedCorpus, calib: EncodedCorpus, test: EncodedCorpus, target: float, seed=0
+) -> dict:
+    """The same comparison on a backbone that never saw a controller: a multitask controller trained on it
+    frozen (300 steps, as ``evaluate``'s ``multitask``) against random decisions."""
+    from metasparse.baselines.controllers import trained_controller
+
+    ctrl = trained_controller(model, train, calib, target, spec=spec, steps=300, seed=seed)
+    return learned_vs_random(model, ctrl, calib, test, target, seed)
+
+
+def format_comparison(r: dict, title: str = "Joint phase: learned vs random") -> str:
     tasks = [t for t in r["dense"] if t != "flops"]
     lines = [
-        f"## Joint phase: learned vs random per-input decisions at FLOPs {r['target']} ({r['sentences']} source "
+        f"## {title} per-input decisions at FLOPs {r['target']} ({r['sentences']} source "
         "test sentences, macro over languages)",
         "",
         "| decisions | FLOPs | " + " | ".join(tasks) + " |",

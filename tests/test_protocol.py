@@ -121,6 +121,9 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
         assert m["targets_zero_shot"]["sentences"] > 0
     assert {(s["batch"], s["method"]) for s in r["speed"]} == {(b, n) for b in (1, 32) for n in r["methods"]}
     assert all(s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] for s in r["speed"])
+    predicted = {(s["batch"], s["method"]): s["predicted_ratio"] for s in r["speed"]}
+    assert predicted[1, "dense"] == predicted[32, "dense"] == 1.0
+    assert all(predicted[b, m] > 0 for b in (1, 32) for m in ("meta", "latency", "random"))
     assert "| batch | method | p50 ms" in (out / "evaluate.md").read_text()
     # The UDPipe peer on the same source test sentences: every source language covered, numbers as a direct call.
     from metasparse.baselines.udpipe import load_taggers, train_taggers, udpipe_scores
@@ -151,3 +154,19 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
     rows = [int(x) for x in splits.test.rows]
     direct_u = udpipe_scores(loaded.bundle.dataset, rows, list(splits.test.cells), load_taggers(models)).summary()
     assert u["source_test"]["accuracy"]["upos"] == pytest.approx(direct_u["accuracy"]["upos"], abs=1e-12)
+
+
+def test_codebook_levels_of_static_structures():
+    from metasparse.model.patterns import Pattern
+    from metasparse.protocol.speed import codebook_levels
+    from metasparse.scoring.methods import StaticMethod
+
+    model = tiny_model()
+    batch = __import__("model_utils").random_batch([4, 2])
+    full = model.codebook.index(model.full)
+    assert codebook_levels(Dense(model), batch).tolist() == [[full] * 3] * 2
+    half = next(i for i, p in enumerate(model.codebook) if (p.n_heads, p.n_groups) == (2, 2))
+    inside = StaticMethod(model, [Pattern(2, 2), model.full, Pattern(0, 0)], "s")
+    assert codebook_levels(inside, batch).tolist() == [[half, full, 0]] * 2
+    outside = StaticMethod(model, [Pattern(3, 1), model.full, model.full], "s")  # not a codebook pattern
+    assert codebook_levels(outside, batch) is None

@@ -112,12 +112,14 @@ class CostBenchConfig(PretrainConfig):
 
 @dataclass
 class LatencyOptions:
-    """Timing settings: batch sizes, sentences per round, timed rounds (all methods interleaved), threads."""
+    """Timing settings: batch sizes, sentences per round, timed rounds (all methods interleaved), threads,
+    and whether to report the cost table's prediction beside each measured ratio."""
 
     batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
     sentences: int = 64
     repeats: int = 10
     threads: int = 2
+    predict: bool = True  # also the wall ratio the backbone's cost table predicts (measured first if missing)
 
     def __post_init__(self) -> None:
         require(all(b >= 1 for b in self.batch_sizes), "latency.batch_sizes", "sizes >= 1", self.batch_sizes)

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from metasparse.model.corpus import EncodedCorpus
+from metasparse.runtime.costs import CostTable
 from metasparse.runtime.latency import interleaved, quantiles
-from metasparse.scoring.methods import Method
+from metasparse.scoring.methods import Method, StaticMethod
 
 
 def timing_batches(corpus: EncodedCorpus, batch: int, sentences: int, seed: int) -> list:
@@ -38,6 +39,36 @@ def _timed_batches(forward, batches: list, latencies: list[float]) -> None:
         latencies.append(time.perf_counter() - t0)
 
 
+def codebook_levels(method: Method, batch) -> torch.Tensor | None:
+    """``[B, L]`` codebook index per sentence and layer as ``method`` runs ``batch``: its decisions, a static
+    structure whose unit counts are codebook patterns, or every layer full for dense; None when the
+    structure is not made of codebook patterns (its latency is not in the table)."""
+    model = method.model
+    if method.family == "dense":
+        return torch.full((batch.size, len(model.blocks)), model.codebook.index(model.full))
+    if isinstance(method, StaticMethod):
+        lookup = {(p.n_heads, p.n_groups): i for i, p in enumerate(model.codebook) if p.tokens >= 1 and p.topk is None}
+        idx = [lookup.get((p.n_heads, p.n_groups)) for p in method.patterns]
+        return None if None in idx else torch.tensor(idx).expand(batch.size, -1)
+    return method(batch).levels
+
+
+def predicted_ratio(method: Method, dense: Method, batches: list, table: CostTable, batch: int) -> float | None:
+    """Latency of ``method`` over dense on ``batches`` as the cost table predicts it (every row at its
+    batch's padded length, the controller's decisions included for per-input methods); None when the
+    method's structure is not in the table."""
+    used = ref = 0.0
+    for b in batches:
+        levels, full = codebook_levels(method, b), codebook_levels(dense, b)
+        if levels is None:
+            return None
+        T = [int(b.word_mask.shape[1])] * b.size
+        decides = method.family == "per-input" and bool(getattr(method, "controller_flops", lambda n: 0)(T[0]))
+        used += table.predict_ms(levels.T.tolist(), T, batch, with_controller=decides)
+        ref += table.predict_ms(full.T.tolist(), T, batch, with_controller=False)
+    return used / ref
+
+
 @torch.no_grad()
 def measure_speed(
     methods: dict[str, Method],
@@ -49,9 +80,11 @@ def measure_speed(
     warmup: int = 2,
     seed: int = 0,
     baseline: str = "dense",
+    table: CostTable | None = None,
 ) -> list[dict]:
     """One row per (batch size, method): latency p50/p90/p99 per batch (ms), words per second, CPU ms per
-    1,000 words, and the wall ratio to ``baseline`` (ratio of medians, with the IQR of per-round ratios)."""
+    1,000 words, the wall ratio to ``baseline`` (ratio of medians, with the IQR of per-round ratios) and,
+    given the backbone's cost ``table``, the ratio it predicts (None where the structure is not in it)."""
     rows = []
     for bs in batch_sizes:
         batches = timing_batches(corpus, bs, max(sentences, bs), seed)
@@ -80,6 +113,9 @@ def measure_speed(
                     else float("nan"),
                     "wall_ratio_p25": q["p25"],
                     "wall_ratio_p75": q["p75"],
+                    "predicted_ratio": None
+                    if table is None or baseline not in methods
+                    else predicted_ratio(methods[n], methods[baseline], batches, table, bs),
                     "repeats": repeats,
                     "words": words,
                 }

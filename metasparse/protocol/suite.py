@@ -11,12 +11,14 @@ import torch
 
 from metasparse.baselines.build import FAMILIES, build_method, source_splits
 from metasparse.config import EvaluateConfig
+from metasparse.control.controller import Controller
 from metasparse.meta.load import load_run
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.protocol.consistency import batch_consistency
 from metasparse.protocol.peers import udpipe_result
 from metasparse.protocol.speed import measure_speed
 from metasparse.protocol.stress import stress_corpora
+from metasparse.runtime.costs import load_or_measure
 from metasparse.scoring import Method, score
 
 log = logging.getLogger(__name__)
@@ -80,8 +82,20 @@ def evaluate_run(cfg: EvaluateConfig) -> dict:
     if "udpipe" in cfg.peer_names():
         peers["udpipe"] = udpipe_result(loaded, splits, targets, methods["dense"], cfg)
     sizes = tuple(lat.batch_sizes)
+    table = None
+    if lat.predict:
+        model = loaded.system.backbone
+        ctrl = Controller(model, loaded.cfg.controller)
+        table, _, _ = load_or_measure(model, loaded.backbone_dir, threads=lat.threads, controller=ctrl)
+        torch.set_num_threads(lat.threads)
     speed = measure_speed(
-        methods, splits.test, batch_sizes=sizes, sentences=lat.sentences, repeats=lat.repeats, seed=cfg.seed
+        methods,
+        splits.test,
+        batch_sizes=sizes,
+        sentences=lat.sentences,
+        repeats=lat.repeats,
+        seed=cfg.seed,
+        table=table,
     )
     return {
         "run_dir": str(cfg.run_dir),
@@ -121,14 +135,17 @@ def format_report(r: dict) -> str:
         "Speed (all methods in the same interleaved rounds; wall ratio = median over median dense, IQR of "
         "per-round ratios):",
         "",
-        "| batch | method | p50 ms | p90 ms | p99 ms | words/s | CPU ms per 1k words | wall ratio (IQR) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| batch | method | p50 ms | p90 ms | p99 ms | words/s | CPU ms per 1k words | wall ratio (IQR) "
+        "| predicted by the cost table |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in r["speed"]:
         lines.append(
             f"| {s['batch']} | {s['method']} | {s['p50_ms']:.2f} | {s['p90_ms']:.2f} | {s['p99_ms']:.2f} | "
             f"{s['words_per_s']:.0f} | {s['cpu_ms_per_1k_words']:.1f} | {s['wall_ratio']:.3f} "
-            f"({s['wall_ratio_p25']:.3f}-{s['wall_ratio_p75']:.3f}) |"
+            f"({s['wall_ratio_p25']:.3f}-{s['wall_ratio_p75']:.3f}) | "
+            + ("-" if s.get("predicted_ratio") is None else f"{s['predicted_ratio']:.3f}")
+            + " |"
         )
     lines += _peer_lines(r)
     lines += [

@@ -15,19 +15,21 @@ def scores(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor) -> torch.Te
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor, topk: int | None) -> torch.Tensor:
-    """Multi-head attention context ``[B, h, T, dh]``.
+    """Multi-head attention context ``[B, h, Tq, dh]``.
 
     Args:
-        q, k, v: ``[B, h, T, dh]``.
+        q: ``[B, h, Tq, dh]`` (``Tq`` may be less than ``T``: only the tokens still running ask).
+        k, v: ``[B, h, T, dh]``.
         key_mask: ``[B, T]`` True for real tokens.
         topk: keep the k largest scores per query; None or k >= T is full attention.
     """
     s = scores(q, k, key_mask)
     if topk is None or topk >= s.shape[-1]:
         return torch.softmax(s, dim=-1) @ v
-    top, ix = s.topk(topk, dim=-1)  # [B, h, T, k]
+    top, ix = s.topk(topk, dim=-1)  # [B, h, Tq, k]
     B, h, T, dh = v.shape
-    vg = torch.gather(v.unsqueeze(2).expand(B, h, T, T, dh), 3, ix.unsqueeze(-1).expand(B, h, T, topk, dh))
+    Tq = s.shape[-2]  # queries may be fewer than keys (exited tokens still serve as keys)
+    vg = torch.gather(v.unsqueeze(2).expand(B, h, Tq, T, dh), 3, ix.unsqueeze(-1).expand(B, h, Tq, topk, dh))
     return (torch.softmax(top, dim=-1).unsqueeze(-2) @ vg).squeeze(-2)
 
 

@@ -60,10 +60,20 @@ class GatedBlock(nn.Module):
             nn.init.zeros_(b)
 
     # ----- hard, sliced -------------------------------------------------------------------------
-    def forward_sliced(self, x: torch.Tensor, mask: torch.Tensor, p: Pattern, token_scores: torch.Tensor | None):
-        """Run ``x`` ``[B, T, d]`` under one pattern with sliced weights."""
+    def forward_sliced(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        p: Pattern,
+        token_scores: torch.Tensor | None,
+        active: torch.Tensor | None = None,
+    ):
+        """Run ``x`` ``[B, T, d]`` under one pattern with sliced weights; with ``active`` ``[B, T]`` (tokens
+        that have not exited), only those are updated, packed (see :meth:`_forward_packed`)."""
         if p.skip:
             return x
+        if active is not None and not bool(torch.equal(active, mask)):
+            return self._forward_packed(x, mask, p, token_scores, active)
         if p.n_heads == 0:  # static pruning can remove every head of a layer but keep some FFN groups
             with region("ffn"):
                 return self._ffn_sliced(x, mask, p, token_scores)
@@ -80,6 +90,36 @@ class GatedBlock(nn.Module):
             return x
         with region("ffn"):
             return self._ffn_sliced(x, mask, p, token_scores)
+
+    def _forward_packed(self, x, mask, p: Pattern, token_scores, active) -> torch.Tensor:
+        """Per-token early exit, executed packed: the running tokens of each row are gathered to the front
+        (``A`` = the most any row has), and only they form queries and go through the FFN; every valid
+        token, exited or not, is a key and a value. Exited tokens' states come back unchanged."""
+        B, T, d = x.shape
+        n_act = active.sum(1)
+        A = int(n_act.max())
+        if A == 0:
+            return x
+        order = torch.sort((~active).to(torch.int8), dim=1, stable=True).indices[:, :A]  # running tokens first
+        qmask = torch.arange(A, device=x.device)[None, :] < n_act[:, None]
+        idx = order[..., None].expand(B, A, d)
+        old = x.gather(1, idx)
+        xs = old
+        scores = None if token_scores is None else token_scores.gather(1, order)
+        if p.n_heads > 0:
+            n = p.n_heads * self.d_head
+            with region("attention"):
+                h = self.ln1(x)
+                q = self.out_prefix("q", h.gather(1, idx), n).view(B, A, p.n_heads, self.d_head).transpose(1, 2)
+                k = self.out_prefix("k", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
+                v = self.out_prefix("v", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
+                ctx = attend(q, k, v, mask, p.topk).transpose(1, 2).reshape(B * A, n)
+                xs = xs + self.drop(self.heads_out(ctx, p.n_heads).view(B, A, -1))
+        if p.n_groups > 0:
+            with region("ffn"):
+                xs = self._ffn_sliced(xs, qmask, p, scores)
+        xs = torch.where(qmask[..., None], xs, old)  # padding slots write back what they gathered
+        return x.scatter(1, idx, xs)
 
     def _ffn_sliced(self, x: torch.Tensor, mask: torch.Tensor, p: Pattern, token_scores: torch.Tensor | None):
         B, T, _ = x.shape
@@ -139,13 +179,17 @@ class GatedBlock(nn.Module):
         weights: torch.Tensor,
         token_scores: torch.Tensor | None,
         token_gate: torch.Tensor | None = None,
+        active: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Full computation with per-example masks mixed by ``weights`` ``[B, len(codebook)]``.
 
         With one-hot weights this equals :meth:`forward_sliced` of each example's pattern. ``token_gate``
         (``[B, T]``, optional) multiplies the FFN token masks, so a router can get a straight-through
-        gradient.
+        gradient. ``active`` (``[B, T]``, optional): tokens that have not exited; the others come back
+        unchanged (and are not routed), as on the packed sliced path.
         """
+        x_in = x
+        act = mask if active is None else active
         B, T, _ = x.shape
         H, dh = self.n_heads, self.d_head
         dev = x.device
@@ -177,18 +221,19 @@ class GatedBlock(nn.Module):
             if p.skip:
                 continue
             if p.tokens >= 1.0:
-                tok = mask.to(x.dtype)
+                tok = act.to(x.dtype)
             else:
                 if token_scores is None:
                     raise ValueError("a pattern with tokens < 1 needs token scores from the policy")
-                tok = select_tokens(token_scores, mask, p.tokens).to(x.dtype)
+                tok = select_tokens(token_scores, act, p.tokens).to(x.dtype)
                 if token_gate is not None:
                     tok = tok * token_gate
             wt = weights[:, i, None] * tok  # [B, T]
             m = m + wt[:, :, None] * (unit_f < p.n_groups).to(x.dtype)[None, None, :]
             tok_alive = tok_alive + wt
         y = self._masked_ffn_out(a, m) + self.w2_bias * tok_alive[:, :, None]
-        return x + self.drop(y)
+        out = x + self.drop(y)
+        return out if active is None else torch.where(active[..., None], out, x_in)
 
     # The masked path multiplies the masks in before any adapter sees the activations, so a switched-off
     # unit's adapter gets exactly zero input, output and gradient, as on the sliced path.

@@ -117,7 +117,7 @@ class ModelConfig:
             ffn_groups=self.ffn_groups,
             dropout=self.dropout,
             max_positions=self.max_positions,
-            codebook=[PatternSpec(c.heads, c.ffn, c.tokens, c.topk) for c in self.codebook],
+            codebook=[PatternSpec(c.heads, c.ffn, c.tokens, c.topk, c.exit) for c in self.codebook],
             char_dim=self.char_dim,
             char_channels=self.char_channels,
         )
@@ -154,9 +154,23 @@ Policy = Callable[[int, torch.Tensor, torch.Tensor], Decision]
 
 @dataclass
 class EncoderOutput:
+    """What a forward produced.
+
+    Attributes:
+        logits: task -> ``[B, T, labels]``.
+        hidden: ``[B, T, d]`` final states.
+        decisions: each layer's decision (None: the layer ran dense).
+        exited_at: ``[B, T]`` the layer after which each token exited early (``layers``: it never did), or
+            None when no token exited.
+        active_counts: ``[B, layers]`` tokens still running at each layer's input, or None when no token
+            exited (then every valid token ran every layer).
+    """
+
     logits: dict[str, torch.Tensor]
     hidden: torch.Tensor
     decisions: list[Decision | None]
+    exited_at: torch.Tensor | None = None
+    active_counts: torch.Tensor | None = None
 
 
 class GatedEncoder(nn.Module):
@@ -187,6 +201,8 @@ class GatedEncoder(nn.Module):
             attach_adapters(self, spec.adapter)
         self.codebook: list[Pattern] = resolve_codebook(spec.codebook, spec.heads, spec.ffn_groups)
         self.full = Pattern(spec.heads, spec.ffn_groups)
+        # each pattern's early-exit threshold (nan: none), indexed by a decision's levels
+        self.exit_thresholds = torch.tensor([float("nan") if p.exit is None else p.exit for p in self.codebook])
 
     @property
     def n_patterns(self) -> int:
@@ -197,6 +213,29 @@ class GatedEncoder(nn.Module):
         training-free token score (static plans route the most uncertain tokens through the FFN)."""
         head = self.heads["upos"] if "upos" in self.heads else next(iter(self.heads.values()))
         return normalized_entropy(head(x))
+
+    def exit_uncertainty(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised entropy ``[B, T]`` of the UPOS head (else the first task's) on the final norm of ``x``:
+        how unsure the model would be if each token stopped here (the early-exit criterion)."""
+        head = self.heads["upos"] if "upos" in self.heads else next(iter(self.heads.values()))
+        return normalized_entropy(head(self.final_ln(x)))
+
+    def _exits(self, i: int, x, mask, active, exited_at, dec: Decision | None):
+        """After layer ``i``: tokens whose chosen pattern has an exit threshold and whose uncertainty is at
+        most it stop. Returns the new (active, exited_at)."""
+        if dec is None or i == len(self.blocks) - 1:
+            return active, exited_at
+        thr = self.exit_thresholds[dec.levels]
+        if bool(torch.isnan(thr).all()):
+            return active, exited_at
+        with region("exit"):
+            cur = mask if active is None else active
+            stop = cur & (self.exit_uncertainty(x) <= thr[:, None])  # nan thresholds compare False
+        if not bool(stop.any()):
+            return active, exited_at
+        if exited_at is None:
+            exited_at = torch.full(mask.shape, len(self.blocks), dtype=torch.long, device=mask.device)
+        return cur & ~stop, exited_at.masked_fill(stop, i)
 
     def embed(self, batch: Batch) -> torch.Tensor:
         """Word inputs ``[B, T, d]``: mean of subword embeddings + word-form + suffix + position."""
@@ -263,6 +302,7 @@ class GatedEncoder(nn.Module):
             raise ValueError(f"mode={mode!r}; allowed: sliced, masked")
         x, mask = self.embed(batch), batch.word_mask
         decisions: list[Decision | None] = []
+        active, exited_at, counts = None, None, []
         for i, block in enumerate(self.blocks):
             dec = None
             if policy is not None:
@@ -275,12 +315,17 @@ class GatedEncoder(nn.Module):
                     self.token_uncertainty(x) if routed else None,
                 )
             decisions.append(dec)
+            counts.append((mask if active is None else active).sum(1))
             if dec is None:
-                x = block.forward_sliced(x, mask, self.full, None)
+                x = block.forward_sliced(x, mask, self.full, None, active)
             elif mode == "masked":
                 w = dec.one_hot_or_weights(self.n_patterns, x.dtype)
-                x = block.forward_masked(x, mask, self.codebook, w, dec.token_scores, dec.token_gate)
+                x = block.forward_masked(x, mask, self.codebook, w, dec.token_scores, dec.token_gate, active)
             else:
-                x = run_grouped(block.forward_sliced, x, mask, dec.levels, self.codebook, dec.token_scores)
+                x = run_grouped(block.forward_sliced, x, mask, dec.levels, self.codebook, dec.token_scores, active)
+            active, exited_at = self._exits(i, x, mask, active, exited_at, dec)
         h = self.final_ln(x)
-        return EncoderOutput({t: head(h) for t, head in self.heads.items()}, h, decisions)
+        logits = {t: head(h) for t, head in self.heads.items()}
+        if exited_at is None:
+            return EncoderOutput(logits, h, decisions)
+        return EncoderOutput(logits, h, decisions, exited_at, torch.stack(counts, dim=1))

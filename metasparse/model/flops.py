@@ -12,27 +12,35 @@ from metasparse.model.features import MAX_CHARS
 from metasparse.model.patterns import Pattern
 
 
-def block_flops(spec: EncoderSpec, p: Pattern, n: int) -> int:
-    """FLOPs of one block under pattern ``p`` on a sentence of ``n`` words."""
-    if p.skip or n == 0:
+def block_flops(spec: EncoderSpec, p: Pattern, n: int, running: int | None = None) -> int:
+    """FLOPs of one block under pattern ``p`` on a sentence of ``n`` words, ``running`` of which have not
+    exited early (default: all): only those form queries and pass the FFN; all ``n`` are keys and values."""
+    nq = n if running is None else running
+    if p.skip or n == 0 or nq == 0:
         return 0
     d, dh = spec.d_model, spec.d_model // spec.heads
     a = p.n_heads * dh
     span = n if p.topk is None else min(p.topk, n)
     f = p.n_groups * (spec.d_ffn // spec.ffn_groups)
-    attn = 3 * 2 * n * d * a + 2 * n * n * a + 2 * n * span * a + 2 * n * a * d
-    ffn = 2 * 2 * p.kept_tokens(n) * d * f
-    return attn + ffn + adapter_flops(spec, p, n)
+    attn = 2 * 2 * n * d * a + 2 * nq * d * a + 2 * nq * n * a + 2 * nq * span * a + 2 * nq * a * d
+    ffn = 2 * 2 * p.kept_tokens(nq) * d * f
+    return attn + ffn + adapter_flops(spec, p, nq)
 
 
 def adapter_flops(spec: EncoderSpec, p: Pattern, n: int) -> int:
-    """FLOPs of the active units' pathway adapters (``lora``: two thin matmuls per unit; ``scale``:
-    elementwise, 0 as the FLOP counter counts it)."""
+    """FLOPs of the active units' pathway adapters on ``n`` running tokens (``lora``: two thin matmuls per
+    unit; ``scale``: elementwise, 0 as the FLOP counter counts it)."""
     ad = spec.adapter
     if ad is None or ad.kind != "lora" or p.skip:
         return 0
     d, dh, gs = spec.d_model, spec.d_model // spec.heads, spec.d_ffn // spec.ffn_groups
     return 2 * ad.rank * (n * p.n_heads * (dh + d) + p.kept_tokens(n) * p.n_groups * (gs + d))
+
+
+def exit_flops(spec: EncoderSpec, n: int) -> int:
+    """FLOPs of one early-exit check on ``n`` words (the UPOS head on every word's state)."""
+    labels = spec.tasks["upos"] if "upos" in spec.tasks else next(iter(spec.tasks.values()))
+    return 2 * n * spec.d_model * labels
 
 
 def heads_flops(spec: EncoderSpec, n: int) -> int:
@@ -59,6 +67,17 @@ def dense_flops(spec: EncoderSpec, n: int) -> int:
     return spec.layers * block_flops(spec, full, n) + fixed_flops(spec, n)
 
 
-def gated_flops(spec: EncoderSpec, patterns: list[Pattern], n: int, controller_per_layer: int = 0) -> int:
-    """FLOPs of one sentence under one pattern per layer, plus the controller's cost per layer."""
-    return sum(block_flops(spec, p, n) + controller_per_layer for p in patterns) + fixed_flops(spec, n)
+def gated_flops(
+    spec: EncoderSpec,
+    patterns: list[Pattern],
+    n: int,
+    controller_per_layer: int = 0,
+    running: list[int] | None = None,
+) -> int:
+    """FLOPs of one sentence under one pattern per layer, plus the controller's cost per layer; ``running``:
+    the tokens still running at each layer's input (early exit; default all), and an exit check after
+    every layer but the last whose pattern has one."""
+    run = running if running is not None else [None] * len(patterns)
+    layers = sum(block_flops(spec, p, n, r) + controller_per_layer for p, r in zip(patterns, run, strict=True))
+    checks = sum(exit_flops(spec, n) for p in patterns[:-1] if p.exit is not None)
+    return layers + checks + fixed_flops(spec, n)

@@ -13,8 +13,9 @@ import torch
 from metasparse.model.patterns import Pattern
 from metasparse.model.profiling import region
 
-# (inputs [b, T, d], mask [b, T], pattern, token scores [b, T] or None) -> outputs [b, T, d]
-SlicedStep = Callable[[torch.Tensor, torch.Tensor, Pattern, "torch.Tensor | None"], torch.Tensor]
+# (inputs [b, T, d], mask [b, T], pattern, token scores [b, T] or None, running tokens [b, T] or None)
+#   -> outputs [b, T, d]
+SlicedStep = Callable[..., torch.Tensor]
 
 
 def run_grouped(
@@ -24,14 +25,16 @@ def run_grouped(
     levels: torch.Tensor,
     codebook: Sequence[Pattern],
     token_scores: torch.Tensor | None,
+    active: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Apply ``step`` to each group of rows that share a pattern; skipped rows pass through unchanged."""
+    """Apply ``step`` to each group of rows that share a pattern; skipped rows pass through unchanged
+    (``active``: tokens that have not exited, handed to each group's step)."""
     if levels.numel() == 1:  # batch 1: nothing to group
-        return step(x, mask, codebook[int(levels)], token_scores)
+        return step(x, mask, codebook[int(levels)], token_scores, active)
     with region("grouping"):
         uniq = torch.unique(levels).tolist()
     if len(uniq) == 1:  # the whole batch agrees: no gather/scatter at all
-        return step(x, mask, codebook[uniq[0]], token_scores)
+        return step(x, mask, codebook[uniq[0]], token_scores, active)
     out = x
     for lv in uniq:
         p = codebook[lv]
@@ -41,7 +44,8 @@ def run_grouped(
             idx = (levels == lv).nonzero().squeeze(1)
             scores = None if token_scores is None else token_scores.index_select(0, idx)
             xs, ms = x.index_select(0, idx), mask.index_select(0, idx)
-        y = step(xs, ms, p, scores)
+            act = None if active is None else active.index_select(0, idx)
+        y = step(xs, ms, p, scores, act)
         with region("grouping"):
             out = out.index_copy(0, idx, y)
     return out

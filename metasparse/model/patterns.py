@@ -23,12 +23,16 @@ class PatternSpec:
         ffn: fraction of FFN channel groups.
         tokens: fraction of each sentence's tokens the FFN sees (1.0: all).
         topk: keep the k largest attention scores per query (None: all).
+        exit: per-token early exit after this layer: a token whose tag distribution (the UPOS head on its
+            state) has normalised entropy at most ``exit`` stops; its state is frozen for every later layer,
+            which still reads it as a key and value (None: no exit).
     """
 
     heads: float
     ffn: float
     tokens: float = 1.0
     topk: int | None = None
+    exit: float | None = None
 
 
 @dataclass(frozen=True)
@@ -40,12 +44,14 @@ class Pattern:
         n_groups: number of FFN channel groups run (prefix).
         tokens: fraction of valid tokens routed through the FFN.
         topk: top-k attention (None: full attention).
+        exit: early-exit entropy threshold applied after the layer (None: no exit).
     """
 
     n_heads: int
     n_groups: int
     tokens: float = 1.0
     topk: int | None = None
+    exit: float | None = None
 
     @property
     def skip(self) -> bool:
@@ -71,7 +77,9 @@ def resolve_codebook(specs: Sequence[PatternSpec], n_heads: int, n_groups: int) 
                 raise ValueError(f"codebook[{i}].{key}={v} is out of range; allowed: [0, 1]")
         if s.topk is not None and s.topk < 1:
             raise ValueError(f"codebook[{i}].topk={s.topk} is out of range; allowed: null or >= 1")
-        p = Pattern(round(s.heads * n_heads), round(s.ffn * n_groups), s.tokens, s.topk)
+        if s.exit is not None and not 0.0 <= s.exit <= 1.0:
+            raise ValueError(f"codebook[{i}].exit={s.exit} is out of range; allowed: null or [0, 1]")
+        p = Pattern(round(s.heads * n_heads), round(s.ffn * n_groups), s.tokens, s.topk, s.exit)
         if (p.n_heads == 0) != (p.n_groups == 0):
             raise ValueError(f"codebook[{i}]={s}: heads and ffn must be both 0 (skip the layer) or both > 0")
         if s.tokens <= 0 and not p.skip:

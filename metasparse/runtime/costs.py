@@ -52,7 +52,7 @@ def machine_fingerprint() -> str:
 
 def codebook_units(codebook: list[Pattern]) -> list[list]:
     """The codebook as plain unit counts (what a table's columns are)."""
-    return [[p.n_heads, p.n_groups, p.tokens, p.topk] for p in codebook]
+    return [[p.n_heads, p.n_groups, p.tokens, p.topk] + ([] if p.exit is None else [p.exit]) for p in codebook]
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 
 from metasparse.model.encoder import EncoderOutput, EncoderSpec, GatedEncoder, Policy
 from metasparse.model.features import Batch
-from metasparse.model.flops import dense_flops, gated_flops
+from metasparse.model.flops import dense_flops, exit_flops, gated_flops
 from metasparse.model.patterns import Pattern
 
 
@@ -25,12 +25,19 @@ def decision_flops(
     levels: torch.Tensor,
     lengths: Sequence[int],
     controller_flops: Callable[[int], int] | None = None,
+    running: torch.Tensor | None = None,
 ) -> list[float]:
     """FLOPs per sentence of hard decisions ``levels`` ``[B, layers]`` (codebook indices), with the
-    controller's cost per layer (``n_words -> FLOPs``) when one decided."""
+    controller's cost per layer (``n_words -> FLOPs``) when one decided, and ``running`` ``[B, layers]``
+    tokens still running at each layer when some exited early."""
     rows = levels.tolist()
+    run = running.tolist() if running is not None else [None] * len(rows)
     return [
-        float(gated_flops(spec, [codebook[lv] for lv in rows[b]], n, controller_flops(n) if controller_flops else 0))
+        float(
+            gated_flops(
+                spec, [codebook[lv] for lv in rows[b]], n, controller_flops(n) if controller_flops else 0, run[b]
+            )
+        )
         for b, n in enumerate(lengths)
     ]
 
@@ -142,7 +149,12 @@ class PolicyMethod(Method):
     def flops(self, batch: Batch, out: EncoderOutput) -> list[float]:
         levels = torch.stack([d.levels for d in out.decisions], dim=1)
         return decision_flops(
-            self.model.spec, self.model.codebook, levels, batch.lengths.tolist(), self.controller_flops
+            self.model.spec,
+            self.model.codebook,
+            levels,
+            batch.lengths.tolist(),
+            self.controller_flops,
+            out.active_counts,
         )
 
 
@@ -186,4 +198,11 @@ class PlanMethod(Method):
 
     def flops(self, batch: Batch, out: EncoderOutput) -> list[float]:
         patterns = [self.model.codebook[i] for i in self.plan]
-        return [float(gated_flops(self.model.spec, patterns, n)) for n in batch.lengths.tolist()]
+        run = out.active_counts.tolist() if out.active_counts is not None else [None] * batch.size
+        lengths = batch.lengths.tolist()
+        # a routed pattern's token scores are the UPOS head's entropy on the layer input: one head pass
+        scoring = sum(1 for p in patterns if p.tokens < 1.0)
+        return [
+            float(gated_flops(self.model.spec, patterns, n, 0, r) + scoring * exit_flops(self.model.spec, n))
+            for n, r in zip(lengths, run, strict=True)
+        ]

@@ -71,6 +71,9 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
     for key in ("char_dim", "char_channels"):  # added later: absent at 0 keeps older cache keys valid
         if model.get(key) == 0:
             model.pop(key)
+    for entry in model.get("codebook", []):  # likewise a codebook entry without an early exit
+        if entry.get("exit") is None:
+            entry.pop("exit", None)
     spec = {
         "model": model,
         "pretrain": {

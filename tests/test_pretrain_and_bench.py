@@ -169,6 +169,23 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
     (row,) = result["rows"]
     assert result["unit"] == "latency" and 0 < row["predicted_latency_ratio"] < 0.7
 
+    # bench.exits: threshold 1.0 lets every word go after the first layer, 0.0 none.
+    res = subprocess.run(
+        [sys.executable, "-m", "metasparse.bench.exits", *TINY, "exits.thresholds=[0.0,1.0]"]
+        + ["exits.batch_sizes=[1,4]", "exits.repeats=3", "exits.sentences=4", "exits.test_sentences=40"]
+        + [f"hydra.run.dir={tmp_path / 'ex'}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads((tmp_path / "ex" / "exits.json").read_text())["rows"]
+    assert rows["dense"]["flops"] == pytest.approx(1.0) and rows["exit 0.0"]["exited_by_layer"] == [0.0, 0.0]
+    assert rows["exit 1.0"]["exited_by_layer"] == [1.0, 1.0] and rows["exit 1.0"]["flops"] < 0.7
+    assert all(r["wall_1"] > 0 and r["wall_4"] > 0 for r in rows.values())
+    assert "words exited after each layer" in (tmp_path / "ex" / "exits.md").read_text()
+
 
 @pytest.mark.slow
 def test_word_dropout_is_seeded_and_changes_training(monkeypatch, tmp_path, ud_root):

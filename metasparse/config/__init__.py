@@ -22,6 +22,8 @@ from metasparse.config.evaluation import (
     CostBenchConfig,
     CostBenchOptions,
     EvaluateConfig,
+    ExitBenchConfig,
+    ExitBenchOptions,
     LatencyOptions,
     SpeedBenchConfig,
     SpeedBenchOptions,
@@ -60,6 +62,8 @@ __all__ = [
     "ControllerSpec",
     "CostBenchConfig",
     "CostBenchOptions",
+    "ExitBenchConfig",
+    "ExitBenchOptions",
     "DataConfig",
     "DiagnoseConfig",
     "DomainConfig",
@@ -91,6 +95,7 @@ def register_configs() -> None:
     cs.store(name="pretrain_schema", node=PretrainConfig)
     cs.store(name="bench_speed_schema", node=SpeedBenchConfig)
     cs.store(name="bench_costs_schema", node=CostBenchConfig)
+    cs.store(name="bench_exits_schema", node=ExitBenchConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="bench_transfer_schema", node=TransferBenchConfig)
     cs.store(name="diagnose_schema", node=DiagnoseConfig)

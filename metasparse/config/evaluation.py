@@ -111,6 +111,41 @@ class CostBenchConfig(PretrainConfig):
 
 
 @dataclass
+class ExitBenchOptions:
+    """What ``metasparse.bench.exits`` measures.
+
+    Attributes:
+        thresholds: exit thresholds on the normalised UPOS entropy (one plan each).
+        batch_sizes: batch sizes timed.
+        sentences: sentences timed per round (at batch > 1, at least two batches).
+        repeats: timed rounds (dense and every threshold interleaved).
+        threads: torch threads.
+        test_sentences: source test sentences scored (timing batches are drawn from them).
+    """
+
+    thresholds: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
+    sentences: int = 64
+    repeats: int = 10
+    threads: int = 2
+    test_sentences: int = 2000
+
+    def __post_init__(self) -> None:
+        require(all(0 <= t <= 1 for t in self.thresholds), "exits.thresholds", "values in [0, 1]", self.thresholds)
+        require(all(b >= 1 for b in self.batch_sizes), "exits.batch_sizes", "sizes >= 1", self.batch_sizes)
+        require(self.repeats >= 3, "exits.repeats", ">= 3", self.repeats)
+        require(self.sentences >= 1 and self.test_sentences >= 1, "exits.sentences", ">= 1", self.sentences)
+
+
+@dataclass
+class ExitBenchConfig(PretrainConfig):
+    """Schema of ``conf/bench_exits.yaml``: the backbone's config plus the early-exit protocol."""
+
+    out: str | None = None
+    exits: ExitBenchOptions = field(default_factory=ExitBenchOptions)
+
+
+@dataclass
 class LatencyOptions:
     """Timing settings: batch sizes, sentences per round, timed rounds (all methods interleaved), threads,
     and whether to report the cost table's prediction beside each measured ratio."""

@@ -19,8 +19,9 @@ EVERY_UNIT = [
 ]
 
 
-def tiny_model(codebook=EVERY_UNIT, seed: int = 0, scale: float = 0.3) -> GatedEncoder:
-    """A 3-layer d=32 encoder with weights large enough that every unit matters."""
+def tiny_model(codebook=EVERY_UNIT, seed: int = 0, scale: float = 0.3, **spec) -> GatedEncoder:
+    """A 3-layer d=32 encoder with weights large enough that every unit matters (``spec``: other
+    :class:`EncoderSpec` fields, e.g. the character encoder's)."""
     torch.manual_seed(seed)
     spec = EncoderSpec(
         vocab_size=100,
@@ -34,6 +35,7 @@ def tiny_model(codebook=EVERY_UNIT, seed: int = 0, scale: float = 0.3) -> GatedE
         ffn_groups=4,
         dropout=0.0,
         codebook=list(codebook),
+        **spec,
     )
     model = GatedEncoder(spec).eval()
     with torch.no_grad():
@@ -61,3 +63,22 @@ def random_batch(lengths: list[int], seed: int = 0) -> Batch:
     wh = torch.randint(1, 64, (B, T), generator=g) * mask
     sh = torch.randint(1, 64, (B, T, 3), generator=g) * mask[..., None]
     return Batch(ids, wi, wh, sh, mask)
+
+
+def hand_made_table(model: GatedEncoder, cell_ms, *, lengths=(4, 8), batches=(1,), fixed_ms=0.5, controller_ms=0.0):
+    """A cost table for ``model`` with chosen times: ``cell_ms(pattern, length, batch)`` per layer cell
+    (the same on every layer), constant fixed and controller times (scaled by the batch)."""
+    from metasparse.runtime import costs
+
+    return costs.CostTable(
+        machine=costs.machine_fingerprint(),
+        threads=1,
+        backbone=costs.backbone_identity(model),
+        codebook=costs.codebook_units(model.codebook),
+        batches=list(batches),
+        lengths=list(lengths),
+        layer_ms=[[[[cell_ms(p, n, b) for p in model.codebook] for n in lengths] for b in batches]] * len(model.blocks),
+        fixed_ms=[[b * fixed_ms for _ in lengths] for b in batches],
+        controller_ms=[[b * controller_ms for _ in lengths] for b in batches],
+        format=costs.FORMAT,
+    )

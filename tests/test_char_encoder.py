@@ -6,32 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from model_utils import EVERY_UNIT, random_batch
+from model_utils import EVERY_UNIT, random_batch, tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
-from metasparse.model.encoder import Decision, EncoderSpec, GatedEncoder, ModelConfig
+from metasparse.model.encoder import Decision, GatedEncoder, ModelConfig
 from metasparse.model.features import BOW, CHAR_HEAD, EOW, MAX_CHARS, char_ids, pad
 from metasparse.model.flops import char_flops, dense_flops, fixed_flops, gated_flops
 
 
 def _char_model(seed: int = 0) -> GatedEncoder:
-    torch.manual_seed(seed)
-    spec = EncoderSpec(
-        vocab_size=100,
-        tasks={"upos": 17, "deprel": 37},
-        word_buckets=64,
-        suffix_buckets=64,
-        layers=3,
-        d_model=32,
-        heads=4,
-        d_ffn=64,
-        ffn_groups=4,
-        dropout=0.0,
-        codebook=list(EVERY_UNIT),
-        char_dim=8,
-        char_channels=16,
-    )
-    return GatedEncoder(spec).eval()
+    return tiny_model(EVERY_UNIT, seed, char_dim=8, char_channels=16)
 
 
 def _with_chars(batch, seed: int = 0):

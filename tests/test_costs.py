@@ -8,7 +8,7 @@ import logging
 
 import pytest
 import torch
-from model_utils import random_batch, tiny_model
+from model_utils import hand_made_table, random_batch, tiny_model
 
 from metasparse.control.budget import (
     FlopsCost,
@@ -28,23 +28,16 @@ def table() -> CostTable:
     return measure(tiny_model(), batches=(1, 8), lengths=(4, 8, 16), rounds=2, min_ms=0.1, threads=1)
 
 
-def _synthetic_table(model, per_layer_ms=None) -> CostTable:
+def _synthetic_table(model) -> CostTable:
     """A hand-made table: pattern cost grows with its units, linear in length."""
-    L = len(model.blocks)
-    units = [(p.n_heads + p.n_groups) / (model.spec.heads + model.spec.ffn_groups) for p in model.codebook]
-    lengths, batches = [4, 8, 16], [1, 8]
-    layer = [[[[b * (0.1 + (per_layer_ms or 1.0) * u * n / 8) for u in units] for n in lengths] for b in batches]]
-    return CostTable(
-        machine=machine_fingerprint(),
-        threads=1,
-        backbone=costs.backbone_identity(model),
-        codebook=costs.codebook_units(model.codebook),
-        batches=batches,
-        lengths=lengths,
-        layer_ms=layer * L,
-        fixed_ms=[[b * 0.2 * n / 8 for n in lengths] for b in batches],
-        controller_ms=[[b * 0.01 for _ in lengths] for b in batches],
-        format=costs.FORMAT,
+    share = lambda p: (p.n_heads + p.n_groups) / (model.spec.heads + model.spec.ffn_groups)  # noqa: E731
+    return hand_made_table(
+        model,
+        lambda p, n, b: b * (0.1 + share(p) * n / 8),
+        lengths=(4, 8, 16),
+        batches=(1, 8),
+        fixed_ms=0.2,  # per length bucket below: constant, enough for these tests
+        controller_ms=0.01,
     )
 
 

@@ -8,12 +8,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from model_utils import random_batch, tiny_model
+from model_utils import hand_made_table, random_batch, tiny_model
 
 from metasparse.baselines.latency_static import latency_knapsack, latency_pruned, layer_values, solve_knapsack
 from metasparse.model.patterns import PatternSpec
-from metasparse.runtime import costs
-from metasparse.runtime.costs import CostTable, machine_fingerprint
+from metasparse.runtime.costs import CostTable
 
 CODEBOOK = [PatternSpec(0.0, 0.0), PatternSpec(0.5, 0.5), PatternSpec(1.0, 1.0, tokens=0.5), PatternSpec(1.0, 1.0)]
 
@@ -45,22 +44,10 @@ def test_knapsack_refuses_an_impossible_budget():
 
 
 def _table(model, skip_ms: float, layer_ms: float) -> CostTable:
-    """Every layer: skip costs ``skip_ms``; other patterns cost ``layer_ms`` x their unit share."""
-    units = [(p.n_heads + p.n_groups) / (model.spec.heads + model.spec.ffn_groups) for p in model.codebook]
-    per = [skip_ms if u == 0 else layer_ms * (0.5 + 0.5 * u) for u in units]  # a floor: narrow is not free
-    lengths, batches = [4, 8], [1]
-    return CostTable(
-        machine=machine_fingerprint(),
-        threads=1,
-        backbone=costs.backbone_identity(model),
-        codebook=costs.codebook_units(model.codebook),
-        batches=batches,
-        lengths=lengths,
-        layer_ms=[[[per for _ in lengths] for _ in batches] for _ in model.blocks],
-        fixed_ms=[[0.5 for _ in lengths] for _ in batches],
-        controller_ms=[[0.0 for _ in lengths] for _ in batches],
-        format=costs.FORMAT,
-    )
+    """Every layer: skip costs ``skip_ms``; other patterns cost ``layer_ms`` x (0.5 + 0.5 x their unit share):
+    a floor, narrow is not free."""
+    share = lambda p: (p.n_heads + p.n_groups) / (model.spec.heads + model.spec.ffn_groups)  # noqa: E731
+    return hand_made_table(model, lambda p, n, b: skip_ms if p.skip else layer_ms * (0.5 + 0.5 * share(p)))
 
 
 def test_latency_knapsack_skips_layers_when_narrow_is_barely_cheaper():

@@ -85,7 +85,8 @@ class GatedBertAdapter(nn.Module):
             if mode == "masked":
                 x = self._masked(i, x, mask, dec.one_hot_or_weights(self.n_patterns, x.dtype), dec.token_scores)
             else:
-                step = lambda xs, ms, p, s, i=i: self._sliced(i, xs, ms, p, s)  # noqa: E731
+                # no early exit here (the adapter's forward lets no token go), so ``act`` is always None
+                step = lambda xs, ms, p, s, act, i=i: self._sliced(i, xs, ms, p, s)  # noqa: E731
                 x = run_grouped(step, x, mask, dec.levels, self.codebook, dec.token_scores)
         return x
 

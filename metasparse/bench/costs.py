@@ -21,12 +21,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from metasparse.baselines.random_policy import random_policy
 from metasparse.config import CostBenchConfig
 from metasparse.control.controller import Controller
 from metasparse.data.prepare import prepare
 from metasparse.io import write_result
 from metasparse.model.corpus import EncodedCorpus
-from metasparse.model.encoder import Decision, GatedEncoder
+from metasparse.model.encoder import GatedEncoder
 from metasparse.model.flops import dense_flops, gated_flops
 from metasparse.runtime.costs import CostTable, load_or_measure
 from metasparse.runtime.latency import interleaved, quantiles
@@ -71,53 +72,55 @@ def _predict(table: CostTable, batches: list, levels: list[torch.Tensor], batch:
     return total
 
 
+def _case_runs(model: GatedEncoder, batches: list, cases: dict, seed: int) -> tuple[dict, dict]:
+    """Per case, its pattern indices per batch (``[B, L]`` each) and a function that runs every batch."""
+    levels: dict[str, list[torch.Tensor]] = {}
+    fns = {}
+    for name, plan in cases.items():
+        if plan == "per-input":
+            levels[name] = _random_levels(model, batches, seed)
+
+            def fn(lv=levels[name]):
+                with torch.no_grad():
+                    for b, x in zip(batches, lv, strict=True):
+                        model(b, random_policy(model, x))
+
+        else:
+            levels[name] = [torch.tensor(plan).expand(b.size, -1) for b in batches]
+
+            def fn(plan=plan):
+                with torch.no_grad():
+                    for b in batches:
+                        model(b, plan=plan)
+
+        fns[name] = fn
+    return levels, fns
+
+
+def _flops_ratio(model: GatedEncoder, batches: list, levels: list[torch.Tensor]) -> float:
+    used = sum(
+        gated_flops(model.spec, [model.codebook[int(v)] for v in row], int(n))
+        for b, lv in zip(batches, levels, strict=True)
+        for row, n in zip(lv, b.lengths.tolist(), strict=True)
+    )
+    return used / sum(dense_flops(model.spec, int(n)) for b in batches for n in b.lengths.tolist())
+
+
 def check_predictions(model: GatedEncoder, table: CostTable, corpus: EncodedCorpus, cfg: CostBenchConfig) -> list:
     """Per batch size and case: FLOPs ratio, predicted and measured wall-clock ratio against dense."""
     o, rows = cfg.costs, []
     for bs in o.check_batches:
         batches = _timing_batches(corpus, bs, o.check_sentences, cfg.seed)
         cases = _cases(model, bs, o.check_plans, cfg.seed)
-        levels: dict[str, list[torch.Tensor]] = {}
-        fns = {}
-        for name, plan in cases.items():
-            if plan == "per-input":
-                lv = _random_levels(model, batches, cfg.seed)
-                levels[name] = lv
-
-                routed = any(p.tokens < 1.0 for p in model.codebook)
-
-                def fn(lv=lv, routed=routed, batches=batches):
-                    with torch.no_grad():
-                        for b, x in zip(batches, lv, strict=True):
-                            model(
-                                b,
-                                lambda i, h, m, x=x: Decision(
-                                    token_scores=model.token_uncertainty(h) if routed else None, hard_levels=x[:, i]
-                                ),
-                            )
-
-            else:
-                levels[name] = [torch.tensor(plan).expand(b.size, -1) for b in batches]
-
-                def fn(plan=plan, batches=batches):
-                    with torch.no_grad():
-                        for b in batches:
-                            model(b, plan=plan)
-
-            fns[name] = fn
+        levels, fns = _case_runs(model, batches, cases, cfg.seed)
         times = interleaved(fns, repeats=o.check_repeats, warmup=1)
         dense_pred = _predict(table, batches, levels["dense"], bs)
         dense_med = quantiles(times["dense"])["median"]
         for name in cases:
             pred = _predict(table, batches, levels[name], bs) / dense_pred
-            ratios = [t / d for t, d in zip(times[name], times["dense"], strict=True)]
-            q = quantiles(ratios)
+            q = quantiles([t / d for t, d in zip(times[name], times["dense"], strict=True)])
             measured = quantiles(times[name])["median"] / dense_med
-            flops = sum(
-                gated_flops(model.spec, [model.codebook[int(v)] for v in row], int(n))
-                for b, lv in zip(batches, levels[name], strict=True)
-                for row, n in zip(lv, b.lengths.tolist(), strict=True)
-            ) / sum(dense_flops(model.spec, int(n)) for b in batches for n in b.lengths.tolist())
+            flops = _flops_ratio(model, batches, levels[name])
             rows.append(
                 {
                     "batch": bs,

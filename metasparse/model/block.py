@@ -212,9 +212,15 @@ class GatedBlock(nn.Module):
         ctx = ctx.transpose(1, 2).reshape(B, T, H * dh)
         x = x + self.drop(self._masked_heads_out(ctx) + self.o_bias * alive[:, None, None])
 
-        h2 = self.ln2(x)
-        a = F.gelu(self.w1(h2))  # [B, T, F]
-        unit_f = torch.arange(a.shape[-1], device=dev) // self.group_size
+        out = x + self.drop(self._masked_ffn(x, act, codebook, weights, token_scores, token_gate))
+        return out if active is None else torch.where(active[..., None], out, x_in)
+
+    def _masked_ffn(self, x, act, codebook, weights, token_scores, token_gate) -> torch.Tensor:
+        """The FFN branch of :meth:`forward_masked`: each pattern's groups on its tokens (among ``act``, the
+        tokens still running), mixed by ``weights``."""
+        B, T, _ = x.shape
+        a = F.gelu(self.w1(self.ln2(x)))  # [B, T, F]
+        unit_f = torch.arange(a.shape[-1], device=x.device) // self.group_size
         m = a.new_zeros(B, T, a.shape[-1])
         tok_alive = a.new_zeros(B, T)
         for i, p in enumerate(codebook):
@@ -231,9 +237,7 @@ class GatedBlock(nn.Module):
             wt = weights[:, i, None] * tok  # [B, T]
             m = m + wt[:, :, None] * (unit_f < p.n_groups).to(x.dtype)[None, None, :]
             tok_alive = tok_alive + wt
-        y = self._masked_ffn_out(a, m) + self.w2_bias * tok_alive[:, :, None]
-        out = x + self.drop(y)
-        return out if active is None else torch.where(active[..., None], out, x_in)
+        return self._masked_ffn_out(a, m) + self.w2_bias * tok_alive[:, :, None]
 
     # The masked path multiplies the masks in before any adapter sees the activations, so a switched-off
     # unit's adapter gets exactly zero input, output and gradient, as on the sliced path.

@@ -1,14 +1,11 @@
 """Measured latency of every execution pattern: the cost table a latency budget reads (HALP, LASNet).
 
-FLOPs savings do not turn into speed by themselves: at batch 1 a narrow matmul costs nearly what a wide
-one does, and a skipped layer saves more than its FLOPs say. The table holds, for one backbone on one
-machine and thread count, the median wall-clock of each codebook pattern on each layer, per batch-size
-bucket and per sentence-length bucket, plus what no pattern changes (embeddings, character encoder,
-heads) and one controller decision per layer. A budget in time reads it through
-:meth:`CostTable.per_example`, interpolating between length buckets.
-
-A table is only valid where it was measured: :func:`load_or_measure` re-measures when the stored one
-names another machine, thread count, backbone or codebook, and never uses it silently.
+FLOPs savings do not turn into speed by themselves (at batch 1 a narrow matmul costs nearly what a wide
+one does; a skipped layer saves more than its FLOPs say). For one backbone, machine and thread count the
+table holds the median wall-clock of each pattern on each layer per batch and length bucket, what no
+pattern changes, and one controller decision; :meth:`CostTable.per_example` reads it for a budget.
+:func:`load_or_measure` re-measures a stored table that names another machine, thread count, backbone
+or codebook: it is never used silently.
 """
 
 from __future__ import annotations
@@ -219,6 +216,48 @@ def _time_call(fn, reps: int) -> float:
     return (time.perf_counter() - t0) * 1000 / reps
 
 
+def _timed_calls(model: GatedEncoder, ctrl, batches, lengths) -> tuple[list[tuple], list]:
+    """Every cell of the table, ``(kind, layer, batch bucket, length bucket, pattern)``, and the call that
+    times it, on one synthetic batch per (batch, length) bucket."""
+    routed = any(q.tokens < 1.0 for q in model.codebook)
+    cells: list[tuple] = []
+    fns: list = []
+    for bi, b in enumerate(batches):
+        for ti, t in enumerate(lengths):
+            batch = synthetic_batch(model, b, t, seed=bi * 100 + ti)
+            with torch.no_grad():
+                x = model.embed(batch)
+            scores, m = torch.randn(b, t), batch.word_mask
+            cells.append(("fixed", None, bi, ti, None))
+            fns.append(lambda batch=batch: model.forward_with(batch, lambda i, block, h, mask: h))
+            if ctrl is not None:
+                cells.append(("controller", None, bi, ti, None))
+                fns.append(lambda x=x, m=m: ctrl.logits(model, 0, x, m, routed))
+            for li, block in enumerate(model.blocks):
+                for p, pat in enumerate(model.codebook):
+                    cells.append(("layer", li, bi, ti, p))
+                    fns.append(lambda b=block, x=x, m=m, q=pat, s=scores: b.forward_sliced(x, m, q, s))
+    return cells, fns
+
+
+def _interleaved_samples(fns: list, rounds: int, min_ms: float, progress) -> list[list[float]]:
+    """Milliseconds per call of each function, once per round in a new random order, after an untimed
+    warm-up round that also sizes each call's repetitions (about ``min_ms`` a sample)."""
+    reps = []
+    with torch.no_grad():
+        for fn in fns:
+            fn()
+            reps.append(max(1, int(np.ceil(min_ms / max(_time_call(fn, 1), 1e-3)))))
+        samples: list[list[float]] = [[] for _ in fns]
+        rng = np.random.default_rng(0)
+        for r in range(rounds):
+            for i in rng.permutation(len(fns)).tolist():
+                samples[i].append(_time_call(fns[i], reps[i]))
+            if progress is not None:
+                progress(r + 1, rounds)
+    return samples
+
+
 def measure(
     model: GatedEncoder,
     *,
@@ -247,47 +286,12 @@ def measure(
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     model.eval()
-    L, P = len(model.blocks), model.n_patterns
     ctrl = controller.eval() if controller is not None else None
-    cells: list[tuple] = []
-    inputs = {}
-    for bi, b in enumerate(batches):
-        for ti, t in enumerate(lengths):
-            batch = synthetic_batch(model, b, t, seed=bi * 100 + ti)
-            with torch.no_grad():
-                x = model.embed(batch)
-            scores = torch.randn(b, t)
-            inputs[bi, ti] = (batch, x, scores)
-            cells.append(("fixed", None, bi, ti, None))
-            if ctrl is not None:
-                cells.append(("controller", None, bi, ti, None))
-            cells += [("layer", li, bi, ti, p) for li in range(L) for p in range(P)]
-
-    def call(cell):
-        kind, li, bi, ti, p = cell
-        batch, x, scores = inputs[bi, ti]
-        if kind == "fixed":
-            return lambda: model.forward_with(batch, lambda i, block, h, m: h)
-        if kind == "controller":
-            return lambda: ctrl.logits(model, 0, x, batch.word_mask, any(q.tokens < 1.0 for q in model.codebook))
-        block, pat = model.blocks[li], model.codebook[p]
-        return lambda: block.forward_sliced(x, batch.word_mask, pat, scores)
-
-    fns = [call(c) for c in cells]
-    reps = []
-    with torch.no_grad():
-        for fn in fns:  # warm-up round, which also sizes the repetitions
-            fn()
-            reps.append(max(1, int(np.ceil(min_ms / max(_time_call(fn, 1), 1e-3)))))
-        samples = [[] for _ in cells]
-        rng = np.random.default_rng(0)
-        for r in range(rounds):
-            for i in rng.permutation(len(cells)).tolist():
-                samples[i].append(_time_call(fns[i], reps[i]))
-            if progress is not None:
-                progress(r + 1, rounds)
+    cells, fns = _timed_calls(model, ctrl, batches, lengths)
+    samples = _interleaved_samples(fns, rounds, min_ms, progress)
     med = [float(np.median(s)) for s in samples]
     iqr = [float(np.subtract(*np.percentile(s, [75, 25])) / max(np.median(s), 1e-9)) for s in samples]
+    L, P = len(model.blocks), model.n_patterns
     B, T = len(batches), len(lengths)
     layer_ms = np.zeros((L, B, T, P))
     fixed_ms, ctrl_ms = np.zeros((B, T)), np.zeros((B, T))

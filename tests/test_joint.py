@@ -4,11 +4,10 @@ that trains toward the budget, and the pretrain CLI's learned-vs-random report."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
+from cli_utils import run_module
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -108,14 +107,7 @@ def test_joint_phase_caches_and_resumes_exactly(monkeypatch, tmp_path, ud_root):
 @pytest.mark.slow
 def test_pretrain_cli_reports_learned_against_random(tmp_path, ud_root):
     env = {**__import__("os").environ, "METASPARSE_CACHE_DIR": str(tmp_path / "cache")}
-    res = subprocess.run(
-        [sys.executable, "-m", "metasparse.pretrain", *TINY, f"hydra.run.dir={tmp_path / 'pt'}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    run_module("metasparse.pretrain", *TINY, f"hydra.run.dir={tmp_path / 'pt'}", env=env)
     metrics = json.loads((tmp_path / "pt" / "metrics.json").read_text())
     cmp_ = metrics["joint"]["comparison"]
     assert {"dense", "learned", "random", "learned_minus_random"} <= set(cmp_)

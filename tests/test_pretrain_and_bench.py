@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from cli_utils import run_module
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -127,15 +128,8 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
     # The cost table: measured beside the cached backbone, checked against timed forwards, then reused.
     def costs(run: str, *extra: str) -> dict:
         args = ["costs.rounds=2", "costs.check_plans=2", "costs.check_sentences=4", "costs.check_repeats=3"]
-        res = subprocess.run(
-            [sys.executable, "-m", "metasparse.bench.costs", *TINY, *args, "costs.check_batches=[1,4]", *extra]
-            + [f"hydra.run.dir={tmp_path / run}"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-        )
-        assert res.returncode == 0, res.stderr[-3000:]
+        args += ["costs.check_batches=[1,4]", *extra, f"hydra.run.dir={tmp_path / run}"]
+        run_module("metasparse.bench.costs", *TINY, *args, env=env)
         return json.loads((tmp_path / run / "costs.json").read_text())
 
     first = costs("c1")
@@ -155,31 +149,17 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
 
     # bench.speed with targets in predicted time: controllers train and calibrate against the same table.
     out = tmp_path / "speed_latency.json"
-    res = subprocess.run(
-        [sys.executable, "-m", "metasparse.bench.speed", *TINY, "experiment=quick", "bench.batches=[1]"]
-        + ["bench.targets=[0.5]", "bench.repeats=3", "bench.int8=false", "bench.unit=latency"]
-        + [f"out={out}", f"hydra.run.dir={tmp_path / 'bl'}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    args = ["experiment=quick", "bench.batches=[1]", "bench.targets=[0.5]", "bench.repeats=3", "bench.int8=false"]
+    args += ["bench.unit=latency", f"out={out}", f"hydra.run.dir={tmp_path / 'bl'}"]
+    run_module("metasparse.bench.speed", *TINY, *args, env=env)
     result = json.loads(out.read_text())
     (row,) = result["rows"]
     assert result["unit"] == "latency" and 0 < row["predicted_latency_ratio"] < 0.7
 
     # bench.exits: threshold 1.0 lets every word go after the first layer, 0.0 none.
-    res = subprocess.run(
-        [sys.executable, "-m", "metasparse.bench.exits", *TINY, "exits.thresholds=[0.0,1.0]"]
-        + ["exits.batch_sizes=[1,4]", "exits.repeats=3", "exits.sentences=4", "exits.test_sentences=40"]
-        + [f"hydra.run.dir={tmp_path / 'ex'}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    args = ["exits.thresholds=[0.0,1.0]", "exits.batch_sizes=[1,4]", "exits.repeats=3", "exits.sentences=4"]
+    args += ["exits.test_sentences=40", f"hydra.run.dir={tmp_path / 'ex'}"]
+    run_module("metasparse.bench.exits", *TINY, *args, env=env)
     rows = json.loads((tmp_path / "ex" / "exits.json").read_text())["rows"]
     assert rows["dense"]["flops"] == pytest.approx(1.0) and rows["exit 0.0"]["exited_by_layer"] == [0.0, 0.0]
     assert rows["exit 1.0"]["exited_by_layer"] == [1.0, 1.0] and rows["exit 1.0"]["flops"] < 0.7

@@ -48,6 +48,46 @@ def test_distillation_is_zero_for_the_teacher_itself_and_ignores_padding():
     assert student["upos"].grad[0, 3].abs().sum() == 0 and student["upos"].grad[0, 0].abs().sum() > 0
 
 
+def test_existing_joint_cache_keys_hold_and_a_frozen_teacher_gets_its_own():
+    from metasparse.config.training import JointConfig
+    from metasparse.control.controller import ControllerSpec
+
+    # the default legal backbone's co-trained folder, made before joint.teacher existed: still found
+    assert J.joint_key("256809ca4b008236", JointConfig(steps=300), ControllerSpec()) == "a341ffacd960ce88"
+    frozen = J.joint_key("256809ca4b008236", JointConfig(steps=300, teacher="frozen"), ControllerSpec())
+    assert frozen != "a341ffacd960ce88"
+
+
+def test_frozen_teacher_anchors_the_dense_pass_and_never_trains():
+    from types import SimpleNamespace
+
+    from model_utils import random_batch, tiny_model
+
+    from metasparse.config.training import JointConfig
+    from metasparse.control.controller import Controller
+
+    model = tiny_model(seed=1).train()
+    teacher = tiny_model(seed=1).eval().requires_grad_(False)  # same weights: the dense pass starts on the anchor
+    batch = random_batch([5, 3, 7], seed=2)
+    g = torch.Generator().manual_seed(3)
+    batch.labels = {
+        t: torch.randint(0, n, batch.word_mask.shape, generator=g).masked_fill(~batch.word_mask, IGNORE_INDEX)
+        for t, n in model.spec.tasks.items()
+    }
+    ctrl = Controller(model)
+    cfg = SimpleNamespace(joint=JointConfig(steps=10, teacher="frozen"), seed=0)
+    loss, logged = J._step_loss(cfg, model, ctrl, batch, 0, 10, teacher)
+    with torch.no_grad():
+        dense_only = J.distillation(model(batch).logits, teacher(batch).logits, batch.labels)
+    assert float(dense_only) == pytest.approx(0.0, abs=1e-6)  # nothing to pull at the start
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    with torch.no_grad():  # moved away from the anchor, the dense pass is pulled back
+        model.heads["upos"].bias.add_(torch.randn_like(model.heads["upos"].bias))
+    _, moved = J._step_loss(cfg, model, ctrl, batch, 0, 10, teacher)
+    assert moved["kd"] > logged["kd"] + 1e-3
+
+
 class _Killed(Exception):
     pass
 

@@ -90,7 +90,10 @@ class JointConfig:
         target: FLOPs budget the controller is trained toward (annealed from dense).
         budget_weight: weight of the squared budget gap.
         budget_warmup: share of the steps over which the budget anneals from 1.0.
-        distill_weight: weight of KL(dense || gated) on each word (the dense pass is the teacher, detached).
+        distill_weight: weight of the KL toward the teacher on each word.
+        teacher: ``dense``: the dense pass of the model being trained (detached) teaches the gated pass;
+            ``frozen``: a frozen copy of the pretrained backbone teaches both the dense and the gated pass,
+            an anchor that keeps dense quality from drifting while the shared weights co-adapt.
         tau_start, tau_end: Gumbel temperature schedule.
         max_words: padded words per batch.
         checkpoint_every: steps between resumable checkpoints.
@@ -103,6 +106,7 @@ class JointConfig:
     budget_weight: float = 20.0
     budget_warmup: float = 0.3
     distill_weight: float = 1.0
+    teacher: str = "dense"
     tau_start: float = 2.0
     tau_end: float = 0.3
     max_words: int = 2048
@@ -115,6 +119,7 @@ class JointConfig:
         require(self.budget_weight >= 0, "joint.budget_weight", ">= 0", self.budget_weight)
         require(0 <= self.budget_warmup <= 1, "joint.budget_warmup", "[0, 1]", self.budget_warmup)
         require(self.distill_weight >= 0, "joint.distill_weight", ">= 0", self.distill_weight)
+        require(self.teacher in ("dense", "frozen"), "joint.teacher", "dense | frozen", self.teacher)
         require(self.max_words >= 64, "joint.max_words", ">= 64", self.max_words)
         require(self.checkpoint_every >= 1, "joint.checkpoint_every", ">= 1", self.checkpoint_every)
 

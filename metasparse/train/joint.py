@@ -9,7 +9,8 @@ router. Each step here trains:
 
 * the dense model on the labels (dense quality must hold),
 * the gated model under the controller's relaxed decisions (straight-through Gumbel, masked path) on the
-  labels and toward the dense model's own predictions (KL, the teacher detached: self-distillation),
+  labels and toward the dense model's own predictions (KL, the teacher detached: self-distillation), or,
+  with ``joint.teacher=frozen``, both passes toward a frozen copy of the pretrained backbone,
 * the controller toward the budget (expected cost fraction, annealed from dense to the target).
 """
 
@@ -56,7 +57,12 @@ def joint_key(backbone_key: str, joint, controller: ControllerSpec) -> str:
     """Hash of what the joint weights depend on: the backbone, the joint settings and the controller."""
     spec = {
         "backbone": backbone_key,
-        "joint": {k: v for k, v in dataclasses.asdict(joint).items() if k not in ("checkpoint_every",)},
+        # teacher=dense was the only teacher once: left out then, so those folders keep their keys
+        "joint": {
+            k: v
+            for k, v in dataclasses.asdict(joint).items()
+            if k != "checkpoint_every" and not (k == "teacher" and v == "dense")
+        },
         "controller": dataclasses.asdict(controller),
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -95,7 +101,12 @@ def joint_train(
     torch.manual_seed(cfg.seed * 31 + 1)
     ctrl = Controller(model, cfg.controller)
     partial = folder.with_name(f"{folder.name}.partial")
-    metrics = _train(cfg, bundle, model, ctrl, partial)
+    teacher = None
+    if cfg.joint.teacher == "frozen":
+        teacher = GatedEncoder(backbone.spec)
+        teacher.load_state_dict(backbone.state_dict())
+        teacher.eval().requires_grad_(False)
+    metrics = _train(cfg, bundle, model, ctrl, partial, teacher)
     state = {"spec": spec_to_json(model.spec), "metrics": metrics, "key": key, "backbone": str(backbone_dir)}
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"controller.{k}": v for k, v in ctrl.state_dict().items()})
@@ -105,10 +116,13 @@ def joint_train(
     return model.eval(), ctrl.eval(), metrics, folder
 
 
-def _step_loss(cfg, model: GatedEncoder, ctrl: Controller, batch, step: int, total: int):
+def _step_loss(cfg, model: GatedEncoder, ctrl: Controller, batch, step: int, total: int, teacher=None):
     j = cfg.joint
     torch.manual_seed(cfg.seed * 7919 + 17 + step)  # dropout and Gumbel noise: a function of the step (resume)
     dense = model(batch)
+    if teacher is not None:
+        with torch.no_grad():
+            anchor = teacher(batch).logits
     tau = anneal_temperature(step, total, j.tau_start, j.tau_end)
     probs: list[torch.Tensor] = []
     gated = model(batch, ctrl.policy(model, hard=False, tau=tau, record=probs), mode="masked")
@@ -116,13 +130,16 @@ def _step_loss(cfg, model: GatedEncoder, ctrl: Controller, batch, step: int, tot
     frac = expected_fraction(FlopsCost(model), probs, batch.lengths, ctrl)
     ce_dense = task_loss(dense.logits, batch.labels)
     ce_gated = task_loss(gated.logits, batch.labels)
-    kd = distillation(gated.logits, dense.logits, batch.labels)
+    if teacher is None:
+        kd = distillation(gated.logits, dense.logits, batch.labels)
+    else:  # both passes toward the frozen pretrained model: the anchor dense quality is measured against
+        kd = distillation(gated.logits, anchor, batch.labels) + distillation(dense.logits, anchor, batch.labels)
     logged = {"ce_dense": ce_dense, "ce_gated": ce_gated, "kd": kd, "flops": frac.mean()}
     loss = ce_dense + ce_gated + j.distill_weight * kd + j.budget_weight * budget_penalty(frac, target, "square")
     return loss, {k: float(v.detach()) for k, v in logged.items()}
 
 
-def _train(cfg, bundle: DataBundle, model: GatedEncoder, ctrl: Controller, partial: Path) -> dict:
+def _train(cfg, bundle: DataBundle, model: GatedEncoder, ctrl: Controller, partial: Path, teacher=None) -> dict:
     j = cfg.joint
     train = EncodedCorpus.build(
         bundle.dataset, _rows(bundle, "train"), bundle.tokenizer, bundle.tasks, model.spec.suffix_buckets
@@ -152,7 +169,8 @@ def _train(cfg, bundle: DataBundle, model: GatedEncoder, ctrl: Controller, parti
         if epoch not in batches:
             batches = {epoch: train.batches(j.max_words, shuffle=True, seed=cfg.seed + 1, epoch=epoch)}
         epoch_batches = batches[epoch]
-        loss, last = _step_loss(cfg, model, ctrl, train.batch(epoch_batches[pos % len(epoch_batches)]), step, j.steps)
+        batch = train.batch(epoch_batches[pos % len(epoch_batches)])
+        loss, last = _step_loss(cfg, model, ctrl, batch, step, j.steps, teacher)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([*model.parameters(), *ctrl.parameters()], 1.0)

@@ -19,7 +19,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from metasparse.cli import check_paths, one_line_errors
 from metasparse.config import AdaptRunConfig
+from metasparse.errors import InputError
 from metasparse.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def target_sentences(cfg: AdaptRunConfig, mcfg) -> tuple:
     if len(test_rows) == 0:
         test_rows = np.arange(len(ds))
     if len(train_rows) == 0:
-        raise ValueError(f"target.path={t.path}: no sentence falls in the train split to adapt on ({len(ds)} in all)")
+        raise InputError(f"target.path={t.path}: no sentence falls in the train split to adapt on ({len(ds)} in all)")
     rng = np.random.default_rng(cfg.seed)
     support = sorted(rng.choice(train_rows, min(cfg.shots, len(train_rows)), replace=False).tolist())
     test = test_rows[: cfg.max_test_sentences].tolist() if cfg.max_test_sentences else test_rows.tolist()
@@ -61,6 +63,7 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     from metasparse.model.corpus import EncodedRows
 
     run_dir = Path(cfg.run_dir)
+    check_paths({"run_dir": (run_dir, "folder"), "target.path": (cfg.target.path, "any")})
     loaded = load_run(run_dir)
     mcfg, bundle, system, algo = loaded.cfg, loaded.bundle, loaded.system, loaded.algo
     backbone = system.backbone
@@ -105,6 +108,7 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="adapt")
+@one_line_errors
 def main(cfg: DictConfig) -> float:
     return float(run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))["final_acc"])
 

@@ -19,6 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from metasparse.cli import one_line_errors
 from metasparse.config import DiagnoseConfig
 
 
@@ -33,6 +34,7 @@ def run(cfg: DiagnoseConfig, out_dir: Path) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="diagnose")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
 

@@ -46,3 +46,24 @@ def require(ok: bool, key: str, allowed: str, value: object) -> None:
 
 class CellTooSmallError(MetasparseError, ValueError):
     """A cell has fewer sentences than an episode needs (support + query)."""
+
+
+class PathError(MetasparseError, FileNotFoundError):
+    """A path the user gave (a config key or an argument) does not exist or holds the wrong thing."""
+
+
+class InputError(MetasparseError, ValueError):
+    """A file the user gave cannot be read as what it should be (encoding, format, emptiness)."""
+
+
+def decode_utf8(data: bytes, path: str) -> str:
+    """``data`` (the bytes of ``path``) as UTF-8 text.
+
+    Raises:
+        InputError: naming the file, the byte offset and the line of the first byte that is not UTF-8.
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"{path}: not valid UTF-8 at byte {exc.start} (line {line}): {exc.reason}") from None

@@ -16,6 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from metasparse.cli import one_line_errors
 from metasparse.config import MetaTrainConfig
 from metasparse.meta.distributed import broadcast_object, init_from_env, is_main
 from metasparse.meta.run import run
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="meta_train")
+@one_line_errors
 def main(cfg: DictConfig) -> float:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     if init_from_env():  # torchrun: one run dir (rank 0's) for every rank, and only rank 0 logs to files

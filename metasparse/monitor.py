@@ -15,6 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from metasparse.cli import check_paths, one_line_errors
 from metasparse.config import MonitorConfig
 from metasparse.diagnostics.drift import (
     MEASURES,
@@ -26,6 +27,7 @@ from metasparse.diagnostics.drift import (
     recommend,
     reference,
 )
+from metasparse.errors import ConfigValueError
 from metasparse.io import atomic_write
 
 
@@ -33,11 +35,13 @@ def run(cfg: MonitorConfig, out_dir: Path) -> dict:
     """Compare ``cfg.input`` with the run's reference; writes and returns ``monitor.json``'s content."""
     from metasparse.meta.load import load_run
 
-    loaded = load_run(cfg.run_dir)
+    # everything the user gave is checked before the run (tokenizer, backbone, controller) loads
+    check_paths({"run_dir": (cfg.run_dir, "folder"), "input": (cfg.input, "any")})
     bad = sorted(set(cfg.thresholds) - set(MEASURES))
     if bad:
-        raise ValueError(f"thresholds has unknown measure(s) {', '.join(bad)}; allowed: {', '.join(MEASURES)}")
+        raise ConfigValueError(f"thresholds has unknown measure(s) {', '.join(bad)}; allowed: {', '.join(MEASURES)}")
     sentences = read_sentences(Path(cfg.input), cfg.lang, cfg.max_sentences)
+    loaded = load_run(cfg.run_dir)
     ref, source_max, _ = reference(loaded, cfg)
     obs = observe(loaded.system.backbone, loaded.system.controller, loaded.bundle.tokenizer, sentences)
     measures = compare(obs, ref)
@@ -67,6 +71,7 @@ def run(cfg: MonitorConfig, out_dir: Path) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="monitor")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
 

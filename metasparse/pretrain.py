@@ -16,6 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from metasparse.cli import one_line_errors
 from metasparse.config import PretrainConfig
 from metasparse.data.prepare import prepare
 from metasparse.io import atomic_write
@@ -58,6 +59,7 @@ def run(cfg: PretrainConfig, out_dir: Path) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
+@one_line_errors
 def main(cfg: DictConfig) -> float:
     metrics = run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
     return float(metrics["macro"]["upos"]["dense"]) if "upos" in metrics["macro"] else 0.0

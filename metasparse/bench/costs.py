@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from metasparse.baselines.random_policy import random_policy
+from metasparse.cli import one_line_errors
 from metasparse.config import CostBenchConfig
 from metasparse.control.controller import Controller
 from metasparse.data.prepare import prepare
@@ -225,6 +226,7 @@ def format_report(result: dict) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="bench_costs")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
 

@@ -21,6 +21,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from metasparse.cli import one_line_errors
 from metasparse.config import ExitBenchConfig
 from metasparse.data.prepare import prepare
 from metasparse.io import write_result
@@ -127,6 +128,7 @@ def format_report(r: dict, batch_sizes: list[int]) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="bench_exits")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
 

@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from metasparse.baselines.controllers import trained_controller
+from metasparse.cli import one_line_errors
 from metasparse.config import SpeedBenchConfig
 from metasparse.control.budget import budget_cost
 from metasparse.control.controller import ControllerSpec, controlled
@@ -244,6 +245,7 @@ def format_table(result: dict) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="bench_speed")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
 

@@ -28,6 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from metasparse.bench.transfer_report import format_report, plot
+from metasparse.cli import one_line_errors
 from metasparse.config import METHODS, TransferBenchConfig
 from metasparse.io import atomic_write, csv_text
 
@@ -278,6 +279,7 @@ def run(cfg: TransferBenchConfig, out_dir: Path) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="bench_transfer")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
 

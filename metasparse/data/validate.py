@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from metasparse.data.labels import DEPREL_BASES, UPOS_TAGS, deprel_base
-from metasparse.errors import ConlluFormatError
+from metasparse.errors import ConlluFormatError, PathError
 
 _UPOS = frozenset(UPOS_TAGS)
 _DEPREL = frozenset(DEPREL_BASES)
@@ -28,7 +28,7 @@ def read_text(path: str | Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ConlluFormatError(str(path), line, f"not valid UTF-8 ({exc.reason})") from None
+        raise ConlluFormatError(str(path), line, f"not valid UTF-8 at byte {exc.start} ({exc.reason})") from None
 
 
 def iter_errors(text: str, path: str | Path) -> Iterator[ConlluFormatError]:
@@ -90,8 +90,8 @@ def conllu_files(path: str | Path) -> list[Path]:
     if p.is_dir():
         files = sorted(p.rglob("*.conllu"))
         if not files:
-            raise FileNotFoundError(f"{p}: no .conllu files in this folder")
+            raise PathError(f"{p}: no .conllu files in this folder")
         return files
     if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file or folder")
+        raise PathError(f"{p}: no such file or folder")
     return [p]

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from metasparse.config import MonitorConfig
+from metasparse.errors import InputError, PathError, decode_utf8
 from metasparse.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -49,21 +50,20 @@ SUMMARY_KEYS = (
 def read_sentences(path: Path, lang: str, max_sentences: int) -> list[list[str]]:
     """Sentences of a UD folder or ``.conllu`` file (validated), or of a plain text file (a sentence a line)."""
     if not path.exists():
-        raise FileNotFoundError(f"input={path}: no such file or folder")
+        raise PathError(f"input={path}: no such file or folder")
     if path.is_dir() or path.suffix == ".conllu":
         from metasparse.data.ud import load_folder
 
         return load_folder(path, lang=lang, domain="incoming")["words"][:max_sentences]
     out = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            words = line.split()
-            if words:
-                out.append(words)
-            if len(out) >= max_sentences:
-                break
+    for line in decode_utf8(path.read_bytes(), f"input={path}").splitlines():
+        words = line.split()
+        if words:
+            out.append(words)
+        if len(out) >= max_sentences:
+            break
     if not out:
-        raise ValueError(f"input={path}: no sentence in it (plain text: one sentence a line)")
+        raise InputError(f"input={path}: no sentence in it (plain text: one sentence a line)")
     return out
 
 

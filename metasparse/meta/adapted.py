@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from metasparse.checkpoint import load_checkpoint, save_checkpoint
+from metasparse.errors import PathError
 from metasparse.meta.system import INNER_ONLY_PARTS, GatedSystem, part_of
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -76,7 +77,7 @@ def load_adapted(run_dir: str | Path, target: str) -> GatedSystem:
     folder = adapted_dir(run_dir, target)
     if not (folder / "state.json").exists():
         saved = sorted(p.name for p in (Path(run_dir) / "adapted").glob("*") if (p / "state.json").exists())
-        raise FileNotFoundError(f"no adapted target {target!r} under {run_dir}/adapted; saved: {saved or 'none'}")
+        raise PathError(f"no adapted target {target!r} under {run_dir}/adapted; saved: {saved or 'none'}")
     loaded = load_run(run_dir)
     system = copy.deepcopy(loaded.system)
     apply_adapted(system, folder)

@@ -14,6 +14,7 @@ from metasparse.config import MetaTrainConfig, adapt_parts
 from metasparse.control.budget import CostModel, budget_cost
 from metasparse.control.controller import Controller
 from metasparse.data.prepare import DataBundle, prepare
+from metasparse.errors import PathError
 from metasparse.meta.distributed import main_first
 from metasparse.meta.maml import MAML
 from metasparse.meta.outer import build_algorithm
@@ -50,7 +51,7 @@ def load_run_config(run_dir: Path) -> MetaTrainConfig:
     """The resolved config a meta_train run was started with (its ``.hydra/config.yaml``)."""
     path = run_dir / ".hydra" / "config.yaml"
     if not path.exists():
-        raise FileNotFoundError(f"run_dir={run_dir}: no {path.relative_to(run_dir)}; is this a meta_train run dir?")
+        raise PathError(f"run_dir={run_dir}: no {path.relative_to(run_dir)}; is this a meta_train run dir?")
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(MetaTrainConfig), OmegaConf.load(path)))
 
 
@@ -141,7 +142,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     cfg = load_run_config(run_dir)
     final = run_dir / "ckpt" / "final"
     if not (final / "state.json").exists():
-        raise FileNotFoundError(f"run_dir={run_dir}: no finished controller at {final} (did the run complete?)")
+        raise PathError(f"run_dir={run_dir}: no finished controller at {final} (did the run complete?)")
     bundle = prepare(cfg)
     backbone, _, backbone_dir, _ = backbone_with_controller(cfg, bundle)
     for p in backbone.parameters():

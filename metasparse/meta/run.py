@@ -22,6 +22,7 @@ from metasparse.config import MetaTrainConfig
 from metasparse.control.train import calibrate_bias
 from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import prepare
+from metasparse.errors import PathError
 from metasparse.io import atomic_write
 from metasparse.meta.distributed import is_main, main_first
 from metasparse.meta.evaluation import evaluate_cell
@@ -99,7 +100,7 @@ def resume_point(cfg: MetaTrainConfig, out_dir: Path) -> Path | None:
         resume = out_dir
     if resume is not None:
         if not (resume / "ckpt" / "last" / "state.json").exists():
-            raise FileNotFoundError(f"resume={resume}: no checkpoint at {resume / 'ckpt' / 'last'}")
+            raise PathError(f"resume={resume}: no checkpoint at {resume / 'ckpt' / 'last'}")
         if (resume / "ckpt" / "best").exists() and resume.resolve() != out_dir.resolve():
             shutil.copytree(resume / "ckpt" / "best", out_dir / "ckpt" / "best", dirs_exist_ok=True)
     return resume

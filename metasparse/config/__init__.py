@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 
-from metasparse.config.analysis import DiagnoseConfig, MonitorConfig
+from metasparse.config.analysis import DiagnoseConfig, MonitorConfig, PredictConfig
 from metasparse.config.evaluation import (
     METHODS,
     CostBenchConfig,
@@ -77,6 +77,7 @@ __all__ = [
     "MetaTrainConfig",
     "ModelConfig",
     "MonitorConfig",
+    "PredictConfig",
     "PretrainConfig",
     "PretrainOptimConfig",
     "SpeedBenchConfig",
@@ -101,6 +102,7 @@ def register_configs() -> None:
     cs.store(name="diagnose_schema", node=DiagnoseConfig)
     cs.store(name="monitor_schema", node=MonitorConfig)
     cs.store(name="adapt_schema", node=AdaptRunConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="domain", name="schema", node=DomainConfig)
     cs.store(group="language", name="schema", node=LanguageConfig)

@@ -63,3 +63,28 @@ class MonitorConfig:
     def __post_init__(self) -> None:
         require(self.max_sentences >= 1, "max_sentences", ">= 1", self.max_sentences)
         require(self.margin > 0, "margin", "> 0", self.margin)
+
+
+@dataclass
+class PredictConfig:
+    """Schema of ``conf/predict.yaml``: tag text with a run's gated (and optionally adapted) model.
+
+    Attributes:
+        run_dir: a finished meta_train run.
+        target: an adapted target saved under ``<run_dir>/adapted/`` (null: the meta-learned model).
+        input: plain text (one sentence a line, words split on whitespace) or a ``.conllu`` file.
+        out: the CoNLL-U file written (UPOS and DEPREL filled; other columns kept from CoNLL-U input).
+        batch_size: sentences per forward (sorted by length so that a batch pads little).
+        threads: torch CPU threads (null: torch's default).
+    """
+
+    run_dir: str = MISSING
+    target: str | None = None
+    input: str = MISSING
+    out: str = MISSING
+    batch_size: int = 32
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
+        require(self.threads is None or self.threads >= 1, "threads", ">= 1 or null", self.threads)

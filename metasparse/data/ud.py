@@ -48,7 +48,7 @@ FEATURES = datasets.Features(
 DomainOf = Callable[[str, "str | None", str], str]
 
 
-def _block_start_lines(text: str) -> list[int]:
+def block_start_lines(text: str) -> list[int]:
     """1-based line numbers where each blank-line-separated block starts (conllu yields one per block)."""
     starts, in_block = [], False
     for lineno, line in enumerate(text.split("\n"), start=1):
@@ -92,7 +92,7 @@ def read_conllu(
     text = read_text(path)
     validate_text(text, path)
     rows, newdoc = [], None
-    for start, sent in zip(_block_start_lines(text), conllu.parse(text), strict=True):
+    for start, sent in zip(block_start_lines(text), conllu.parse(text), strict=True):
         meta = sent.metadata
         newdoc = meta.get("newdoc id", newdoc)
         sent_id = meta.get("sent_id") or f"{Path(path).name}#{len(rows) + 1}"

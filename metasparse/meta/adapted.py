@@ -64,21 +64,34 @@ def apply_adapted(system: GatedSystem, folder: Path) -> dict:
     return state
 
 
-def load_adapted(run_dir: str | Path, target: str) -> GatedSystem:
-    """The run's system with one target's saved adaptation written in, ready for inference.
+def check_adapted(run_dir: str | Path, target: str) -> Path:
+    """The folder of a saved adapted target.
 
     Raises:
-        FileNotFoundError: the target was never adapted and saved (the message lists those that were).
+        PathError: the target was never adapted and saved (the message lists those that were).
+    """
+    folder = adapted_dir(run_dir, target)
+    if not (folder / "state.json").exists():
+        saved = sorted(p.name for p in (Path(run_dir) / "adapted").glob("*") if (p / "state.json").exists())
+        raise PathError(f"target={target}: not adapted under {run_dir}/adapted; saved: {', '.join(saved) or 'none'}")
+    return folder
+
+
+def load_adapted(run_dir: str | Path, target: str, loaded=None) -> GatedSystem:
+    """The run's system with one target's saved adaptation written in, ready for inference.
+
+    Args:
+        loaded: the run already loaded (:func:`metasparse.meta.load.load_run`), to load it only once.
+
+    Raises:
+        PathError: the target was never adapted and saved (the message lists those that were).
     """
     import copy
 
     from metasparse.meta.load import load_run
 
-    folder = adapted_dir(run_dir, target)
-    if not (folder / "state.json").exists():
-        saved = sorted(p.name for p in (Path(run_dir) / "adapted").glob("*") if (p / "state.json").exists())
-        raise PathError(f"no adapted target {target!r} under {run_dir}/adapted; saved: {saved or 'none'}")
-    loaded = load_run(run_dir)
+    folder = check_adapted(run_dir, target)
+    loaded = loaded or load_run(run_dir)
     system = copy.deepcopy(loaded.system)
     apply_adapted(system, folder)
     return system.eval()

@@ -62,6 +62,20 @@ class Pattern:
         """Tokens the FFN sees in a sentence of ``n`` tokens (at least one)."""
         return kept_count(n, self.tokens)
 
+    @property
+    def label(self) -> str:
+        """Short human-readable form for reports: ``skip``, ``4h 2g``, ``8h 4g tok0.5 top2 exit0.03``."""
+        if self.skip:
+            return "skip"
+        parts = [f"{self.n_heads}h", f"{self.n_groups}g"]
+        if self.tokens < 1.0:
+            parts.append(f"tok{self.tokens:g}")
+        if self.topk is not None:
+            parts.append(f"top{self.topk}")
+        if self.exit is not None:
+            parts.append(f"exit{self.exit:g}")
+        return " ".join(parts)
+
 
 def resolve_codebook(specs: Sequence[PatternSpec], n_heads: int, n_groups: int) -> list[Pattern]:
     """Turn fractional specs into unit counts for a model with ``n_heads`` and ``n_groups``.

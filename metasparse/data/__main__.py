@@ -1,7 +1,7 @@
 """Command line for the data layer.
 
 python -m metasparse.data fetch [--treebank NAME ...]    # download and verify the pinned files
-python -m metasparse.data summary [--domain legal] [--language fi]
+python -m metasparse.data summary [--domain legal] [--language fi] [--extra path=P,lang=L,domain=D[,name=N]]
 python -m metasparse.data check PATH [PATH ...]          # validate CoNLL-U files or folders
 """
 
@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 from metasparse.data.cells import CellIndex, partition_cells
+from metasparse.data.extra import ExtraTreebank, check_extra, load_extra
 from metasparse.data.fetch import data_dir, fetch
 from metasparse.data.registry import load_registry
 from metasparse.data.validate import conllu_files, iter_errors, read_text
-from metasparse.errors import ConlluFormatError, MetasparseError
+from metasparse.errors import ConfigValueError, ConlluFormatError, MetasparseError
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -73,10 +74,32 @@ def format_summary(index: CellIndex, domains: list[str], languages: list[str]) -
     return "\n".join(out)
 
 
+def parse_extra(spec: str) -> ExtraTreebank:
+    """``path=P,lang=L,domain=D[,name=N]`` (the keys of a ``data.extra`` entry) as an entry."""
+    fields = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
+    unknown, missing = set(fields) - {"path", "lang", "domain", "name"}, {"path", "lang", "domain"} - set(fields)
+    if unknown or missing or spec.count("=") != len(fields):
+        raise ConfigValueError(
+            f"--extra {spec}: expected path=P,lang=L,domain=D[,name=N]"
+            + (f"; unknown {sorted(unknown)}" if unknown else "")
+            + (f"; missing {sorted(missing)}" if missing else "")
+        )
+    return ExtraTreebank(**fields)
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
+    import datasets
+
     from metasparse.data.ud import load_ud  # datasets is slow to import: only here
 
-    print(format_summary(CellIndex(load_ud()), args.domain, args.language))
+    ds = load_ud()
+    extra = [parse_extra(e) for e in args.extra]
+    if extra:
+        check_extra(extra, load_registry().names)
+        ds = datasets.concatenate_datasets([ds, load_extra(extra, split_seed=0, fractions=(0.7, 0.1, 0.2))])
+    print(format_summary(CellIndex(ds), args.domain, args.language))
+    for e in extra:
+        print(f"extra treebank: {e.lang}/{e.domain}/{e.treebank.removeprefix('UD_')} <- {e.path}")
     return 0
 
 
@@ -112,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="cell table: language x domain, sentences / words")
     p.add_argument("--domain", action="append", default=[], help="mark this domain's cells as targets")
     p.add_argument("--language", action="append", default=[], help="mark this language's cells as targets")
+    p.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="path=P,lang=L,domain=D[,name=N]",
+        help="also a treebank outside the registry, as data.extra adds it to a run (repeatable)",
+    )
     p.set_defaults(func=cmd_summary)
     p = sub.add_parser("check", help="validate CoNLL-U files or folders; exit 1 on any error")
     p.add_argument("paths", nargs="+", type=Path)

@@ -12,6 +12,8 @@ from omegaconf import MISSING
 
 from metasparse.data.cells import Cell, CellIndex, partition_cells
 from metasparse.data.episodes import EpisodeConfig, EpisodeSampler
+from metasparse.data.extra import ExtraTreebank, check_extra, fingerprint, load_extra
+from metasparse.data.registry import load_registry
 from metasparse.data.tokenizer import SubwordTokenizer, TokenizerConfig, train_tokenizer
 from metasparse.data.ud import load_ud
 from metasparse.errors import require
@@ -30,6 +32,8 @@ class DataConfig:
         split_seed: seed of the hash split.
         split_fractions: train, dev, test shares.
         offline: forbid downloads; null means ``$METASPARSE_OFFLINE``.
+        extra: treebanks outside the registry (:class:`ExtraTreebank`: path, lang, domain, name), read,
+            validated and split like the registry's, as more cells of the run.
     """
 
     root: str | None = None
@@ -37,6 +41,7 @@ class DataConfig:
     split_seed: int = 0
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     offline: bool | None = None
+    extra: list[ExtraTreebank] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         f = list(self.split_fractions)
@@ -93,6 +98,7 @@ class DataBundle:
         tasks: the configured tasks by name.
         tokenizer: subword tokenizer trained on the sources' train split.
         tokenizer_path: its cached model file.
+        extra_fingerprint: sha256 of the ``data.extra`` treebanks' settings and files (None without any).
     """
 
     dataset: datasets.Dataset
@@ -102,6 +108,7 @@ class DataBundle:
     tasks: dict[str, Task]
     tokenizer: SubwordTokenizer
     tokenizer_path: Path
+    extra_fingerprint: str | None = None
 
     def sampler(self, cells: list[Cell], e: EpisodeConfig, seed: int, *, validation: bool = False) -> EpisodeSampler:
         """The episodes meta-training draws from ``cells`` (``e.split``); validation episodes use their own
@@ -142,6 +149,14 @@ def prepare(cfg: DataJob) -> DataBundle:
         fractions=tuple(d.split_fractions),
         offline=d.offline,
     )
+    extra_fp = None
+    if d.extra:  # checked before reading anything
+        check_extra(d.extra, load_registry().names)
+        extra_fp = fingerprint(d.extra)
+        fractions = tuple(d.split_fractions)
+        ds = datasets.concatenate_datasets(
+            [ds, load_extra(d.extra, split_seed=d.split_seed, fractions=fractions)]  # type: ignore[arg-type]
+        )
     index = CellIndex(ds)
     domains, languages = held_out(cfg)
     sources, targets = partition_cells(index.cells, domains, languages)
@@ -152,4 +167,4 @@ def prepare(cfg: DataJob) -> DataBundle:
         by_lang.setdefault(cell.lang, []).extend(words[i] for i in index.rows(cell, "train"))
     tokenizer, path = train_tokenizer(by_lang, cfg.tokenizer, seed=cfg.seed)
     log.info("%d source cells, %d target cells; tokenizer %s", len(sources), len(targets), path.name)
-    return DataBundle(ds, index, sources, targets, tasks, tokenizer, path)
+    return DataBundle(ds, index, sources, targets, tasks, tokenizer, path, extra_fp)

@@ -90,6 +90,8 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
         "sources": [c.name for c in bundle.sources],
         "tokenizer": hashlib.sha256(bundle.tokenizer.model_proto).hexdigest(),
     }
+    if bundle.extra_fingerprint is not None:  # absent without data.extra: older cache keys stay valid
+        spec["extra"] = bundle.extra_fingerprint
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

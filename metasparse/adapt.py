@@ -23,6 +23,7 @@ from metasparse.cli import check_paths, one_line_errors
 from metasparse.config import AdaptRunConfig
 from metasparse.errors import InputError
 from metasparse.io import atomic_write
+from metasparse.tracking import job_tracking, log_scalars
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
     log.info("adapted target saved to %s (load_adapted(%r, %r))", saved, str(run_dir), name)
     for p in res["curve"]:
         log.info("step %2d: acc %.4f  flops %.3f", p["step"], p["acc"], p["flops"])
+        log_scalars(f"adapt/{name}", {"acc": p["acc"], "flops": p["flops"]}, p["step"])
     out = {
         "run_dir": str(run_dir),
         "target": OmegaConf.to_container(OmegaConf.structured(t)),
@@ -110,7 +112,9 @@ def run(cfg: AdaptRunConfig, out_dir: Path) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="adapt")
 @one_line_errors
 def main(cfg: DictConfig) -> float:
-    return float(run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))["final_acc"])
+    config, out_dir = OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir)
+    with job_tracking(config, out_dir, "adapt"):
+        return float(run(config, out_dir)["final_acc"])
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from metasparse.cli import one_line_errors
 from metasparse.config import MetaTrainConfig
 from metasparse.meta.distributed import broadcast_object, init_from_env, is_main
 from metasparse.meta.run import run
+from metasparse.tracking import job_tracking
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,9 @@ def main(cfg: DictConfig) -> float:
                 if isinstance(h, logging.FileHandler):
                     logging.getLogger().removeHandler(h)
             logging.getLogger().setLevel(logging.ERROR)
-    metrics = run(OmegaConf.to_object(cfg), out_dir)
+    config = OmegaConf.to_object(cfg)
+    with job_tracking(config, out_dir, "meta_train", enabled=is_main()):
+        metrics = run(config, out_dir)
     return float(metrics.get("objective", float("nan")))
 
 

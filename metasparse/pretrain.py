@@ -26,6 +26,7 @@ from metasparse.protocol.learned_vs_random import (
     learned_vs_random,
     source_corpora,
 )
+from metasparse.tracking import job_tracking, log_scalars
 from metasparse.train.joint import backbone_with_controller
 from metasparse.train.pretraining import format_report, pretrain
 
@@ -52,6 +53,7 @@ def run(cfg: PretrainConfig, out_dir: Path) -> dict:
             "Backbone before the joint phase, controller trained on it frozen: learned vs random",
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    log_scalars("backbone", {f"{t}_dense": m["dense"] for t, m in metrics["macro"].items()}, metrics.get("steps", 0))
     atomic_write(out_dir / "metrics.json", json.dumps({**metrics, "checkpoint": str(folder)}, indent=2))
     atomic_write(out_dir / "report.md", report)
     log.info("backbone at %s\n%s", folder, report)
@@ -61,7 +63,9 @@ def run(cfg: PretrainConfig, out_dir: Path) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
 @one_line_errors
 def main(cfg: DictConfig) -> float:
-    metrics = run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
+    config, out_dir = OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir)
+    with job_tracking(config, out_dir, "pretrain"):
+        metrics = run(config, out_dir)
     return float(metrics["macro"]["upos"]["dense"]) if "upos" in metrics["macro"] else 0.0
 
 

@@ -31,6 +31,7 @@ from metasparse.bench.transfer_report import format_report, plot
 from metasparse.cli import one_line_errors
 from metasparse.config import METHODS, TransferBenchConfig
 from metasparse.io import atomic_write, csv_text
+from metasparse.tracking import job_tracking, log_figure, log_scalars
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,13 @@ def run(cfg: TransferBenchConfig, out_dir: Path) -> dict:
         all_pareto += [{"run": name, **r} for r in pareto]
     result["minutes"] = (time.time() - t0) / 60
     result["plots"] = plot(result, out)
+    for name, r in result["runs"].items():
+        for a in r["aggregate"]:
+            log_scalars(
+                f"transfer/{name}/{a['method']}/shots{a['shots']}", {"acc": a["acc"], "flops": a["flops"]}, a["step"]
+            )
+    for png in result["plots"]:
+        log_figure(Path(png).stem, out / png)
     md = format_report(result)
     atomic_write(out / "curves.csv", csv_text(all_curves))
     atomic_write(out / "pareto.csv", csv_text(all_pareto))
@@ -281,7 +289,9 @@ def run(cfg: TransferBenchConfig, out_dir: Path) -> dict:
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="bench_transfer")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
-    run(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
+    config, out_dir = OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir)
+    with job_tracking(config, out_dir, "bench.transfer"):
+        run(config, out_dir)
 
 
 if __name__ == "__main__":

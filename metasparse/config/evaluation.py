@@ -8,6 +8,7 @@ from omegaconf import MISSING
 
 from metasparse.config.training import PretrainConfig
 from metasparse.errors import require
+from metasparse.tracking import LoggerConfig
 
 # Every method ``evaluate`` and ``bench.transfer`` know, in report order (dense first).
 METHODS = ("dense", "meta", "multitask", "importance", "l0", "latency", "teal", "random")
@@ -258,6 +259,7 @@ class TransferBenchConfig:
         calib_sentences: source dev sentences every method is calibrated to its budget on.
         baseline_steps: training steps of the trained baselines (multitask controller, L0 gates).
         out: output folder (null: the Hydra run dir).
+        logger: where the curves go besides the files (``logger=tensorboard|mlflow|none``).
     """
 
     run_dirs: list[str] = MISSING
@@ -277,6 +279,7 @@ class TransferBenchConfig:
     calib_sentences: int = 1500
     baseline_steps: int = 300
     out: str | None = None
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in FT_METHODS]

@@ -14,6 +14,7 @@ from metasparse.data.tokenizer import TokenizerConfig
 from metasparse.errors import require
 from metasparse.model.adapters import AdapterConfig
 from metasparse.model.encoder import ModelConfig
+from metasparse.tracking import LoggerConfig
 
 ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "sparse_maml", "reptile")
 # What the inner loop can adapt; ``meta.adapt`` joins them with "+" ("light": every one of them).
@@ -135,6 +136,7 @@ class PretrainConfig:
     pretrain: PretrainOptimConfig = field(default_factory=PretrainOptimConfig)
     joint: JointConfig = field(default_factory=JointConfig)
     controller: ControllerSpec = field(default_factory=ControllerSpec)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     tasks: list[str] = field(default_factory=lambda: ["upos", "deprel"])
     domain: DomainConfig | None = None
     language: LanguageConfig | None = None
@@ -299,6 +301,7 @@ class AdaptRunConfig:
     shots: int = 16
     seed: int = 0
     max_test_sentences: int | None = None
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
     def __post_init__(self) -> None:
         require(self.steps >= 0, "steps", ">= 0", self.steps)

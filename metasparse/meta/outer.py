@@ -41,6 +41,7 @@ from metasparse.meta.reptile import Reptile
 from metasparse.meta.sparse_maml import SparseMAML
 from metasparse.meta.system import INNER_ONLY_PARTS, GatedSystem, episode_loss, gated_scores, part_of
 from metasparse.model.corpus import EncodedRows
+from metasparse.tracking import log_scalars
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +336,8 @@ def meta_train(
             _keep_best_or_restore(rec, system, algo, opt, state, cfg, ckpt)
             log.info("step %d: %s", state.step, {k: round(v, 4) for k, v in rec.items() if isinstance(v, float)})
         state.history.append(rec)
+        numbers = {k: v for k, v in rec.items() if isinstance(v, int | float) and k != "step"}
+        log_scalars("meta", {**numbers, "restorations": state.restorations}, state.step)
         if state.step % m.checkpoint_every == 0 or state.step == m.steps:
             _save(ckpt / "last", system, algo, opt, state)
     bar.close()

@@ -31,6 +31,7 @@ from metasparse.meta.outer import meta_train, split_validation_cells
 from metasparse.meta.sparse_maml import SparseMAML
 from metasparse.meta.system import dense_scores, gated_scores, part_of
 from metasparse.model.corpus import EncodedRows
+from metasparse.tracking import log_scalars
 from metasparse.train.joint import backbone_with_controller
 from metasparse.train.pretraining import backbone_key
 
@@ -160,10 +161,19 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     }
     metrics["minutes"] = {"total": (time.time() - t0) / 60, "meta_train": (t_meta - t0) / 60}
     atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    log_scalars("result", result_scalars(metrics), cfg.meta.steps)
     report = format_report(metrics)
     atomic_write(out_dir / "report.md", report)
     print(report)
     return metrics
+
+
+def result_scalars(metrics: dict) -> dict[str, float]:
+    """The run's headline numbers as tracker scalars: the objective and the target and source macros."""
+    out = {"objective": metrics["objective"]}
+    for part in ("targets_macro", "source_test"):
+        out.update({f"{part}/{k}": v for k, v in metrics[part].items() if isinstance(v, int | float)})
+    return out
 
 
 def final_tensors(system, algo) -> dict[str, torch.Tensor]:
@@ -216,7 +226,9 @@ def run_metrics(cfg, algo, system, data, bundle, src_test, state, backbone_dir, 
     }
     if isinstance(algo, SparseMAML):  # where the learned mask lets each part adapt
         metrics["adapt_mask_kept"] = algo.kept_fraction(part_of)
-    metrics["objective"] = metrics["targets_macro"]["adapted_acc"] if targets else src_acc
+    # what a sweep maximises: post-adaptation accuracy on the validation cells' episodes at the last step,
+    # never a target's or a test split's (a search on those would tune to the test set)
+    metrics["objective"] = metrics["validation"][-1]["val_acc"] if metrics["validation"] else float("nan")
     return metrics
 
 

@@ -37,6 +37,7 @@ from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.features import IGNORE_INDEX
 from metasparse.model.loss import task_loss
+from metasparse.tracking import log_scalars
 from metasparse.train.pretraining import _rows, load_backbone, spec_to_json
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ def _train(cfg, bundle: DataBundle, model: GatedEncoder, ctrl: Controller, parti
         opt.step()
         bar.update(1)
         bar.set_postfix(flops=f"{last['flops']:.3f}", kd=f"{last['kd']:.3f}", refresh=False)
+        log_scalars("joint", last, step + 1)
         done = step + 1
         if done % j.checkpoint_every == 0 and done < j.steps:
             opt_t, opt_s = optimizer_state(opt, named)

@@ -41,6 +41,7 @@ from metasparse.model.patterns import PatternSpec
 from metasparse.scoring import Dense, PlanMethod, score
 from metasparse.scoring.lookup import LookupTagger
 from metasparse.scoring.metrics import AccuracyTable
+from metasparse.tracking import log_scalars
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +235,12 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
         bar.update(1)
         bar.set_postfix(loss=f"{loss_ema:.3f}", epoch=epoch, refresh=False)
         done = step + 1
+        if done % 10 == 0:
+            log_scalars("pretrain", {"loss": loss_ema, "lr": lr_at(step)}, done)
         if p.eval_every and done % p.eval_every == 0:
             r = score(Dense(model), dev)
             log.info("step %d dev macro %s", done, {t: round(r.by_lang.macro(t), 4) for t in bundle.tasks})
+            log_scalars("pretrain/dev", {t: r.by_lang.macro(t) for t in bundle.tasks}, done)
             model.train()
         if done % p.checkpoint_every == 0 and done < total:
             _save_partial(partial, model, opt, done, total)

@@ -27,8 +27,18 @@ from metasparse.diagnostics.drift import (
     recommend,
     reference,
 )
+from metasparse.diagnostics.sentence_stats import noise_floor
 from metasparse.errors import ConfigValueError
 from metasparse.io import atomic_write
+
+
+def threshold_source(m: str, cfg: MonitorConfig, margin: dict, noise: dict) -> str:
+    """Which rule set the threshold of measure ``m``."""
+    if m in cfg.thresholds:
+        return "explicit"
+    if noise[m] > margin[m]:
+        return f"sampling noise: {cfg.noise_quantile} quantile over {cfg.noise_resamples} reference resamples"
+    return f"{cfg.margin} x max over source cells (JS capped below 1)"
 
 
 def run(cfg: MonitorConfig, out_dir: Path) -> dict:
@@ -42,20 +52,23 @@ def run(cfg: MonitorConfig, out_dir: Path) -> dict:
         raise ConfigValueError(f"thresholds has unknown measure(s) {', '.join(bad)}; allowed: {', '.join(MEASURES)}")
     sentences = read_sentences(Path(cfg.input), cfg.lang, cfg.max_sentences)
     loaded = load_run(cfg.run_dir)
-    ref, source_max, _ = reference(loaded, cfg)
+    ref, ref_stats, source_max, _ = reference(loaded, cfg)
     obs = observe(loaded.system.backbone, loaded.system.controller, loaded.bundle.tokenizer, sentences)
     measures = compare(obs, ref)
-    thresholds = {m: cfg.thresholds.get(m, auto_threshold(m, source_max[m], cfg.margin)) for m in MEASURES}
+    noise = noise_floor(
+        ref_stats, ref, compare, len(sentences), resamples=cfg.noise_resamples, quantile=cfg.noise_quantile
+    )
+    margin = {m: auto_threshold(m, source_max[m], cfg.margin) for m in MEASURES}
+    thresholds = {m: cfg.thresholds.get(m, max(margin[m], noise[m])) for m in MEASURES}
     drifted = [m for m in MEASURES if measures[m] > thresholds[m]]
     result = {
         "drift": bool(drifted),
         "drifted": drifted,
         "measures": measures,
         "thresholds": thresholds,
-        "threshold_source": {
-            m: "explicit" if m in cfg.thresholds else f"{cfg.margin} x max over source cells (JS capped below 1)"
-            for m in MEASURES
-        },
+        "threshold_source": {m: threshold_source(m, cfg, margin, noise) for m in MEASURES},
+        "margin_thresholds": margin,
+        "noise_floor": noise,
         "incoming": {k: obs[k] for k in SUMMARY_KEYS},
         "reference": {k: ref[k] for k in SUMMARY_KEYS},
         "recommendation": recommend(drifted, cfg),

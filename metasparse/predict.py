@@ -35,6 +35,7 @@ def run(cfg: PredictConfig, out_dir: Path) -> dict:
     from metasparse.inference.documents import read_document, write_conllu
     from metasparse.inference.tagger import decision_summary, tag
     from metasparse.meta.adapted import check_adapted, load_adapted
+    from metasparse.meta.calibrations import apply_calibration, check_calibration
     from metasparse.meta.load import load_run
     from metasparse.model.corpus import EncodedCorpus
 
@@ -45,11 +46,15 @@ def run(cfg: PredictConfig, out_dir: Path) -> dict:
         )
     if cfg.target is not None:
         check_adapted(cfg.run_dir, cfg.target)
+    if cfg.calibration is not None:
+        check_calibration(cfg.run_dir, cfg.calibration)
     doc = read_document(cfg.input)  # bad input fails here, before the model loads
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     loaded = load_run(cfg.run_dir)
     system = load_adapted(cfg.run_dir, cfg.target, loaded) if cfg.target else loaded.system.eval()
+    if cfg.calibration is not None:  # a label-free recalibration (metasparse.recalibrate) replaces the run's
+        apply_calibration(system, cfg.run_dir, cfg.calibration)
     model = system.backbone
     corpus = EncodedCorpus.unlabelled(doc.sentences, loaded.bundle.tokenizer, model.spec.suffix_buckets)
     tasks = [t for t in WRITTEN_TASKS if t in model.spec.tasks]
@@ -61,6 +66,7 @@ def run(cfg: PredictConfig, out_dir: Path) -> dict:
         "input": str(cfg.input),
         "out": str(cfg.out),
         "target": cfg.target,
+        "calibration": cfg.calibration,
         "sentences": len(doc.sentences),
         "words": tagged.words,
         "words_per_second": tagged.words_per_second,

@@ -206,3 +206,55 @@ def test_monitor_thresholds_by_hand():
     assert auto_threshold("flops_shift", 0.1, 1.25) == pytest.approx(0.125)
     assert auto_threshold("word_js", 0.2, 1.25) == pytest.approx(0.25)
     assert auto_threshold("word_js", 0.9, 1.25) == pytest.approx(0.95)  # 1.125 could never be reached
+
+
+def _hand_stats(seed: int, n: int):
+    import random
+    from collections import Counter
+
+    from metasparse.diagnostics.sentence_stats import SentenceStats
+
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(200)]
+    out = []
+    for _ in range(n):
+        words = [rng.choice(vocab[: rng.randint(20, 200)]) for _ in range(rng.randint(3, 20))]
+        out.append(
+            SentenceStats(
+                Counter(words),
+                Counter(len(w) for w in words),
+                len(words),
+                2 * len(words),
+                3 * len(words),
+                rng.randint(0, 2),
+                Counter(rng.randint(0, 16) for _ in words),
+                rng.uniform(0.3, 0.7),
+                1.0,
+                rng.uniform(0.5, 1.0),
+                rng.uniform(0.0, 0.4),
+            )
+        )
+    return out
+
+
+def test_aggregate_sums_sentences_and_the_noise_floor_shrinks_with_the_sample():
+    from metasparse.diagnostics.drift import MEASURES, compare
+    from metasparse.diagnostics.sentence_stats import aggregate, noise_floor
+
+    stats = _hand_stats(0, 400)
+    obs = aggregate(stats[:2])
+    assert obs["words"] == stats[0].words + stats[1].words and obs["sentences"] == 2
+    assert obs["fertility"] == pytest.approx(2.0) and obs["mean_length"] == pytest.approx(
+        (stats[0].n_words + stats[1].n_words) / 2
+    )
+    assert obs["flops_fraction"] == pytest.approx((stats[0].flops + stats[1].flops) / 2)
+    ref = aggregate(stats)
+    assert all(v == pytest.approx(0.0, abs=1e-12) for v in compare(ref, ref).values())
+    small = noise_floor(stats, ref, compare, 20, resamples=50, quantile=0.99)
+    large = noise_floor(stats, ref, compare, 400, resamples=50, quantile=0.99)
+    assert set(small) == set(MEASURES)
+    for m in ("word_js", "predicted_upos_js", "flops_shift", "uncertainty_rise"):
+        assert small[m] > large[m] > -1  # sampling alone moves a 20-sentence sample much further
+    assert noise_floor(stats, ref, compare, 20, resamples=50, quantile=0.99, seed=3) == noise_floor(
+        stats, ref, compare, 20, resamples=50, quantile=0.99, seed=3
+    )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 
-from metasparse.config.analysis import DiagnoseConfig, MonitorConfig, PredictConfig
+from metasparse.config.analysis import DiagnoseConfig, MonitorConfig, PredictConfig, RecalibrateConfig
 from metasparse.config.evaluation import (
     METHODS,
     CostBenchConfig,
@@ -79,6 +79,7 @@ __all__ = [
     "MonitorConfig",
     "PredictConfig",
     "PretrainConfig",
+    "RecalibrateConfig",
     "PretrainOptimConfig",
     "SpeedBenchConfig",
     "SpeedBenchOptions",
@@ -103,6 +104,7 @@ def register_configs() -> None:
     cs.store(name="monitor_schema", node=MonitorConfig)
     cs.store(name="adapt_schema", node=AdaptRunConfig)
     cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="recalibrate_schema", node=RecalibrateConfig)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="domain", name="schema", node=DomainConfig)
     cs.store(group="language", name="schema", node=LanguageConfig)

@@ -48,6 +48,10 @@ class MonitorConfig:
         reference_sentences: source test sentences in the reference.
         margin: a measure drifts when it exceeds ``margin`` x the largest value any source cell shows.
         thresholds: explicit per-measure thresholds that replace the automatic ones.
+        noise_resamples: bootstrap samples of the reference (each as many sentences as the input) that
+            measure each measure's sampling noise; the automatic threshold is at least its noise floor.
+        noise_quantile: the noise floor is this quantile of the resampled values (0.99: a drift-free input
+            of the same size crosses it about once in a hundred, per measure).
         out: where ``monitor.json`` goes (null: the Hydra run dir).
     """
 
@@ -58,11 +62,15 @@ class MonitorConfig:
     reference_sentences: int = 2000
     margin: float = 1.25
     thresholds: dict[str, float] = field(default_factory=dict)
+    noise_resamples: int = 100
+    noise_quantile: float = 0.99
     out: str | None = None
 
     def __post_init__(self) -> None:
         require(self.max_sentences >= 1, "max_sentences", ">= 1", self.max_sentences)
         require(self.margin > 0, "margin", "> 0", self.margin)
+        require(self.noise_resamples >= 1, "noise_resamples", ">= 1", self.noise_resamples)
+        require(0 < self.noise_quantile < 1, "noise_quantile", "(0, 1)", self.noise_quantile)
 
 
 @dataclass
@@ -72,6 +80,8 @@ class PredictConfig:
     Attributes:
         run_dir: a finished meta_train run.
         target: an adapted target saved under ``<run_dir>/adapted/`` (null: the meta-learned model).
+        calibration: a label-free recalibration under ``<run_dir>/calibrations/`` (``metasparse.recalibrate``)
+            whose decision biases replace the run's (null: the run's own).
         input: plain text (one sentence a line, words split on whitespace) or a ``.conllu`` file.
         out: the CoNLL-U file written (UPOS and DEPREL filled; other columns kept from CoNLL-U input).
         batch_size: sentences per forward (sorted by length so that a batch pads little).
@@ -80,6 +90,7 @@ class PredictConfig:
 
     run_dir: str = MISSING
     target: str | None = None
+    calibration: str | None = None
     input: str = MISSING
     out: str = MISSING
     batch_size: int = 32
@@ -88,3 +99,30 @@ class PredictConfig:
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
         require(self.threads is None or self.threads >= 1, "threads", ">= 1 or null", self.threads)
+
+
+@dataclass
+class RecalibrateConfig:
+    """Schema of ``conf/recalibrate.yaml``: re-meet a run's budget on unlabelled text, without labels.
+
+    Attributes:
+        run_dir: a finished meta_train run.
+        input: unlabelled text (one sentence a line) or a ``.conllu`` file (its labels are never read).
+        name: the new calibration's name (null: ``<input stem>-<first 8 hex of its sha256>``).
+        budget: the cost fraction to meet (null: the run's ``budget.target``).
+        max_sentences: input sentences used (the first ones).
+        holdout_every: every n-th sentence is left out of the calibration and reports whether the budget
+            holds on text it did not see (0: none held out).
+    """
+
+    run_dir: str = MISSING
+    input: str = MISSING
+    name: str | None = None
+    budget: float | None = None
+    max_sentences: int = 2000
+    holdout_every: int = 5
+
+    def __post_init__(self) -> None:
+        require(self.budget is None or 0 < self.budget <= 1, "budget", "(0, 1] or null", self.budget)
+        require(self.max_sentences >= 1, "max_sentences", ">= 1", self.max_sentences)
+        require(self.holdout_every == 0 or self.holdout_every >= 2, "holdout_every", "0 or >= 2", self.holdout_every)

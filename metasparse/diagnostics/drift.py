@@ -5,7 +5,9 @@ divergence, fertility log ratio, rise of the tokenizer's unknown-character rate,
 ratio, JS divergence of the predicted UPOS distribution, the controller's FLOPs shift and confidence
 drop, and the rise of the model's token uncertainty. A measure drifts when it exceeds ``margin`` times
 the largest value any single source cell shows against the same reference (computed once and kept in
-``<run>/monitor_reference.json``), or an explicit threshold.
+``<run>/monitor_reference.json``) and its sampling noise (the ``noise_quantile`` of the measure between
+bootstrap samples of the reference, as many sentences as the input, and the reference itself: how far a
+sample of that size strays with no drift at all), or an explicit threshold.
 """
 
 from __future__ import annotations
@@ -13,10 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections import Counter
 from pathlib import Path
-
-import torch
 
 from metasparse.config import MonitorConfig
 from metasparse.errors import InputError, PathError, decode_utf8
@@ -69,36 +68,9 @@ def read_sentences(path: Path, lang: str, max_sentences: int) -> list[list[str]]
 
 def observe(model, controller, tokenizer, sentences: list[list[str]]) -> dict:
     """Profile ``sentences`` and run the controller's hard decisions on them (the one walker)."""
-    from metasparse.control.controller import controlled
-    from metasparse.diagnostics.shift import profile_cell
-    from metasparse.model.corpus import EncodedCorpus
-    from metasparse.model.uncertainty import normalized_entropy
-    from metasparse.scoring import score
+    from metasparse.diagnostics.sentence_stats import aggregate, sentence_stats
 
-    prof = profile_cell("x", "x", "x", "x", sentences, [], [], tokenizer)
-    corpus = EncodedCorpus.unlabelled(sentences, tokenizer, model.spec.suffix_buckets)
-    conf, unc, upos = [0.0] * len(corpus), [0.0] * len(corpus), Counter()
-
-    def watch(batch, idx, out) -> None:
-        top = torch.stack([p.max(-1).values for p in out.decision_probs], 1).mean(1)  # [B] mean over layers
-        word_unc, tags = normalized_entropy(out.logits["upos"]), out.logits["upos"].argmax(-1)
-        for b, (i, n) in enumerate(zip(idx, batch.lengths.tolist(), strict=True)):
-            conf[i], unc[i] = float(top[b]), float(word_unc[b, :n].mean())
-            upos.update(tags[b, :n].tolist())
-
-    s = score(controlled(model, controller), corpus, max_words=4096, observe=watch)
-    return {
-        "words": prof.words,
-        "subwords": prof.subwords,
-        "fertility": prof.fertility,
-        "unknown_char_rate": prof.unknown_char_rate,
-        "mean_length": prof.mean_length,
-        "predicted_upos": upos,
-        "flops_fraction": s.flops_fraction,
-        "confidence": sum(conf) / len(conf),
-        "uncertainty": sum(unc) / len(unc),
-        "sentences": len(sentences),
-    }
+    return aggregate(sentence_stats(model, controller, tokenizer, sentences))
 
 
 def compare(obs: dict, ref: dict) -> dict[str, float]:
@@ -118,9 +90,12 @@ def compare(obs: dict, ref: dict) -> dict[str, float]:
     }
 
 
-def reference(loaded, cfg: MonitorConfig) -> tuple[dict, dict[str, float], dict]:
-    """The run's reference observation and, per measure, the largest value a source cell shows (cached)."""
+def reference(loaded, cfg: MonitorConfig) -> tuple[dict, list, dict[str, float], dict]:
+    """The run's reference observation, its per-sentence stats (for the noise floor) and, per measure, the
+    largest value a source cell shows (cached)."""
     import numpy as np
+
+    from metasparse.diagnostics.sentence_stats import aggregate, sentence_stats
 
     b, idx = loaded.bundle, loaded.bundle.index
     model, ctrl = loaded.system.backbone, loaded.system.controller
@@ -128,12 +103,13 @@ def reference(loaded, cfg: MonitorConfig) -> tuple[dict, dict[str, float], dict]
     rng = np.random.default_rng(0)
     pool = sorted(int(r) for c in b.sources for r in idx.rows(c, "test"))
     pool = sorted(rng.choice(pool, min(len(pool), cfg.reference_sentences), replace=False).tolist())
-    ref = observe(model, ctrl, b.tokenizer, [words[i] for i in pool])
+    ref_stats = sentence_stats(model, ctrl, b.tokenizer, [words[i] for i in pool])
+    ref = aggregate(ref_stats)
     cache = Path(cfg.run_dir) / "monitor_reference.json"
     key = {"reference_sentences": cfg.reference_sentences}
     cached = json.loads(cache.read_text()) if cache.exists() else {}
     if cached.get("key") == key:
-        return ref, cached["source_max"], cached["per_cell"]
+        return ref, ref_stats, cached["source_max"], cached["per_cell"]
     per_cell = {}
     for c in b.sources:
         rows = [int(r) for r in idx.rows(c, "test")][:100]
@@ -141,7 +117,7 @@ def reference(loaded, cfg: MonitorConfig) -> tuple[dict, dict[str, float], dict]
             per_cell[c.name] = compare(observe(model, ctrl, b.tokenizer, [words[i] for i in rows]), ref)
     source_max = {m: max(v[m] for v in per_cell.values()) for m in MEASURES}
     atomic_write(cache, json.dumps({"key": key, "source_max": source_max, "per_cell": per_cell}, indent=2))
-    return ref, source_max, per_cell
+    return ref, ref_stats, source_max, per_cell
 
 
 BOUNDED = {"word_js", "subword_js", "predicted_upos_js"}  # Jensen-Shannon divergences: at most 1
@@ -166,6 +142,6 @@ def recommend(drifted: list[str], cfg: MonitorConfig) -> str:
         )
     return (
         f"the data looks familiar but the controllers behave differently ({', '.join(drifted)}): sparsity "
-        "effectiveness has drifted; re-calibrate the budget on a labelled sample of this input with "
-        f"python -m metasparse.adapt run_dir={cfg.run_dir} target.path=<sample> steps=0"
+        "effectiveness has drifted; re-meet the budget on this text, no labels needed: "
+        f"python -m metasparse.recalibrate run_dir={cfg.run_dir} input={cfg.input}"
     )

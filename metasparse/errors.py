@@ -67,3 +67,7 @@ def decode_utf8(data: bytes, path: str) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise InputError(f"{path}: not valid UTF-8 at byte {exc.start} (line {line}): {exc.reason}") from None
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient became NaN or infinite; the message says where."""

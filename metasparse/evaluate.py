@@ -8,7 +8,8 @@ For every method at the budget: UPOS and DEPREL accuracy and macro-F1 on the sou
 the run's target cells (zero-shot), FLOPs per word, latency p50/p90/p99 at batch 1 and 32, words per
 second and CPU time per 1,000 words (all methods timed in the same interleaved rounds), batch-size
 consistency (batch 1 vs 32) and stress inputs (5% and 10% character noise, sentences concatenated up
-to 512 subwords) with their drift against clean input. Writes ``evaluate.json`` and ``evaluate.md``.
+to 512 subwords) with their drift against clean input. Writes ``evaluate.json``, ``evaluate.md`` and
+``front.png`` (accuracy against measured wall-clock).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from metasparse.io import write_result
 
 def run(cfg: EvaluateConfig, out_dir: Path) -> dict:
     """Run the protocol; writes ``evaluate.json`` and ``evaluate.md`` and returns the former's content."""
+    from metasparse.protocol.figures import accuracy_wall_front
     from metasparse.protocol.suite import evaluate_run, format_report
 
     out = evaluate_run(cfg)
     write_result(out_dir, "evaluate", out, format_report(out), cfg.out)
+    accuracy_wall_front(out, out_dir / "front.png")
     return out
 
 

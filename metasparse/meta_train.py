@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metasparse.cli import one_line_errors
 from metasparse.config import MetaTrainConfig
-from metasparse.meta.distributed import broadcast_object, init_from_env, is_main
+from metasparse.distributed import broadcast_object, init_from_env, is_main, quiet_unless_main
 from metasparse.meta.run import run
 from metasparse.tracking import job_tracking
 
@@ -31,11 +31,7 @@ def main(cfg: DictConfig) -> float:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     if init_from_env():  # torchrun: one run dir (rank 0's) for every rank, and only rank 0 logs to files
         out_dir = Path(broadcast_object(str(out_dir)))
-        if not is_main():
-            for h in list(logging.getLogger().handlers):
-                if isinstance(h, logging.FileHandler):
-                    logging.getLogger().removeHandler(h)
-            logging.getLogger().setLevel(logging.ERROR)
+        quiet_unless_main()
     config = OmegaConf.to_object(cfg)
     with job_tracking(config, out_dir, "meta_train", enabled=is_main()):
         metrics = run(config, out_dir)

@@ -19,6 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 from metasparse.cli import one_line_errors
 from metasparse.config import PretrainConfig
 from metasparse.data.prepare import prepare
+from metasparse.distributed import (
+    broadcast_object,
+    init_from_env,
+    is_main,
+    main_first,
+    quiet_unless_main,
+    rank_and_size,
+)
+from metasparse.errors import ConfigValueError
 from metasparse.io import atomic_write
 from metasparse.protocol.learned_vs_random import (
     format_comparison,
@@ -36,8 +45,16 @@ log = logging.getLogger(__name__)
 def run(cfg: PretrainConfig, out_dir: Path) -> dict:
     """Train or load the backbone (and, with ``joint.steps > 0``, co-train it with a controller and compare
     learned with random per-input decisions on it); write ``metrics.json`` and ``report.md`` into ``out_dir``."""
-    bundle = prepare(cfg)
+    if rank_and_size()[1] > 1 and cfg.joint.steps > 0:
+        raise ConfigValueError(
+            "joint.steps>0 under torchrun: allowed: joint.steps=0 (pretrain data-parallel, then run the joint phase "
+            "in one process with the same config; the pretrained backbone is cached and reused)"
+        )
+    with main_first():  # rank 0 trains the tokenizer and fills the data caches; the others read them
+        bundle = prepare(cfg)
     model, metrics, folder, ctrl = backbone_with_controller(cfg, bundle)
+    if not is_main():
+        return metrics
     report = format_report(metrics)
     if ctrl is not None:  # learned vs random on the co-trained backbone, and on the backbone before it
         train, calib, test = source_corpora(bundle, model.spec.suffix_buckets, seed=cfg.seed)
@@ -64,8 +81,13 @@ def run(cfg: PretrainConfig, out_dir: Path) -> dict:
 @one_line_errors
 def main(cfg: DictConfig) -> float:
     config, out_dir = OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir)
-    with job_tracking(config, out_dir, "pretrain"):
+    if init_from_env():  # torchrun: rank 0's run dir for every rank; only rank 0 logs and writes
+        out_dir = Path(broadcast_object(str(out_dir)))
+        quiet_unless_main()
+    with job_tracking(config, out_dir, "pretrain", enabled=is_main()):
         metrics = run(config, out_dir)
+    if not is_main():
+        return 0.0
     return float(metrics["macro"]["upos"]["dense"]) if "upos" in metrics["macro"] else 0.0
 
 

@@ -101,7 +101,7 @@ def test_a_latency_cannot_fall_with_length():
 def test_a_stale_table_is_remeasured_not_used(tmp_path, monkeypatch, caplog, change, reason):
     model = tiny_model()
     good = _synthetic_table(model)
-    path = costs.table_path(tmp_path, 1)
+    path = costs.table_path(tmp_path, 1, costs.backbone_identity(model))
     path.parent.mkdir(parents=True)
     if "codebook" in change:  # same number of patterns, different ones
         change = {"codebook": [[h, g, tok, 99] for h, g, tok, _ in good.codebook]}

@@ -17,7 +17,7 @@ from metasparse.config import MetaTrainConfig
 from metasparse.control.controller import Controller
 from metasparse.data.cells import Cell
 from metasparse.data.episodes import Episode
-from metasparse.meta.distributed import shard
+from metasparse.distributed import shard
 from metasparse.meta.outer import build_algorithm, meta_gradient
 from metasparse.meta.system import GatedSystem
 from metasparse.model.corpus import EncodedCorpus, EncodedRows
@@ -139,4 +139,65 @@ def test_torchrun_meta_train_matches_one_process(smoke_run, tmp_path):
         "meta_train.log",
         "metrics.json",
         "report.md",
+        "tb",  # rank 0's event files (logger=tensorboard)
     ]
+
+
+def _pretrain_grads(rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
+    """One pretraining step's gradient (word dropout and the random pattern on) on a fixed batch, this
+    rank's share all-reduced."""
+    from model_utils import random_batch
+
+    from metasparse.config import PretrainConfig
+    from metasparse.distributed import all_reduce_grads
+    from metasparse.model.features import IGNORE_INDEX
+    from metasparse.train.pretraining import _step_loss
+
+    model = tiny_model(seed=2).train()  # its dropout is 0: the one source of rank-shaped randomness
+    batch = random_batch([5, 3, 7, 4, 6], seed=1)
+    g = torch.Generator().manual_seed(5)
+    batch.labels = {
+        t: torch.randint(0, n, batch.word_mask.shape, generator=g).masked_fill(~batch.word_mask, IGNORE_INDEX)
+        for t, n in model.spec.tasks.items()
+    }
+    cfg = PretrainConfig()
+    assert cfg.pretrain.word_dropout > 0 and cfg.pretrain.sparse_weight > 0
+    _step_loss(cfg, model, batch, 3, rank, world).backward()
+    all_reduce_grads(model.parameters())
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _pretrain_worker(rank: int, world: int, port: int, out: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        grads = _pretrain_grads(rank, world)
+        if rank == 0:
+            out.update({n: g.numpy() for n, g in grads.items()})
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # starts two processes
+def test_two_gloo_processes_give_the_one_process_pretraining_gradient():
+    single = _pretrain_grads()
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_pretrain_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+        two = dict(out)
+    assert set(two) == set(single) and all(float(g.abs().sum()) > 0 for g in single.values())
+    for n, g in single.items():
+        assert np.allclose(two[n], g.numpy(), atol=1e-6, rtol=1e-5), n
+
+
+def test_the_pretraining_step_skips_a_non_finite_gradient_and_stops_past_the_limit():
+    from metasparse.errors import NonFiniteError
+    from metasparse.train.pretraining import _finite_or_skip
+
+    skipped: list[dict] = []
+    assert _finite_or_skip(torch.tensor(1.5), 0, skipped, limit=1) and skipped == []
+    assert not _finite_or_skip(torch.tensor(float("nan")), 4, skipped, limit=1)
+    assert skipped == [{"step": 5, "grad_norm": pytest.approx(float("nan"), nan_ok=True)}]
+    with pytest.raises(NonFiniteError, match=r"2 non-finite pretraining steps \(pretrain.max_nonfinite=1\)"):
+        _finite_or_skip(torch.tensor(float("inf")), 9, skipped, limit=1)

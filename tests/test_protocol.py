@@ -170,3 +170,22 @@ def test_codebook_levels_of_static_structures():
     assert codebook_levels(inside, batch).tolist() == [[half, full, 0]] * 2
     outside = StaticMethod(model, [Pattern(3, 1), model.full, model.full], "s")  # not a codebook pattern
     assert codebook_levels(outside, batch) is None
+
+
+def test_the_accuracy_wall_front_is_a_small_png(tmp_path):
+    from metasparse.protocol.figures import accuracy_wall_front
+
+    methods = {
+        name: {"family": fam, "source_test": {"macro_cells": {"upos": acc, "deprel": acc - 0.1}}}
+        for name, fam, acc in (("dense", "dense", 0.9), ("meta", "per-input", 0.89), ("l0", "static", 0.88))
+    }
+    speed = [
+        {"batch": b, "method": n, "wall_ratio": w}
+        for b in (1, 32)
+        for n, w in (("dense", 1.0), ("meta", 0.5), ("l0", 0.6))
+    ]
+    png = accuracy_wall_front({"methods": methods, "speed": speed, "budget": 0.5}, tmp_path / "front.png")
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 200_000
+    assert accuracy_wall_front({"methods": methods, "speed": []}, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()

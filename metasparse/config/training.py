@@ -52,6 +52,8 @@ class PretrainOptimConfig:
         threads: torch threads (null: leave torch's default).
         word_dropout: share of word-form buckets replaced by the unknown id per training step, so the
             model also learns from subwords and suffixes (it otherwise nearly memorises its train split).
+        max_nonfinite: steps with a NaN or infinite gradient skipped (the last good state kept) before the
+            run stops.
     """
 
     epochs: float = 6.0
@@ -66,6 +68,7 @@ class PretrainOptimConfig:
     max_minutes: float = 30.0
     threads: int | None = None
     word_dropout: float = 0.25
+    max_nonfinite: int = 10
 
     def __post_init__(self) -> None:
         require(self.epochs > 0, "pretrain.epochs", "> 0", self.epochs)

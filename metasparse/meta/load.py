@@ -14,8 +14,8 @@ from metasparse.config import MetaTrainConfig, adapt_parts
 from metasparse.control.budget import CostModel, budget_cost
 from metasparse.control.controller import Controller
 from metasparse.data.prepare import DataBundle, prepare
+from metasparse.distributed import main_first
 from metasparse.errors import PathError
-from metasparse.meta.distributed import main_first
 from metasparse.meta.maml import MAML
 from metasparse.meta.outer import build_algorithm
 from metasparse.meta.system import GatedSystem

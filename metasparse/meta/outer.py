@@ -34,7 +34,8 @@ from metasparse.control.relax import anneal_temperature
 from metasparse.data.cells import Cell
 from metasparse.data.episodes import Episode
 from metasparse.data.prepare import DataBundle
-from metasparse.meta.distributed import all_reduce_grads, gather_lists, is_main, rank_and_size, shard
+from metasparse.distributed import all_reduce_grads, gather_lists, is_main, rank_and_size, shard
+from metasparse.errors import NonFiniteError
 from metasparse.meta.maml import MAML, anil
 from metasparse.meta.meta_sgd import MetaSGD
 from metasparse.meta.reptile import Reptile
@@ -170,10 +171,6 @@ def validate(
         accs.append(float(np.mean([s.accuracy[t] for t in tasks])))  # a joint episode: the mean over its tasks
         flops.append(s.flops_fraction)
     return {"val_acc": float(np.mean(accs)), "val_flops": float(np.mean(flops))}
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss or gradient became NaN or infinite; the message says where."""
 
 
 def meta_gradient(

@@ -22,9 +22,9 @@ from metasparse.config import MetaTrainConfig
 from metasparse.control.train import calibrate_bias
 from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import prepare
+from metasparse.distributed import is_main, main_first
 from metasparse.errors import PathError
 from metasparse.io import atomic_write
-from metasparse.meta.distributed import is_main, main_first
 from metasparse.meta.evaluation import evaluate_cell
 from metasparse.meta.load import new_system
 from metasparse.meta.outer import meta_train, split_validation_cells

@@ -178,10 +178,10 @@ class CostTable:
         return float(t.sum())
 
 
-def table_path(backbone_dir: Path, threads: int) -> Path:
-    """Where a backbone's table for this machine and thread count lives (beside the backbone)."""
+def table_path(backbone_dir: Path, threads: int, ident: str) -> Path:
+    """The table's file beside the backbone: one per machine, thread count and architecture (``ident``)."""
     fp = hashlib.sha256(machine_fingerprint().encode()).hexdigest()[:12]
-    return Path(backbone_dir) / "costs" / f"{fp}-t{threads}.json"
+    return Path(backbone_dir) / "costs" / f"{fp}-t{threads}-{ident[:8]}.json"
 
 
 def backbone_identity(model: GatedEncoder) -> str:
@@ -328,8 +328,8 @@ def load_or_measure(
     Returns:
         (table, its path, whether it was measured now).
     """
-    path = table_path(backbone_dir, threads)
     ident = backbone_identity(model)
+    path = table_path(backbone_dir, threads, ident)
     units = codebook_units(model.codebook)
     if path.exists() and not remeasure:
         table = CostTable.from_json(path.read_text(), str(path))

@@ -32,10 +32,13 @@ from metasparse.config import PretrainConfig
 from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import DataBundle
 from metasparse.data.registry import load_registry
+from metasparse.distributed import all_reduce_grads, all_reduce_sum, is_main, rank_and_size
+from metasparse.errors import NonFiniteError
 from metasparse.io import atomic_write
 from metasparse.model.adapters import AdapterConfig
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import Decision, EncoderSpec, GatedEncoder, ModelConfig
+from metasparse.model.features import IGNORE_INDEX
 from metasparse.model.loss import task_loss
 from metasparse.model.patterns import PatternSpec
 from metasparse.scoring import Dense, PlanMethod, score
@@ -80,7 +83,7 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
         "pretrain": {
             k: v
             for k, v in dataclasses.asdict(cfg.pretrain).items()
-            if k not in ("eval_every", "threads", "max_minutes", "checkpoint_every")
+            if k not in ("eval_every", "threads", "max_minutes", "checkpoint_every", "max_nonfinite")
             and not (k == "word_dropout" and v == 0.0)  # added later: absent at 0 keeps older cache keys valid
         },
         "tasks": sorted(bundle.tasks),
@@ -104,11 +107,14 @@ def load_backbone(folder: Path) -> tuple[GatedEncoder, dict[str, Any]]:
     return model.eval(), state
 
 
-def _random_plan_policy(model: GatedEncoder, step: int, seed: int, B: int, T: int):
-    """One random codebook pattern per layer for the whole batch, random token scores for routing."""
+def _random_plan_policy(model: GatedEncoder, step: int, seed: int, B: int, T: int, rows: torch.Tensor | None = None):
+    """One random codebook pattern per layer for the whole batch, random token scores for routing (drawn
+    for the whole ``B x T`` batch; ``rows``: a data-parallel rank's sentences of it)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     levels = torch.randint(0, model.n_patterns, (len(model.blocks),), generator=g)
     scores = torch.rand(len(model.blocks), B, T, generator=g)
+    if rows is not None:
+        scores, B = scores[:, rows], len(rows)
 
     def policy(i: int, x: torch.Tensor, mask: torch.Tensor) -> Decision:
         return Decision(F.one_hot(levels[i].expand(B), model.n_patterns).to(x.dtype), scores[i])
@@ -157,6 +163,8 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
     log.info("pretraining backbone %s (%.1fM parameters) -> %s", cfg.model.name, n_params, folder)
     partial = folder.with_name(f"{key}.partial")
     progress = _train(cfg, bundle, model, partial)
+    if not is_main():  # data parallel: rank 0 evaluates and writes the cache
+        return model.eval(), progress, folder
     metrics = _final_metrics(cfg, bundle, model, spec)
     metrics.update(progress)
     state = {"spec": spec_to_json(spec), "metrics": metrics, "key": key, "config": _plain(cfg)}
@@ -179,18 +187,27 @@ def _optimizer(model: GatedEncoder, p) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=p.lr)
 
 
-def _step_loss(cfg: PretrainConfig, model: GatedEncoder, batch, step: int) -> torch.Tensor:
-    """Dense loss plus the loss under a random pattern per layer, with seeded word dropout and dropout."""
+def _step_loss(cfg: PretrainConfig, model: GatedEncoder, batch, step: int, rank: int = 0, world: int = 1):
+    """Dense loss plus the loss under a random pattern per layer, with seeded word dropout and dropout.
+
+    Under data parallelism a rank computes this on its sentences of the batch (every ``world``-th from
+    ``rank``) with the word dropout and random pattern drawn for the whole batch and the whole batch's token
+    counts as the normaliser, so the ranks' gradients sum to the one-process gradient (model dropout aside,
+    whose masks depend on the sub-batch's shape).
+    """
     p = cfg.pretrain
     torch.manual_seed(cfg.seed * 7919 + step)  # dropout: a function of the step, so resume is exact
     if p.word_dropout > 0:
         drop = torch.rand(batch.word_hash.shape) < p.word_dropout
         batch.word_hash = batch.word_hash.masked_fill(drop, 0)
-    loss = task_loss(model(batch).logits, batch.labels)
+    B, T = batch.word_mask.shape
+    counts = {t: int((y != IGNORE_INDEX).sum()) for t, y in batch.labels.items()}
+    rows = torch.arange(rank, B, world) if world > 1 else None
+    part = batch.select(rows) if rows is not None else batch
+    loss = task_loss(model(part).logits, part.labels, normalizers=counts)
     if p.sparse_weight > 0:
-        B, T = batch.word_mask.shape
-        sparse = model(batch, _random_plan_policy(model, step, cfg.seed, B, T))
-        loss = loss + p.sparse_weight * task_loss(sparse.logits, batch.labels)
+        sparse = model(part, _random_plan_policy(model, step, cfg.seed, B, T, rows))
+        loss = loss + p.sparse_weight * task_loss(sparse.logits, part.labels, normalizers=counts)
     return loss
 
 
@@ -217,32 +234,38 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
         start = state["step"]
         log.info("resuming pretraining from step %d/%d (%s)", start, total, partial)
     model.train()
+    rank, world = rank_and_size()
+    nonfinite: list[dict] = []
     batches: dict[int, list[list[int]]] = {}
-    bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", mininterval=5.0)
+    bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", mininterval=5.0, disable=not is_main())
     t_start, stopped_early, loss_ema, done = time.time(), False, None, start
     for step in range(start, total):
         epoch, pos = divmod(step, per_epoch)
         if epoch not in batches:
             batches = {epoch: train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=epoch)}
-        loss = _step_loss(cfg, model, train.batch(batches[epoch][pos % len(batches[epoch])]), step)
+        loss = _step_loss(cfg, model, train.batch(batches[epoch][pos % len(batches[epoch])]), step, rank, world)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        opt.step()
-        loss_ema = float(loss.detach()) if loss_ema is None else 0.98 * loss_ema + 0.02 * float(loss.detach())
+        all_reduce_grads(model.parameters())  # data parallel: every rank now holds the whole batch's gradient
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+        if _finite_or_skip(norm, step, nonfinite, p.max_nonfinite):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            opt.step()
+            value = all_reduce_sum(float(loss.detach()))
+            loss_ema = value if loss_ema is None else 0.98 * loss_ema + 0.02 * value
+        opt.zero_grad(set_to_none=True)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_ema:.3f}", epoch=epoch, refresh=False)
+        bar.set_postfix(loss=f"{loss_ema or float('nan'):.3f}", epoch=epoch, refresh=False)
         done = step + 1
-        if done % 10 == 0:
+        if done % 10 == 0 and loss_ema is not None:
             log_scalars("pretrain", {"loss": loss_ema, "lr": lr_at(step)}, done)
         if p.eval_every and done % p.eval_every == 0:
             r = score(Dense(model), dev)
             log.info("step %d dev macro %s", done, {t: round(r.by_lang.macro(t), 4) for t in bundle.tasks})
             log_scalars("pretrain/dev", {t: r.by_lang.macro(t) for t in bundle.tasks}, done)
             model.train()
-        if done % p.checkpoint_every == 0 and done < total:
+        if done % p.checkpoint_every == 0 and done < total and is_main():
             _save_partial(partial, model, opt, done, total)
         if (time.time() - t_start) / 60 > p.max_minutes and done < total:
             log.warning("pretrain.max_minutes=%s reached at step %d/%d: stopping early", p.max_minutes, done, total)
@@ -250,7 +273,30 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
             break
     bar.close()
     minutes = round((time.time() - t_start) / 60, 2)
-    return {"steps": done, "planned_steps": total, "train_minutes": minutes, "stopped_early": stopped_early}
+    return {
+        "steps": done,
+        "planned_steps": total,
+        "train_minutes": minutes,
+        "stopped_early": stopped_early,
+        "nonfinite_steps": nonfinite,
+        "data_parallel_ranks": world,
+    }
+
+
+def _finite_or_skip(norm: torch.Tensor, step: int, nonfinite: list[dict], limit: int) -> bool:
+    """True for a finite gradient norm; else record the step as skipped (the optimiser does not step, the
+    last good parameters stay) and raise once more than ``limit`` steps were skipped.
+
+    Raises:
+        NonFiniteError: past ``pretrain.max_nonfinite`` skipped steps.
+    """
+    if torch.isfinite(norm):
+        return True
+    nonfinite.append({"step": step + 1, "grad_norm": float(norm)})
+    log.warning("non-finite gradient norm %s at pretraining step %d: step skipped", float(norm), step + 1)
+    if len(nonfinite) > limit:
+        raise NonFiniteError(f"{len(nonfinite)} non-finite pretraining steps (pretrain.max_nonfinite={limit})")
+    return False
 
 
 def _save_partial(folder: Path, model, opt, step: int, total: int) -> None:

@@ -1,6 +1,7 @@
-"""Data-parallel meta-training on torch.distributed (``torchrun``): each rank adapts its share of the
-meta-batch's episodes, the meta-gradients are summed across ranks, and only rank 0 writes.
+"""Data parallelism on torch.distributed (``torchrun``) for pretraining and meta-training; only rank 0
+writes. Pretraining splits each batch's sentences across ranks; meta-training each meta-batch's episodes.
 
+    torchrun --nproc_per_node=2 -m metasparse.pretrain +domain=legal hydra.run.dir=outputs/pre_ddp
     torchrun --nproc_per_node=2 -m metasparse.meta_train +domain=legal hydra.run.dir=outputs/legal_ddp
 
 Every rank runs the same outer loop on the same parameters; after the all-reduce every rank holds the
@@ -50,6 +51,28 @@ def all_reduce_grads(params: Iterable[torch.Tensor]) -> None:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+def quiet_unless_main() -> None:
+    """On ranks other than 0: no log file (rank 0 writes the run's) and errors only on the console."""
+    import logging
+
+    if is_main():
+        return
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler):
+            root.removeHandler(h)
+    root.setLevel(logging.ERROR)
+
+
+def all_reduce_sum(value: float) -> float:
+    """The sum of ``value`` over ranks (e.g. a rank's share of the batch loss, for the log)."""
+    if rank_and_size()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t[0])
 
 
 def broadcast_object(obj):

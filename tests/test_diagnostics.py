@@ -129,6 +129,17 @@ def test_diagnose_cli_on_the_smoke_run(smoke_analysis):
         assert (out / name).stat().st_size > 1000
     md = (out / "diagnostics.md").read_text()
     assert "## Mantel tests" in md and "partial r =" in md
+    # one family, adjusted: never below the raw p, significance read from the adjusted one
+    for r in rel:
+        if r["p_adjusted"] != "nan":
+            assert float(r["p_adjusted"]) >= float(r["p"]) - 1e-12
+            assert (r["significant"] == "True") == (float(r["p_adjusted"]) < 0.05)
+    with (out / "spearman.csv").open() as f:
+        sp = {r["relation"]: r for r in csv.DictReader(f)}
+    gain = sp["target word_js_to_sources vs adaptation gain"]  # at most 7 legal target cells: under min_cells=10
+    assert int(gain["n"]) < 10 and gain["significant"] == "False"
+    assert gain["status"] == f"too few cells to test ({gain['n']} < 10)" and gain["status"] in md
+    assert "holm-adjusted" in md
 
 
 @pytest.mark.slow
@@ -257,4 +268,148 @@ def test_aggregate_sums_sentences_and_the_noise_floor_shrinks_with_the_sample():
         assert small[m] > large[m] > -1  # sampling alone moves a 20-sentence sample much further
     assert noise_floor(stats, ref, compare, 20, resamples=50, quantile=0.99, seed=3) == noise_floor(
         stats, ref, compare, 20, resamples=50, quantile=0.99, seed=3
+    )
+
+
+def test_holm_and_benjamini_hochberg_against_hand_computed_values():
+    from metasparse.diagnostics.multiple import benjamini_hochberg, holm
+
+    p = [0.01, 0.04, 0.03, 0.005]
+    # Holm: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 -> 0.02, 0.03, 0.06, 0.04 -> monotone 0.06
+    assert holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # BH: sorted p * 4 / rank: 0.02, 0.02, 0.04, 0.04; from the largest down, cumulative minimum
+    assert benjamini_hochberg(p) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    nan = float("nan")
+    got = holm([0.01, nan, 0.04])  # NaN is no test: a family of 2
+    assert got[0] == pytest.approx(0.02) and got[2] == pytest.approx(0.04) and got[1] != got[1]
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_a_relation_over_five_cells_is_too_few_and_stays_out_of_the_family():
+    from metasparse.diagnostics.multiple import judge_family
+
+    rows = [
+        {"relation": "a", "p": 0.001, "n": 5, "unit": "target cells"},
+        {"relation": "b", "p": 0.02, "n": 40, "unit": "cells"},
+        {"relation": "c", "p": 0.03, "n": 40, "unit": "cells"},
+        {"relation": "d", "p": 0.0001, "n": 3000, "unit": "sentences"},
+    ]
+    judge_family(rows, p_key="p", n_key="n", method="holm", alpha=0.05, min_cells=10)
+    a, b, c, d = rows
+    assert (
+        a["status"] == "too few cells to test (5 < 10)" and not a["significant"] and a["p_adjusted"] != a["p_adjusted"]
+    )
+    assert b["p_adjusted"] == pytest.approx(0.04) and b["significant"]  # family of 3: 0.02 * 2 after d
+    assert c["p_adjusted"] == pytest.approx(0.04) and c["significant"]
+    assert d["p_adjusted"] == pytest.approx(0.0003) and d["significant"]  # sentences are never too few
+    judge_family(rows, p_key="p", n_key="n", method="holm", alpha=0.01, min_cells=10)
+    assert not b["significant"] and b["status"] == "not significant"
+
+
+def _run_summary(r: float, p: float, p_adj: float, n: int = 20) -> dict:
+    sig = p_adj < 0.05
+    row = {
+        "test": "mantel",
+        "shift": "word_js",
+        "pathway": "pattern_js",
+        "controls": "",
+        "r": r,
+        "p": p,
+        "p_adjusted": p_adj,
+        "significant": sig,
+        "status": "significant" if sig else "not significant",
+        "n": n,
+    }
+    sp = {
+        "relation": "x vs y",
+        "rho": r,
+        "p": p,
+        "p_adjusted": p_adj,
+        "significant": sig,
+        "status": "too few cells to test (5 < 10)" if n < 10 else ("significant" if sig else "not significant"),
+        "n": n,
+    }
+    return {"relations": [row], "spearman": [sp]}
+
+
+def test_a_relation_that_flips_sign_between_runs_does_not_replicate():
+    from metasparse.diagnostics.replication import pool, replication_report
+
+    flips = [_run_summary(0.9, 0.01, 0.03), _run_summary(-0.9, 0.01, 0.03)]
+    (row,) = pool(flips, "relations")
+    assert not row["replicated"] and row["status"] == "not replicated: the sign differs between runs"
+    assert row["r_mean"] == pytest.approx(0.0) and row["r_per_run"] == "0.900 -0.900"
+    assert row["p_combined"] == pytest.approx(stats_fisher([0.01, 0.01]))
+
+    holds = [_run_summary(0.4, 0.001, 0.01), _run_summary(0.5, 0.002, 0.02), _run_summary(0.45, 0.001, 0.01)]
+    (row,) = pool(holds, "relations")
+    assert row["replicated"] and row["status"] == "replicated in all 3 runs"
+    assert row["r_ci_low"] < 0.45 < row["r_ci_high"]
+    weak = [_run_summary(0.4, 0.001, 0.01), _run_summary(0.5, 0.04, 0.2)]
+    assert pool(weak, "relations")[0]["status"] == "not replicated: significant in 1 of 2 runs"
+    small = [_run_summary(0.9, 0.001, 0.01, n=5), _run_summary(0.9, 0.001, 0.01, n=5)]
+    assert pool(small, "spearman")[0]["status"] == "too few cells to test"
+    md = replication_report(
+        ["a", "b", "c"], pool(holds, "relations"), pool(small, "spearman"), {"method": "holm", "alpha": 0.05}
+    )
+    findings, rest = md.split("## Not replicated")
+    assert "mantel word_js vs pattern_js" in findings and "x vs y" in rest and "x vs y" not in findings
+
+
+def stats_fisher(p):
+    from scipy import stats
+
+    return stats.combine_pvalues(p, method="fisher")[1]
+
+
+@pytest.mark.slow
+def test_diagnose_pools_two_smoke_runs_of_different_seeds(smoke_run, tmp_path):
+    import os
+
+    from cli_utils import run_module
+
+    env = dict(os.environ)
+    second = tmp_path / "seed1"
+    run_module(
+        "metasparse.meta_train",
+        "experiment=smoke",
+        "+domain=legal",
+        "seed=1",
+        "logger=none",
+        f"hydra.run.dir={second}",
+        env=env,
+    )
+    out = tmp_path / "pooled"
+    run_module(
+        "metasparse.diagnose",
+        f"run_dirs=[{smoke_run},{second}]",
+        "permutations=49",
+        "bootstrap=50",
+        f"hydra.run.dir={out}",
+        env=env,
+    )
+
+    def rows(path):
+        with path.open() as f:
+            return list(csv.DictReader(f))
+
+    pooled = rows(out / "relations.csv")
+    per_run = [
+        {(r["test"], r["shift"], r["pathway"], r["controls"]): r for r in rows(out / f"run{i}" / "relations.csv")}
+        for i in (0, 1)
+    ]
+    assert len(pooled) == len(per_run[0]) > 10
+    for p in pooled:
+        key = (p["test"], p["shift"], p["pathway"], p["controls"])
+        a, b = per_run[0][key], per_run[1][key]
+        assert p["r_per_run"] == f"{float(a['r']):.3f} {float(b['r']):.3f}"
+        same_sign = (float(a["r"]) > 0) == (float(b["r"]) > 0)
+        expect = a["significant"] == b["significant"] == "True" and same_sign
+        assert (p["replicated"] == "True") == expect, key
+    md = (out / "diagnostics.md").read_text()
+    assert "## Findings (replicated in every run)" in md and "## Not replicated" in md
+    n_found = sum(p["replicated"] == "True" for p in pooled)
+    assert (
+        md.split("## Not replicated")[0].count("- mantel") + md.split("## Not replicated")[0].count("- partial_mantel")
+        == n_found
     )

@@ -151,7 +151,7 @@ def _pretrain_grads(rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
     from metasparse.config import PretrainConfig
     from metasparse.distributed import all_reduce_grads
     from metasparse.model.features import IGNORE_INDEX
-    from metasparse.train.pretraining import _step_loss
+    from metasparse.train.pretrain_step import _step_loss
 
     model = tiny_model(seed=2).train()  # its dropout is 0: the one source of rank-shaped randomness
     batch = random_batch([5, 3, 7, 4, 6], seed=1)
@@ -193,7 +193,7 @@ def test_two_gloo_processes_give_the_one_process_pretraining_gradient():
 
 def test_the_pretraining_step_skips_a_non_finite_gradient_and_stops_past_the_limit():
     from metasparse.errors import NonFiniteError
-    from metasparse.train.pretraining import _finite_or_skip
+    from metasparse.train.pretrain_step import _finite_or_skip
 
     skipped: list[dict] = []
     assert _finite_or_skip(torch.tensor(1.5), 0, skipped, limit=1) and skipped == []

@@ -15,25 +15,44 @@ class DiagnoseConfig:
 
     Attributes:
         run_dir: a finished meta_train run.
+        run_dirs: several finished runs instead (e.g. seeds): each is diagnosed, then the relations are
+            pooled and only those that replicate in every run are findings.
         min_test_sentences: cells with fewer test sentences are left out (their pathways are noise).
         max_sentences: test sentences per cell the pathways are read from.
         permutations: Mantel permutations.
         bootstrap: bootstrap resamples of Spearman intervals.
         seed: fixes permutations and resamples.
+        adjust: multiple-comparison adjustment over the report's tests: ``holm`` (family-wise error) or
+            ``bh`` (Benjamini-Hochberg, false discovery rate).
+        alpha: significance level, read from the adjusted p.
+        min_cells: a relation over fewer cells is reported as too few cells to test, never as a finding.
     """
 
-    run_dir: str = MISSING
+    run_dir: str | None = None
+    run_dirs: list[str] = field(default_factory=list)
     min_test_sentences: int = 20
     max_sentences: int = 200
     permutations: int = 999
     bootstrap: int = 2000
     seed: int = 0
+    adjust: str = "holm"
+    alpha: float = 0.05
+    min_cells: int = 10
 
     def __post_init__(self) -> None:
         require(self.min_test_sentences >= 1, "min_test_sentences", ">= 1", self.min_test_sentences)
         require(self.max_sentences >= 1, "max_sentences", ">= 1", self.max_sentences)
         require(self.permutations >= 9, "permutations", ">= 9", self.permutations)
         require(self.bootstrap >= 1, "bootstrap", ">= 1", self.bootstrap)
+        require(self.adjust in ("holm", "bh"), "adjust", "holm | bh", self.adjust)
+        require(
+            (self.run_dir is None) != (not self.run_dirs),
+            "run_dir/run_dirs",
+            "exactly one: run_dir=<run> or 'run_dirs=[<run>,<run>]'",
+            (self.run_dir, self.run_dirs),
+        )
+        require(0 < self.alpha < 1, "alpha", "(0, 1)", self.alpha)
+        require(self.min_cells >= 3, "min_cells", ">= 3", self.min_cells)
 
 
 @dataclass

@@ -5,15 +5,28 @@ from __future__ import annotations
 from metasparse.diagnostics.relations import PARTIAL
 
 
+def _p(r: dict) -> str:
+    """Raw and adjusted p as a reader needs both (no adjusted p for a relation too small to test)."""
+    if r["p_adjusted"] != r["p_adjusted"]:
+        return f"p = {r['p']:.3g}"
+    return f"p = {r['p']:.3g} (adjusted {r['p_adjusted']:.3g})"
+
+
 def findings(s: dict, cells: list[dict], usage: dict, layers: int) -> str:
     """The findings in sentences with their numbers."""
     rel = {(r["test"], r["shift"], r["pathway"], r["controls"]): r for r in s["relations"]}
-    sig = lambda p: "significant at 0.05" if p < 0.05 else "not significant at 0.05"  # noqa: E731
+    adj = s["adjustment"]
     n = len(s["cells"])
+    family = sum(1 for r in [*s["relations"], *s["spearman"]] if r["p_adjusted"] == r["p_adjusted"])
     lines = [
         f"# Diagnostics: shift vs pathways ({s['run_dir']})",
         "",
         f"{n} cells with enough test sentences; {n * (n - 1) // 2} cell pairs. Typology: {s['typology']}.",
+        "",
+        f"All {family} tests of this report are one family: p-values are {adj['method']}-adjusted "
+        f"({'Holm, family-wise' if adj['method'] == 'holm' else 'Benjamini-Hochberg, false discovery rate'}) "
+        f"and significance is read at {adj['alpha']} from the adjusted p; a relation over fewer than "
+        f"{adj['min_cells']} cells is not tested.",
         "",
     ]
     lines.append("## Mantel tests (pathway distance = mean JS divergence of the per-layer pattern distributions)")
@@ -22,22 +35,19 @@ def findings(s: dict, cells: list[dict], usage: dict, layers: int) -> str:
         (r for r in s["relations"] if r["test"] == "mantel" and r["pathway"] == "pattern_js"),
         key=lambda r: -abs(r["r"]) if r["r"] == r["r"] else 0,
     ):
-        lines.append(
-            f"- {r['shift']}: r = {r['r']:.3f}, p = {r['p']:.3f} ({r['permutations']} permutations), {sig(r['p'])}."
-        )
+        lines.append(f"- {r['shift']}: r = {r['r']:.3f}, {_p(r)} ({r['permutations']} permutations), {r['status']}.")
     lines += ["", "## Language or domain?", ""]
     for x, z in PARTIAL:
         r = rel.get(("partial_mantel", x, "pattern_js", z))
         if r:
             lines.append(
-                f"- {x} vs pathway distance with {z} held fixed: partial r = {r['r']:.3f}, "
-                f"p = {r['p']:.3f}, {sig(r['p'])}."
+                f"- {x} vs pathway distance with {z} held fixed: partial r = {r['r']:.3f}, {_p(r)}, {r['status']}."
             )
     lines += ["", "## Compute against shift and uncertainty (Spearman, 95% bootstrap interval)", ""]
     for r in s["spearman"]:
         lines.append(
             f"- {r['relation']} ({r['n']} {r['unit']}): rho = {r['rho']:.3f} "
-            f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}], p = {r['p']:.3g}."
+            f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}], {_p(r)}, {r['status']}."
         )
     lines += ["", "## Pathways by domain (mean share of heads / FFN groups used, per layer)", ""]
     for d, u in sorted(usage.items()):

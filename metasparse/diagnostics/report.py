@@ -15,6 +15,7 @@ from metasparse.config import DiagnoseConfig
 from metasparse.data.registry import load_registry
 from metasparse.diagnostics import figures
 from metasparse.diagnostics.findings import findings
+from metasparse.diagnostics.multiple import judge_family
 from metasparse.diagnostics.pathways import CellPathways, cell_pathways, pathway_matrices
 from metasparse.diagnostics.relations import PARTIAL, mantel, partial_mantel, spearman_bootstrap, upper
 from metasparse.diagnostics.shift import CellProfile, design_matrices, js_divergence, profile_cell, shift_matrices
@@ -59,6 +60,8 @@ def _relation(test: str, shift: str, pathway: str, controls: str, r) -> dict:
         "p": r.p,
         "permutations": r.permutations,
         "cells": r.n_cells,
+        "n": r.n_cells,
+        "unit": "cells",
     }
 
 
@@ -180,6 +183,10 @@ def diagnose(loaded, cfg: DiagnoseConfig, out_dir: Path) -> dict:
     metrics_path = Path(cfg.run_dir) / "metrics.json"
     run_metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     spearman = spearman_relations(cells, paths, run_metrics, cfg)
+    # one report, one family: every Mantel, partial Mantel and Spearman test adjusted together
+    judge_family(
+        [*relations, *spearman], p_key="p", n_key="n", method=cfg.adjust, alpha=cfg.alpha, min_cells=cfg.min_cells
+    )
     matrices = {**shift, **design, **pathm}
     pairs = [
         {"cell_a": names[i], "cell_b": names[j], **{k: float(v[i, j]) for k, v in matrices.items()}}
@@ -207,6 +214,7 @@ def diagnose(loaded, cfg: DiagnoseConfig, out_dir: Path) -> dict:
         "relations": relations,
         "spearman": spearman,
         "strongest_mantel": best,
+        "adjustment": {"method": cfg.adjust, "alpha": cfg.alpha, "min_cells": cfg.min_cells},
     }
     atomic_write(out_dir / "diagnostics.json", json.dumps(summary, indent=2))
     md = findings(summary, cells, usage, layers)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
@@ -32,19 +31,17 @@ from metasparse.config import PretrainConfig
 from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import DataBundle
 from metasparse.data.registry import load_registry
-from metasparse.distributed import all_reduce_grads, all_reduce_sum, is_main, rank_and_size
-from metasparse.errors import NonFiniteError
+from metasparse.distributed import is_main, rank_and_size
 from metasparse.io import atomic_write
 from metasparse.model.adapters import AdapterConfig
 from metasparse.model.corpus import EncodedCorpus
-from metasparse.model.encoder import Decision, EncoderSpec, GatedEncoder, ModelConfig
-from metasparse.model.features import IGNORE_INDEX
-from metasparse.model.loss import task_loss
+from metasparse.model.encoder import EncoderSpec, GatedEncoder, ModelConfig
 from metasparse.model.patterns import PatternSpec
 from metasparse.scoring import Dense, PlanMethod, score
 from metasparse.scoring.lookup import LookupTagger
 from metasparse.scoring.metrics import AccuracyTable
 from metasparse.tracking import log_scalars
+from metasparse.train.pretrain_step import optimise
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +102,6 @@ def load_backbone(folder: Path) -> tuple[GatedEncoder, dict[str, Any]]:
     model = GatedEncoder(spec_from_json(state["spec"]))
     model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
     return model.eval(), state
-
-
-def _random_plan_policy(model: GatedEncoder, step: int, seed: int, B: int, T: int, rows: torch.Tensor | None = None):
-    """One random codebook pattern per layer for the whole batch, random token scores for routing (drawn
-    for the whole ``B x T`` batch; ``rows``: a data-parallel rank's sentences of it)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    levels = torch.randint(0, model.n_patterns, (len(model.blocks),), generator=g)
-    scores = torch.rand(len(model.blocks), B, T, generator=g)
-    if rows is not None:
-        scores, B = scores[:, rows], len(rows)
-
-    def policy(i: int, x: torch.Tensor, mask: torch.Tensor) -> Decision:
-        return Decision(F.one_hot(levels[i].expand(B), model.n_patterns).to(x.dtype), scores[i])
-
-    return policy
 
 
 def _lookup_table(bundle: DataBundle, split_rows, task: str, fit_rows) -> AccuracyTable:
@@ -187,30 +169,6 @@ def _optimizer(model: GatedEncoder, p) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=p.lr)
 
 
-def _step_loss(cfg: PretrainConfig, model: GatedEncoder, batch, step: int, rank: int = 0, world: int = 1):
-    """Dense loss plus the loss under a random pattern per layer, with seeded word dropout and dropout.
-
-    Under data parallelism a rank computes this on its sentences of the batch (every ``world``-th from
-    ``rank``) with the word dropout and random pattern drawn for the whole batch and the whole batch's token
-    counts as the normaliser, so the ranks' gradients sum to the one-process gradient (model dropout aside,
-    whose masks depend on the sub-batch's shape).
-    """
-    p = cfg.pretrain
-    torch.manual_seed(cfg.seed * 7919 + step)  # dropout: a function of the step, so resume is exact
-    if p.word_dropout > 0:
-        drop = torch.rand(batch.word_hash.shape) < p.word_dropout
-        batch.word_hash = batch.word_hash.masked_fill(drop, 0)
-    B, T = batch.word_mask.shape
-    counts = {t: int((y != IGNORE_INDEX).sum()) for t, y in batch.labels.items()}
-    rows = torch.arange(rank, B, world) if world > 1 else None
-    part = batch.select(rows) if rows is not None else batch
-    loss = task_loss(model(part).logits, part.labels, normalizers=counts)
-    if p.sparse_weight > 0:
-        sparse = model(part, _random_plan_policy(model, step, cfg.seed, B, T, rows))
-        loss = loss + p.sparse_weight * task_loss(sparse.logits, part.labels, normalizers=counts)
-    return loss
-
-
 def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial: Path) -> dict:
     """The training loop (resumed from ``partial`` when it exists); returns steps and minutes."""
     p, sb = cfg.pretrain, model.spec.suffix_buckets
@@ -243,18 +201,10 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
         epoch, pos = divmod(step, per_epoch)
         if epoch not in batches:
             batches = {epoch: train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=epoch)}
-        loss = _step_loss(cfg, model, train.batch(batches[epoch][pos % len(batches[epoch])]), step, rank, world)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        all_reduce_grads(model.parameters())  # data parallel: every rank now holds the whole batch's gradient
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
-        if _finite_or_skip(norm, step, nonfinite, p.max_nonfinite):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
-            opt.step()
-            value = all_reduce_sum(float(loss.detach()))
+        batch = train.batch(batches[epoch][pos % len(batches[epoch])])
+        value = optimise(cfg, model, opt, batch, step, lr_at(step), nonfinite, rank, world)
+        if value is not None:
             loss_ema = value if loss_ema is None else 0.98 * loss_ema + 0.02 * value
-        opt.zero_grad(set_to_none=True)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_ema or float('nan'):.3f}", epoch=epoch, refresh=False)
         done = step + 1
@@ -273,30 +223,8 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
             break
     bar.close()
     minutes = round((time.time() - t_start) / 60, 2)
-    return {
-        "steps": done,
-        "planned_steps": total,
-        "train_minutes": minutes,
-        "stopped_early": stopped_early,
-        "nonfinite_steps": nonfinite,
-        "data_parallel_ranks": world,
-    }
-
-
-def _finite_or_skip(norm: torch.Tensor, step: int, nonfinite: list[dict], limit: int) -> bool:
-    """True for a finite gradient norm; else record the step as skipped (the optimiser does not step, the
-    last good parameters stay) and raise once more than ``limit`` steps were skipped.
-
-    Raises:
-        NonFiniteError: past ``pretrain.max_nonfinite`` skipped steps.
-    """
-    if torch.isfinite(norm):
-        return True
-    nonfinite.append({"step": step + 1, "grad_norm": float(norm)})
-    log.warning("non-finite gradient norm %s at pretraining step %d: step skipped", float(norm), step + 1)
-    if len(nonfinite) > limit:
-        raise NonFiniteError(f"{len(nonfinite)} non-finite pretraining steps (pretrain.max_nonfinite={limit})")
-    return False
+    progress = {"steps": done, "planned_steps": total, "train_minutes": minutes, "stopped_early": stopped_early}
+    return {**progress, "nonfinite_steps": nonfinite, "data_parallel_ranks": world}
 
 
 def _save_partial(folder: Path, model, opt, step: int, total: int) -> None:

@@ -1,0 +1,116 @@
+"""Findings that replicate: the same relations over several runs (e.g. seeds), pooled.
+
+Per relation: its value in each run, the mean with a t interval across runs, Fisher's combined p over the
+runs' raw p-values, and whether it *replicates*: significant after the report's adjustment, with the same
+sign, in every run. Only what replicates is a finding; the rest is listed with its numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+MANTEL_KEY = ("test", "shift", "pathway", "controls")
+
+
+def _key(row: dict, kind: str) -> tuple:
+    return tuple(row[k] for k in MANTEL_KEY) if kind == "relations" else (row["relation"],)
+
+
+def _interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Student t interval of the mean across runs (NaN with fewer than two runs)."""
+    v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
+    if len(v) < 2:
+        return float("nan"), float("nan")
+    half = stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def pool(runs: Sequence[dict], kind: str) -> list[dict]:
+    """Pool ``kind`` (``relations``: Mantel and partial Mantel, ``spearman``) over the runs' summaries.
+
+    Every run's rows carry ``p``, ``p_adjusted``, ``significant`` and ``status`` (one report, one family);
+    a relation absent from some run (e.g. a cell too small there) does not replicate.
+    """
+    value = "r" if kind == "relations" else "rho"
+    by_key: dict[tuple, list[dict | None]] = {}
+    for i, run in enumerate(runs):
+        for row in run[kind]:
+            by_key.setdefault(_key(row, kind), [None] * len(runs))[i] = row
+    out = []
+    for key, rows in by_key.items():
+        present = [r for r in rows if r is not None]
+        vals = [float(r[value]) for r in present]
+        low, high = _interval(vals)
+        raw = [float(r["p"]) for r in present if not math.isnan(float(r["p"]))]
+        combined = float(stats.combine_pvalues(raw, method="fisher")[1]) if raw else float("nan")
+        signs = {np.sign(v) for v in vals if not math.isnan(v)}
+        tested = all(r is not None and not str(r["status"]).startswith("too few") for r in rows)
+        replicated = tested and len(signs) == 1 and all(r is not None and r["significant"] for r in rows)
+        name = dict(zip(MANTEL_KEY, key, strict=True)) if kind == "relations" else {"relation": key[0]}
+        out.append(
+            {
+                **name,
+                "runs": len(present),
+                f"{value}_mean": float(np.nanmean(vals)) if vals else float("nan"),
+                f"{value}_ci_low": low,
+                f"{value}_ci_high": high,
+                f"{value}_per_run": " ".join(f"{v:.3f}" for v in vals),
+                "p_adjusted_per_run": " ".join(f"{float(r['p_adjusted']):.3g}" for r in present),
+                "p_combined": combined,
+                "replicated": replicated,
+                "status": _status(rows, replicated, tested, signs),
+            }
+        )
+    return out
+
+
+def _status(rows: list[dict | None], replicated: bool, tested: bool, signs: set) -> str:
+    if replicated:
+        return f"replicated in all {len(rows)} runs"
+    if any(r is None for r in rows):
+        return "not replicated: missing from some runs"
+    if not tested:
+        return "too few cells to test"
+    if len(signs) > 1:
+        return "not replicated: the sign differs between runs"
+    sig = sum(bool(r["significant"]) for r in rows)
+    return f"not replicated: significant in {sig} of {len(rows)} runs"
+
+
+def replication_report(run_dirs: Sequence[str], relations: list[dict], spearman: list[dict], adjustment: dict) -> str:
+    """diagnostics.md over several runs: findings (replicated) first, then everything else with its numbers."""
+    lines = [
+        f"# Diagnostics over {len(run_dirs)} runs",
+        "",
+        *(f"- run {i}: {d}" for i, d in enumerate(run_dirs)),
+        "",
+        f"A finding must be significant ({adjustment['method']}-adjusted p < {adjustment['alpha']} within its "
+        "run's report) with the same sign in every run; means carry a 95% t interval across runs and p_combined "
+        "is Fisher's combination of the runs' raw p.",
+        "",
+        "## Findings (replicated in every run)",
+        "",
+    ]
+    rows = [("mantel", r) for r in relations] + [("spearman", r) for r in spearman]
+    found = [(k, r) for k, r in rows if r["replicated"]]
+    lines += [_line(k, r) for k, r in found] or ["- none: no relation replicates in every run."]
+    lines += ["", "## Not replicated", ""]
+    lines += [_line(k, r) for k, r in rows if not r["replicated"]]
+    return "\n".join(lines) + "\n"
+
+
+def _line(kind: str, r: dict) -> str:
+    if kind == "mantel":
+        what = f"{r['test']} {r['shift']} vs {r['pathway']}" + (f" ({r['controls']} fixed)" if r["controls"] else "")
+        v = "r"
+    else:
+        what, v = r["relation"], "rho"
+    return (
+        f"- {what}: mean {v} = {r[f'{v}_mean']:.3f} [{r[f'{v}_ci_low']:.3f}, {r[f'{v}_ci_high']:.3f}] "
+        f"(per run {r[f'{v}_per_run']}; adjusted p per run {r['p_adjusted_per_run']}; "
+        f"p_combined = {r['p_combined']:.3g}): {r['status']}."
+    )

@@ -1,0 +1,102 @@
+"""One pretraining step: the loss of a batch (dense plus a random pattern per layer, with seeded word
+dropout), this rank's share of it under data parallelism, and the optimiser step with the non-finite
+guard. :mod:`metasparse.train.pretraining` runs the loop around it."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from metasparse.config import PretrainConfig
+from metasparse.distributed import all_reduce_grads, all_reduce_sum
+from metasparse.errors import NonFiniteError
+from metasparse.model.encoder import Decision, GatedEncoder
+from metasparse.model.features import IGNORE_INDEX
+from metasparse.model.loss import task_loss
+
+log = logging.getLogger(__name__)
+
+
+def _random_plan_policy(model: GatedEncoder, step: int, seed: int, B: int, T: int, rows: torch.Tensor | None = None):
+    """One random codebook pattern per layer for the whole batch, random token scores for routing (drawn
+    for the whole ``B x T`` batch; ``rows``: a data-parallel rank's sentences of it)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    levels = torch.randint(0, model.n_patterns, (len(model.blocks),), generator=g)
+    scores = torch.rand(len(model.blocks), B, T, generator=g)
+    if rows is not None:
+        scores, B = scores[:, rows], len(rows)
+
+    def policy(i: int, x: torch.Tensor, mask: torch.Tensor) -> Decision:
+        return Decision(F.one_hot(levels[i].expand(B), model.n_patterns).to(x.dtype), scores[i])
+
+    return policy
+
+
+def _step_loss(cfg: PretrainConfig, model: GatedEncoder, batch, step: int, rank: int = 0, world: int = 1):
+    """Dense loss plus the loss under a random pattern per layer, with seeded word dropout and dropout.
+
+    Under data parallelism a rank computes this on its sentences of the batch (every ``world``-th from
+    ``rank``) with the word dropout and random pattern drawn for the whole batch and the whole batch's token
+    counts as the normaliser, so the ranks' gradients sum to the one-process gradient (model dropout aside,
+    whose masks depend on the sub-batch's shape).
+    """
+    p = cfg.pretrain
+    torch.manual_seed(cfg.seed * 7919 + step)  # dropout: a function of the step, so resume is exact
+    if p.word_dropout > 0:
+        drop = torch.rand(batch.word_hash.shape) < p.word_dropout
+        batch.word_hash = batch.word_hash.masked_fill(drop, 0)
+    B, T = batch.word_mask.shape
+    counts = {t: int((y != IGNORE_INDEX).sum()) for t, y in batch.labels.items()}
+    rows = torch.arange(rank, B, world) if world > 1 else None
+    part = batch.select(rows) if rows is not None else batch
+    loss = task_loss(model(part).logits, part.labels, normalizers=counts)
+    if p.sparse_weight > 0:
+        sparse = model(part, _random_plan_policy(model, step, cfg.seed, B, T, rows))
+        loss = loss + p.sparse_weight * task_loss(sparse.logits, part.labels, normalizers=counts)
+    return loss
+
+
+def _finite_or_skip(norm: torch.Tensor, step: int, nonfinite: list[dict], limit: int) -> bool:
+    """True for a finite gradient norm; else record the step as skipped (the optimiser does not step, the
+    last good parameters stay) and raise once more than ``limit`` steps were skipped.
+
+    Raises:
+        NonFiniteError: past ``pretrain.max_nonfinite`` skipped steps.
+    """
+    if torch.isfinite(norm):
+        return True
+    nonfinite.append({"step": step + 1, "grad_norm": float(norm)})
+    log.warning("non-finite gradient norm %s at pretraining step %d: step skipped", float(norm), step + 1)
+    if len(nonfinite) > limit:
+        raise NonFiniteError(f"{len(nonfinite)} non-finite pretraining steps (pretrain.max_nonfinite={limit})")
+    return False
+
+
+def optimise(
+    cfg: PretrainConfig,
+    model: GatedEncoder,
+    opt,
+    batch,
+    step: int,
+    lr: float,
+    nonfinite: list[dict],
+    rank: int = 0,
+    world: int = 1,
+) -> float | None:
+    """One step on ``batch``: loss, backward, all-reduce, clipped; the optimiser steps at ``lr`` only on a
+    finite gradient. Returns the whole batch's loss, or None for a skipped step."""
+    loss = _step_loss(cfg, model, batch, step, rank, world)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    all_reduce_grads(model.parameters())  # data parallel: every rank now holds the whole batch's gradient
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.pretrain.grad_clip)
+    value = None
+    if _finite_or_skip(norm, step, nonfinite, cfg.pretrain.max_nonfinite):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        value = all_reduce_sum(float(loss.detach()))
+    opt.zero_grad(set_to_none=True)
+    return value

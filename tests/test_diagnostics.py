@@ -413,3 +413,22 @@ def test_diagnose_pools_two_smoke_runs_of_different_seeds(smoke_run, tmp_path):
         md.split("## Not replicated")[0].count("- mantel") + md.split("## Not replicated")[0].count("- partial_mantel")
         == n_found
     )
+
+
+def test_usage_figure_draws_heads_and_groups_apart_only_when_the_codebook_can(tmp_path):
+    from model_utils import EVERY_UNIT, tiny_model
+
+    from metasparse.diagnostics.figures import usage_by_domain
+    from metasparse.diagnostics.report import heads_and_groups_apart
+    from metasparse.model.patterns import PatternSpec
+
+    assert heads_and_groups_apart(tiny_model(EVERY_UNIT))  # (0.5 heads, 1.0 groups) is among them
+    together = [PatternSpec(0.0, 0.0), PatternSpec(0.5, 0.5), PatternSpec(1.0, 1.0)]
+    assert not heads_and_groups_apart(tiny_model(together))
+    usage = {"legal": np.array([0.5, 0.6, 0.5, 0.6]), "news": np.array([0.4, 0.7, 0.4, 0.7])}
+    for apart in (True, False):
+        usage_by_domain(usage, 2, tmp_path / f"{apart}.png", apart)
+    from PIL import Image
+
+    wide, narrow = (Image.open(tmp_path / f"{a}.png").size[0] for a in (True, False))
+    assert wide > narrow  # one panel instead of two identical ones

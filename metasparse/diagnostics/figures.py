@@ -49,20 +49,26 @@ def scatter_fit(x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, title: s
     plt.close(fig)
 
 
-def usage_by_domain(usage: dict[str, np.ndarray], layers: int, path: Path) -> None:
-    """Mean share of units (heads and FFN groups together) used per layer, one line per domain."""
+def usage_by_domain(usage: dict[str, np.ndarray], layers: int, path: Path, apart: bool = True) -> None:
+    """Mean share of units used per layer, one line per domain: heads and FFN groups in two panels when the
+    codebook lets the controller choose them apart (``apart``), else one panel (the two would be one curve)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, 2 if apart else 1, figsize=(9 if apart else 5, 3.6), sharey=True, squeeze=False)
+    axes = axes[0]
     for dom, u in sorted(usage.items()):
         axes[0].plot(range(layers), u[:layers], marker="o", label=dom)
-        axes[1].plot(range(layers), u[layers:], marker="o", label=dom)
-    axes[0].set_title("attention heads used")
-    axes[1].set_title("FFN groups used")
+        if apart:
+            axes[1].plot(range(layers), u[layers:], marker="o", label=dom)
+    if apart:
+        axes[0].set_title("attention heads used")
+        axes[1].set_title("FFN groups used")
+    else:
+        axes[0].set_title("width used (heads and FFN groups switch together in this codebook)", fontsize=9)
     for ax in axes:
         ax.set_xlabel("layer")
         ax.set_xticks(range(layers))
     axes[0].set_ylabel("share of units (mean over cells)")
-    axes[1].legend(fontsize=7)
+    axes[-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -147,7 +147,13 @@ def usage_by_domain(profiles: list[CellProfile], paths: list[CellPathways], laye
     return usage, rows
 
 
-def draw(out_dir: Path, profiles, paths, shift: dict, pathm: dict, usage: dict, layers: int) -> None:
+def heads_and_groups_apart(model) -> bool:
+    """Whether some codebook pattern runs a different share of heads than of FFN groups."""
+    s = model.spec
+    return any(abs(p.n_heads / s.heads - p.n_groups / s.ffn_groups) > 1e-9 for p in model.codebook)
+
+
+def draw(out_dir: Path, profiles, paths, shift: dict, pathm: dict, usage: dict, layers: int, apart: bool) -> None:
     """Heatmaps of pathway and word-shift distances, the shift-vs-pathway scatter, usage and compute plots."""
     names = [p.name for p in profiles]
     order = sorted(range(len(names)), key=lambda i: (profiles[i].lang, profiles[i].domain))
@@ -162,7 +168,7 @@ def draw(out_dir: Path, profiles, paths, shift: dict, pathm: dict, usage: dict, 
         "cell pairs: shift vs pathway distance",
         out_dir / "scatter_shift_vs_pathways.png",
     )
-    figures.usage_by_domain(usage, layers, out_dir / "usage_by_domain.png")
+    figures.usage_by_domain(usage, layers, out_dir / "usage_by_domain.png", apart)
     all_f = [f for pw in paths for f in pw.sentence_flops]
     all_u = [u for pw in paths for u in pw.sentence_uncertainty]
     figures.compute_vs_uncertainty(all_f, all_u, out_dir / "compute_vs_uncertainty.png")
@@ -194,7 +200,7 @@ def diagnose(loaded, cfg: DiagnoseConfig, out_dir: Path) -> dict:
     ]
     layers = loaded.system.backbone.spec.layers
     usage, layer_rows = usage_by_domain(profiles, paths, layers)
-    draw(out_dir, profiles, paths, shift, pathm, usage, layers)
+    draw(out_dir, profiles, paths, shift, pathm, usage, layers, heads_and_groups_apart(loaded.system.backbone))
     for name, rows in (
         ("cells", cells),
         ("pairs", pairs),

@@ -47,7 +47,9 @@ def test_pretrain_caches_and_resumes_exactly(monkeypatch, tmp_path, ud_root):
     assert "| **macro** |" in (folder / "report.md").read_text()
 
     # Cache hit: same config and data never train again.
-    monkeypatch.setattr(P, "task_loss", lambda *a: (_ for _ in ()).throw(AssertionError("trained again")))
+    import metasparse.train.pretrain_step as S
+
+    monkeypatch.setattr(S, "task_loss", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
     again, _, folder2 = P.pretrain(cfg, bundle)
     assert folder2 == folder
     assert list(again.heads) == list(model.heads)  # task order survives the JSON round trip

@@ -154,3 +154,19 @@ def test_a_nan_loss_skips_the_step_keeps_the_last_good_state_and_says_where(tmp_
     assert steps["n"] == cfg.meta.steps - 1  # the poisoned step applied nothing
     tensors, _ = load_checkpoint(tmp_path / "run" / "ckpt" / "final")
     assert all(torch.isfinite(t).all() for t in tensors.values())
+
+
+def test_atomic_writes_are_as_readable_as_ordinary_files(tmp_path):
+    import os
+
+    from metasparse.io import atomic_folder, atomic_write
+
+    old = os.umask(0o022)
+    try:
+        f = atomic_write(tmp_path / "metrics.json", "{}")
+        with atomic_folder(tmp_path / "ckpt") as d:
+            (d / "x").write_text("y")
+    finally:
+        os.umask(old)
+    assert f.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+    assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -51,6 +52,15 @@ def all_reduce_grads(params: Iterable[torch.Tensor]) -> None:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+def shared_run_dir(out_dir: Path) -> Path:
+    """Under torchrun: join the process group, agree on rank 0's run dir and keep the other ranks quiet;
+    in one process: ``out_dir`` as it is."""
+    if init_from_env():
+        out_dir = Path(broadcast_object(str(out_dir)))
+        quiet_unless_main()
+    return out_dir
 
 
 def quiet_unless_main() -> None:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metasparse.cli import one_line_errors
 from metasparse.config import MetaTrainConfig
-from metasparse.distributed import broadcast_object, init_from_env, is_main, quiet_unless_main
+from metasparse.distributed import is_main, shared_run_dir
 from metasparse.meta.run import run
 from metasparse.tracking import job_tracking
 
@@ -28,10 +28,7 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="meta_train")
 @one_line_errors
 def main(cfg: DictConfig) -> float:
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    if init_from_env():  # torchrun: one run dir (rank 0's) for every rank, and only rank 0 logs to files
-        out_dir = Path(broadcast_object(str(out_dir)))
-        quiet_unless_main()
+    out_dir = shared_run_dir(Path(HydraConfig.get().runtime.output_dir))  # torchrun: rank 0's, for every rank
     config = OmegaConf.to_object(cfg)
     with job_tracking(config, out_dir, "meta_train", enabled=is_main()):
         metrics = run(config, out_dir)

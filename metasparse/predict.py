@@ -48,7 +48,7 @@ def run(cfg: PredictConfig, out_dir: Path) -> dict:
         check_adapted(cfg.run_dir, cfg.target)
     if cfg.calibration is not None:
         check_calibration(cfg.run_dir, cfg.calibration)
-    doc = read_document(cfg.input)  # bad input fails here, before the model loads
+    doc = read_document(cfg.input, key="input")  # bad input fails here, before the model loads
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     loaded = load_run(cfg.run_dir)

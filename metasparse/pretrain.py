@@ -19,14 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from metasparse.cli import one_line_errors
 from metasparse.config import PretrainConfig
 from metasparse.data.prepare import prepare
-from metasparse.distributed import (
-    broadcast_object,
-    init_from_env,
-    is_main,
-    main_first,
-    quiet_unless_main,
-    rank_and_size,
-)
+from metasparse.distributed import is_main, main_first, rank_and_size, shared_run_dir
 from metasparse.errors import ConfigValueError
 from metasparse.io import atomic_write
 from metasparse.protocol.learned_vs_random import (
@@ -80,10 +73,8 @@ def run(cfg: PretrainConfig, out_dir: Path) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
 @one_line_errors
 def main(cfg: DictConfig) -> float:
-    config, out_dir = OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir)
-    if init_from_env():  # torchrun: rank 0's run dir for every rank; only rank 0 logs and writes
-        out_dir = Path(broadcast_object(str(out_dir)))
-        quiet_unless_main()
+    config = OmegaConf.to_object(cfg)
+    out_dir = shared_run_dir(Path(HydraConfig.get().runtime.output_dir))  # torchrun: rank 0's, for every rank
     with job_tracking(config, out_dir, "pretrain", enabled=is_main()):
         metrics = run(config, out_dir)
     if not is_main():

@@ -45,7 +45,7 @@ def run(cfg: RecalibrateConfig, out_dir: Path) -> dict:
     name = cfg.name or default_name(cfg.input)
     folder = calibration_dir(cfg.run_dir, name)
     refuse_existing(folder)  # before the model loads
-    sentences = read_document(cfg.input).sentences[: cfg.max_sentences]
+    sentences = read_document(cfg.input, key="input").sentences[: cfg.max_sentences]
     loaded = load_run(cfg.run_dir)
     base = loaded.system.eval()
     system = copy.deepcopy(base)

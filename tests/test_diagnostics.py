@@ -299,6 +299,7 @@ def test_a_relation_over_five_cells_is_too_few_and_stays_out_of_the_family():
     assert (
         a["status"] == "too few cells to test (5 < 10)" and not a["significant"] and a["p_adjusted"] != a["p_adjusted"]
     )
+    assert not a["tested"] and b["tested"] and c["tested"] and d["tested"]
     assert b["p_adjusted"] == pytest.approx(0.04) and b["significant"]  # family of 3: 0.02 * 2 after d
     assert c["p_adjusted"] == pytest.approx(0.04) and c["significant"]
     assert d["p_adjusted"] == pytest.approx(0.0003) and d["significant"]  # sentences are never too few
@@ -307,7 +308,9 @@ def test_a_relation_over_five_cells_is_too_few_and_stays_out_of_the_family():
 
 
 def _run_summary(r: float, p: float, p_adj: float, n: int = 20) -> dict:
-    sig = p_adj < 0.05
+    """One run's rows as judge_family leaves them (a relation over fewer than 10 cells is not tested)."""
+    tested = n >= 10
+    sig = tested and p_adj < 0.05
     row = {
         "test": "mantel",
         "shift": "word_js",
@@ -316,6 +319,7 @@ def _run_summary(r: float, p: float, p_adj: float, n: int = 20) -> dict:
         "r": r,
         "p": p,
         "p_adjusted": p_adj,
+        "tested": tested,
         "significant": sig,
         "status": "significant" if sig else "not significant",
         "n": n,
@@ -325,6 +329,7 @@ def _run_summary(r: float, p: float, p_adj: float, n: int = 20) -> dict:
         "rho": r,
         "p": p,
         "p_adjusted": p_adj,
+        "tested": tested,
         "significant": sig,
         "status": "too few cells to test (5 < 10)" if n < 10 else ("significant" if sig else "not significant"),
         "n": n,

@@ -149,5 +149,5 @@ def test_predict_cli_tags_like_the_model_in_process(smoke_run, ud_root, tmp_path
         text=True,
         timeout=300,
     )
-    assert res.returncode == 2 and res.stderr.startswith("error: target=nope: not adapted under")
+    assert res.returncode == 2 and res.stderr.startswith("error: target=nope: none under")
     assert saved[0] in res.stderr and not (tmp_path / "x.conllu").exists()

@@ -111,6 +111,10 @@ class Controller(nn.Module):
             tok_scores = r if tok_scores is None else tok_scores + r
         return self.nets[layer](torch.cat(feats, dim=-1)), (tok_scores if need_tokens else None)
 
+    def decision_biases(self) -> dict[str, torch.Tensor]:
+        """Each decision network's output bias (``nets.<i>.2.bias``): what a calibration shifts."""
+        return {f"nets.{i}.2.bias": net[2].bias for i, net in enumerate(self.nets)}
+
     def policy(self, model: GatedEncoder, *, hard: bool = True, tau: float = 1.0, record: list | None = None):
         """A policy for ``model.forward``.
 

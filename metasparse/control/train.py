@@ -154,12 +154,13 @@ def calibrate_bias(
     training only meets it in expectation."""
     spec = model.spec
     share = torch.tensor([(p.n_heads / spec.heads + p.n_groups / spec.ffn_groups) / 2 for p in model.codebook])
-    base = [net[2].bias.detach().clone() for net in ctrl.nets]
+    biases = list(ctrl.decision_biases().values())
+    base = [b.detach().clone() for b in biases]
 
     def shift(s: float) -> None:
         with torch.no_grad():
-            for net, b in zip(ctrl.nets, base, strict=True):
-                net[2].bias.copy_(b + s * share.repeat(b.numel() // share.numel()))  # upfront: L x P
+            for bias, b in zip(biases, base, strict=True):
+                bias.copy_(b + s * share.repeat(b.numel() // share.numel()))  # upfront: L x P
 
     lo, hi = -20.0, 20.0  # FLOPs grow with the shift: keep the largest shift that stays within target
     for _ in range(iters):

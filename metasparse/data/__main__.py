@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from metasparse.data.cells import CellIndex, partition_cells
-from metasparse.data.extra import ExtraTreebank, check_extra, load_extra
+from metasparse.data.extra import ExtraTreebank
 from metasparse.data.fetch import data_dir, fetch
 from metasparse.data.registry import load_registry
 from metasparse.data.validate import conllu_files, iter_errors, read_text
@@ -88,15 +88,11 @@ def parse_extra(spec: str) -> ExtraTreebank:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    import datasets
-
+    from metasparse.data.extra import with_extra
     from metasparse.data.ud import load_ud  # datasets is slow to import: only here
 
-    ds = load_ud()
     extra = [parse_extra(e) for e in args.extra]
-    if extra:
-        check_extra(extra, load_registry().names)
-        ds = datasets.concatenate_datasets([ds, load_extra(extra, split_seed=0, fractions=(0.7, 0.1, 0.2))])
+    ds = with_extra(load_ud(), extra, split_seed=0, fractions=(0.7, 0.1, 0.2))
     print(format_summary(CellIndex(ds), args.domain, args.language))
     for e in extra:
         print(f"extra treebank: {e.lang}/{e.domain}/{e.treebank.removeprefix('UD_')} <- {e.path}")

@@ -89,6 +89,18 @@ def fingerprint(extra: list[ExtraTreebank]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
+def with_extra(
+    ds: datasets.Dataset, extra: list[ExtraTreebank], *, split_seed: int, fractions: tuple[float, float, float]
+) -> datasets.Dataset:
+    """``ds`` (the registry's sentences) with the extra treebanks appended, checked first."""
+    if not extra:
+        return ds
+    from metasparse.data.registry import load_registry
+
+    check_extra(extra, load_registry().names)
+    return datasets.concatenate_datasets([ds, load_extra(extra, split_seed=split_seed, fractions=fractions)])
+
+
 def load_extra(
     extra: list[ExtraTreebank], *, split_seed: int, fractions: tuple[float, float, float]
 ) -> datasets.Dataset:

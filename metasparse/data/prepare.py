@@ -12,8 +12,7 @@ from omegaconf import MISSING
 
 from metasparse.data.cells import Cell, CellIndex, partition_cells
 from metasparse.data.episodes import EpisodeConfig, EpisodeSampler
-from metasparse.data.extra import ExtraTreebank, check_extra, fingerprint, load_extra
-from metasparse.data.registry import load_registry
+from metasparse.data.extra import ExtraTreebank, fingerprint, with_extra
 from metasparse.data.tokenizer import SubwordTokenizer, TokenizerConfig, train_tokenizer
 from metasparse.data.ud import load_ud
 from metasparse.errors import require
@@ -149,14 +148,8 @@ def prepare(cfg: DataJob) -> DataBundle:
         fractions=tuple(d.split_fractions),
         offline=d.offline,
     )
-    extra_fp = None
-    if d.extra:  # checked before reading anything
-        check_extra(d.extra, load_registry().names)
-        extra_fp = fingerprint(d.extra)
-        fractions = tuple(d.split_fractions)
-        ds = datasets.concatenate_datasets(
-            [ds, load_extra(d.extra, split_seed=d.split_seed, fractions=fractions)]  # type: ignore[arg-type]
-        )
+    ds = with_extra(ds, d.extra, split_seed=d.split_seed, fractions=tuple(d.split_fractions))  # type: ignore[arg-type]
+    extra_fp = fingerprint(d.extra) if d.extra else None
     index = CellIndex(ds)
     domains, languages = held_out(cfg)
     sources, targets = partition_cells(index.cells, domains, languages)

@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from metasparse.config import MonitorConfig
-from metasparse.errors import InputError, PathError, decode_utf8
+from metasparse.errors import PathError
 from metasparse.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -54,16 +54,9 @@ def read_sentences(path: Path, lang: str, max_sentences: int) -> list[list[str]]
         from metasparse.data.ud import load_folder
 
         return load_folder(path, lang=lang, domain="incoming")["words"][:max_sentences]
-    out = []
-    for line in decode_utf8(path.read_bytes(), f"input={path}").splitlines():
-        words = line.split()
-        if words:
-            out.append(words)
-        if len(out) >= max_sentences:
-            break
-    if not out:
-        raise InputError(f"input={path}: no sentence in it (plain text: one sentence a line)")
-    return out
+    from metasparse.inference.documents import read_document
+
+    return read_document(path, key="input").sentences[:max_sentences]
 
 
 def observe(model, controller, tokenizer, sentences: list[list[str]]) -> dict:

@@ -17,7 +17,7 @@ def findings(s: dict, cells: list[dict], usage: dict, layers: int) -> str:
     rel = {(r["test"], r["shift"], r["pathway"], r["controls"]): r for r in s["relations"]}
     adj = s["adjustment"]
     n = len(s["cells"])
-    family = sum(1 for r in [*s["relations"], *s["spearman"]] if r["p_adjusted"] == r["p_adjusted"])
+    family = sum(1 for r in [*s["relations"], *s["spearman"]] if r["tested"])
     lines = [
         f"# Diagnostics: shift vs pathways ({s['run_dir']})",
         "",

@@ -45,7 +45,8 @@ def adjust(p: Sequence[float], method: str) -> list[float]:
 
 
 def judge_family(rows: list[dict], *, p_key: str, n_key: str, method: str, alpha: float, min_cells: int) -> None:
-    """Add ``p_adjusted``, ``significant`` and ``status`` to every row (in place), all rows one family.
+    """Add ``p_adjusted``, ``tested``, ``significant`` and ``status`` to every row (in place), all rows one
+    family.
 
     A row whose ``n_key`` counts cells below ``min_cells`` (rows with ``unit`` ``sentences`` are never
     too small) is ``too few cells to test``: no adjusted p, never significant, out of the family.
@@ -55,6 +56,7 @@ def judge_family(rows: list[dict], *, p_key: str, n_key: str, method: str, alpha
     adjusted = adjust(raw, method)
     for r, s, a in zip(rows, small, adjusted, strict=True):
         r["p_adjusted"] = a
+        r["tested"] = not s
         r["significant"] = bool(not s and not np.isnan(a) and a < alpha)
         if s:
             r["status"] = f"too few cells to test ({r[n_key]} < {min_cells})"

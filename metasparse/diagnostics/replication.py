@@ -48,7 +48,7 @@ def pool(runs: Sequence[dict], kind: str) -> list[dict]:
         raw = [float(r["p"]) for r in present if not math.isnan(float(r["p"]))]
         combined = float(stats.combine_pvalues(raw, method="fisher")[1]) if raw else float("nan")
         signs = {np.sign(v) for v in vals if not math.isnan(v)}
-        tested = all(r is not None and not str(r["status"]).startswith("too few") for r in rows)
+        tested = all(r is not None and r["tested"] for r in rows)
         replicated = tested and len(signs) == 1 and all(r is not None and r["significant"] for r in rows)
         name = dict(zip(MANTEL_KEY, key, strict=True)) if kind == "relations" else {"relation": key[0]}
         out.append(

@@ -35,14 +35,18 @@ class Document:
     parsed: list[conllu.TokenList] | None = None
 
 
-def read_document(path: str | Path) -> Document:
+def read_document(path: str | Path, key: str | None = None) -> Document:
     """Read ``path`` as CoNLL-U (``.conllu``) or plain text.
+
+    Args:
+        key: the config key the path came from, named in errors (``input=<path>: ...``).
 
     Raises:
         InputError: not UTF-8 (names the byte), no sentence, or a sentence over :data:`MAX_WORDS` words.
         ConlluFormatError: CoNLL-U that breaks the format (``file:line: reason``).
     """
     path = Path(path)
+    where = f"{key}={path}" if key else str(path)
     if path.suffix == ".conllu":
         text = read_text(path)
         validate_text(text, path)
@@ -51,16 +55,16 @@ def read_document(path: str | Path) -> Document:
         doc = Document(sentences, block_start_lines(text), parsed)
     else:
         sentences, lines = [], []
-        for i, raw in enumerate(decode_utf8(path.read_bytes(), str(path)).splitlines(), start=1):
+        for i, raw in enumerate(decode_utf8(path.read_bytes(), where).splitlines(), start=1):
             if words := raw.split():
                 sentences.append(words)
                 lines.append(i)
         doc = Document(sentences, lines)
     if not doc.sentences:
-        raise InputError(f"{path}: no sentence in it (plain text: one sentence a line; or a .conllu file)")
+        raise InputError(f"{where}: no sentence in it (plain text: one sentence a line; or a .conllu file)")
     for words, line in zip(doc.sentences, doc.lines, strict=True):
         if len(words) > MAX_WORDS:
-            raise InputError(f"{path}:{line}: {len(words)} words in one sentence; at most {MAX_WORDS} (one a line?)")
+            raise InputError(f"{where}:{line}: {len(words)} words in one sentence; at most {MAX_WORDS} (one a line?)")
     return doc
 
 

@@ -25,9 +25,28 @@ from metasparse.meta.system import INNER_ONLY_PARTS, GatedSystem, part_of
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def run_subfolder(run_dir: str | Path, kind: str, name: str) -> Path:
+    """``<run_dir>/<kind>/<name>``, the name made safe for a folder (what a run keeps beside it: adapted
+    targets, recalibrations)."""
+    return Path(run_dir) / kind / _SAFE.sub("_", name)
+
+
+def stored_subfolder(run_dir: str | Path, kind: str, name: str, key: str) -> Path:
+    """The finished folder ``name`` of ``kind`` beside the run.
+
+    Raises:
+        PathError: there is none (the message names ``key`` and lists the stored ones).
+    """
+    folder = run_subfolder(run_dir, kind, name)
+    if not (folder / "state.json").exists():
+        saved = sorted(p.name for p in (Path(run_dir) / kind).glob("*") if (p / "state.json").exists())
+        raise PathError(f"{key}={name}: none under {run_dir}/{kind}; saved: {', '.join(saved) or 'none'}")
+    return folder
+
+
 def adapted_dir(run_dir: str | Path, target: str) -> Path:
-    """Where a target's adaptation is stored (the name made safe for a folder)."""
-    return Path(run_dir) / "adapted" / _SAFE.sub("_", target)
+    """Where a target's adaptation is stored."""
+    return run_subfolder(run_dir, "adapted", target)
 
 
 def save_adapted(folder: Path, adapted: GatedSystem, base: GatedSystem, names: list[str], info: dict) -> dict[str, int]:
@@ -70,11 +89,7 @@ def check_adapted(run_dir: str | Path, target: str) -> Path:
     Raises:
         PathError: the target was never adapted and saved (the message lists those that were).
     """
-    folder = adapted_dir(run_dir, target)
-    if not (folder / "state.json").exists():
-        saved = sorted(p.name for p in (Path(run_dir) / "adapted").glob("*") if (p / "state.json").exists())
-        raise PathError(f"target={target}: not adapted under {run_dir}/adapted; saved: {', '.join(saved) or 'none'}")
-    return folder
+    return stored_subfolder(run_dir, "adapted", target, "target")
 
 
 def load_adapted(run_dir: str | Path, target: str, loaded=None) -> GatedSystem:

@@ -13,25 +13,23 @@ decision biases it changed. Loading one for inference:
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 
 from metasparse.checkpoint import load_checkpoint, save_checkpoint
 from metasparse.errors import PathError
+from metasparse.meta.adapted import run_subfolder, stored_subfolder
 from metasparse.meta.system import GatedSystem
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def calibration_dir(run_dir: str | Path, name: str) -> Path:
-    return Path(run_dir) / "calibrations" / _SAFE.sub("_", name)
+    return run_subfolder(run_dir, "calibrations", name)
 
 
 def decision_biases(system: GatedSystem) -> dict[str, torch.Tensor]:
-    """The controller's decision-layer biases (what a calibration shifts), by parameter name."""
-    return {f"controller.nets.{i}.2.bias": net[2].bias for i, net in enumerate(system.controller.nets)}
+    """The controller's decision biases (what a calibration shifts), keyed as stored."""
+    return {f"controller.{k}": v for k, v in system.controller.decision_biases().items()}
 
 
 def refuse_existing(folder: Path) -> None:
@@ -56,11 +54,7 @@ def check_calibration(run_dir: str | Path, name: str) -> Path:
     Raises:
         PathError: no such calibration (the message lists the stored ones).
     """
-    folder = calibration_dir(run_dir, name)
-    if not (folder / "state.json").exists():
-        saved = sorted(p.name for p in (Path(run_dir) / "calibrations").glob("*") if (p / "state.json").exists())
-        raise PathError(f"calibration={name}: none under {run_dir}/calibrations; saved: {', '.join(saved) or 'none'}")
-    return folder
+    return stored_subfolder(run_dir, "calibrations", name, "calibration")
 
 
 def apply_calibration(system: GatedSystem, run_dir: str | Path, name: str) -> dict:

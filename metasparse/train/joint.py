@@ -102,11 +102,9 @@ def joint_train(
     torch.manual_seed(cfg.seed * 31 + 1)
     ctrl = Controller(model, cfg.controller)
     partial = folder.with_name(f"{folder.name}.partial")
-    teacher = None
-    if cfg.joint.teacher == "frozen":
-        teacher = GatedEncoder(backbone.spec)
-        teacher.load_state_dict(backbone.state_dict())
-        teacher.eval().requires_grad_(False)
+    # the frozen teacher is the pretrained backbone itself: what trains is ``model``, a copy of it; the
+    # teacher only ever runs in eval mode under no_grad
+    teacher = backbone.eval() if cfg.joint.teacher == "frozen" else None
     metrics = _train(cfg, bundle, model, ctrl, partial, teacher)
     state = {"spec": spec_to_json(model.spec), "metrics": metrics, "key": key, "backbone": str(backbone_dir)}
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}

@@ -56,7 +56,7 @@ def read_sentences(path: Path, lang: str, max_sentences: int) -> list[list[str]]
         return load_folder(path, lang=lang, domain="incoming")["words"][:max_sentences]
     from metasparse.inference.documents import read_document
 
-    return read_document(path, key="input").sentences[:max_sentences]
+    return read_document(path, key="input", max_words=None).sentences[:max_sentences]
 
 
 def observe(model, controller, tokenizer, sentences: list[list[str]]) -> dict:

@@ -35,11 +35,12 @@ class Document:
     parsed: list[conllu.TokenList] | None = None
 
 
-def read_document(path: str | Path, key: str | None = None) -> Document:
+def read_document(path: str | Path, key: str | None = None, max_words: int | None = MAX_WORDS) -> Document:
     """Read ``path`` as CoNLL-U (``.conllu``) or plain text.
 
     Args:
         key: the config key the path came from, named in errors (``input=<path>: ...``).
+        max_words: refuse a longer sentence (None: any length; the monitor reads long sentences as they are).
 
     Raises:
         InputError: not UTF-8 (names the byte), no sentence, or a sentence over :data:`MAX_WORDS` words.
@@ -63,8 +64,8 @@ def read_document(path: str | Path, key: str | None = None) -> Document:
     if not doc.sentences:
         raise InputError(f"{where}: no sentence in it (plain text: one sentence a line; or a .conllu file)")
     for words, line in zip(doc.sentences, doc.lines, strict=True):
-        if len(words) > MAX_WORDS:
-            raise InputError(f"{where}:{line}: {len(words)} words in one sentence; at most {MAX_WORDS} (one a line?)")
+        if max_words is not None and len(words) > max_words:
+            raise InputError(f"{where}:{line}: {len(words)} words in one sentence; at most {max_words} (one a line?)")
     return doc
 
 

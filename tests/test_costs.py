@@ -19,8 +19,9 @@ from metasparse.control.budget import (
     expected_fraction,
 )
 from metasparse.control.controller import Controller
-from metasparse.runtime import costs
-from metasparse.runtime.costs import CostTable, load_or_measure, machine_fingerprint, measure
+from metasparse.runtime import cost_store, costs
+from metasparse.runtime.cost_store import load_or_measure
+from metasparse.runtime.costs import CostTable, machine_fingerprint, measure
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def test_a_latency_cannot_fall_with_length():
 def test_a_stale_table_is_remeasured_not_used(tmp_path, monkeypatch, caplog, change, reason):
     model = tiny_model()
     good = _synthetic_table(model)
-    path = costs.table_path(tmp_path, 1, costs.backbone_identity(model))
+    path = cost_store.table_path(tmp_path, 1, costs.backbone_identity(model))
     path.parent.mkdir(parents=True)
     if "codebook" in change:  # same number of patterns, different ones
         change = {"codebook": [[h, g, tok, 99] for h, g, tok, _ in good.codebook]}
@@ -114,13 +115,34 @@ def test_a_stale_table_is_remeasured_not_used(tmp_path, monkeypatch, caplog, cha
         return good
 
     monkeypatch.setattr(costs, "measure", fake_measure)
-    with caplog.at_level(logging.WARNING, logger="metasparse.runtime.costs"):
+    with caplog.at_level(logging.WARNING, logger="metasparse.runtime.cost_store"):
         got, where, fresh = load_or_measure(model, tmp_path, threads=1)
     assert fresh and len(calls) == 1 and where == path
     assert reason in caplog.text and "re-measuring" in caplog.text
     assert CostTable.from_json(path.read_text()) == good  # the stale file was replaced, atomically
     again, _, fresh_again = load_or_measure(model, tmp_path, threads=1)  # now it matches: loaded, not measured
     assert not fresh_again and len(calls) == 1 and again == good
+
+
+def test_a_table_of_the_same_architecture_is_reused_across_backbones(tmp_path, monkeypatch):
+    """Another seed's backbone (same shapes) is priced with the table already measured: latency does not
+    depend on weight values, and every seed of an experiment then sees the same prices."""
+    model = tiny_model()
+    good = _synthetic_table(model)
+    seed0, seed1 = tmp_path / "backbones" / "aaaa", tmp_path / "backbones" / "bbbb"
+    first = cost_store.table_path(seed0, 1, costs.backbone_identity(model))
+    first.parent.mkdir(parents=True)
+    first.write_text(good.to_json())
+    calls = []
+    monkeypatch.setattr(costs, "measure", lambda m, **kw: calls.append(kw) or good)
+    got, where, fresh = load_or_measure(model, seed1, threads=1)
+    assert not fresh and not calls and got == good
+    assert where == cost_store.table_path(seed1, 1, costs.backbone_identity(model)) and where.exists()
+    other = CostTable(**{**good.__dict__, "threads": 7})  # a sibling for another thread count is not used
+    for table_file in (first, where):
+        table_file.write_text(other.to_json())
+    _, _, fresh_other = load_or_measure(model, tmp_path / "backbones" / "cccc", threads=1)
+    assert fresh_other and len(calls) == 1
 
 
 def test_latency_budget_gradient_reaches_the_pattern_logits():

@@ -25,7 +25,7 @@ from metasparse.control.controller import controlled
 from metasparse.control.train import calibrate_bias
 from metasparse.meta.load import LoadedRun
 from metasparse.model.corpus import EncodedCorpus
-from metasparse.runtime.costs import load_or_measure
+from metasparse.runtime.cost_store import load_or_measure
 from metasparse.scoring.methods import Dense, Method
 
 FAMILIES = {

@@ -30,7 +30,8 @@ from metasparse.io import write_result
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.flops import dense_flops, gated_flops
-from metasparse.runtime.costs import CostTable, load_or_measure
+from metasparse.runtime.cost_store import load_or_measure
+from metasparse.runtime.costs import CostTable
 from metasparse.runtime.latency import interleaved, quantiles
 from metasparse.train.joint import backbone_with_controller
 from metasparse.train.pretraining import _rows

@@ -21,7 +21,8 @@ import torch
 
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.flops import block_flops, dense_flops, fixed_flops
-from metasparse.runtime.costs import CostTable, load_or_measure
+from metasparse.runtime.cost_store import load_or_measure
+from metasparse.runtime.costs import CostTable
 
 if TYPE_CHECKING:
     from metasparse.control.controller import Controller

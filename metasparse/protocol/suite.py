@@ -18,7 +18,7 @@ from metasparse.protocol.consistency import batch_consistency
 from metasparse.protocol.peers import udpipe_result
 from metasparse.protocol.speed import measure_speed
 from metasparse.protocol.stress import stress_corpora
-from metasparse.runtime.costs import load_or_measure
+from metasparse.runtime.cost_store import load_or_measure
 from metasparse.scoring import Method, score
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,7 @@ FLOPs savings do not turn into speed by themselves (at batch 1 a narrow matmul c
 one does; a skipped layer saves more than its FLOPs say). For one backbone, machine and thread count the
 table holds the median wall-clock of each pattern on each layer per batch and length bucket, what no
 pattern changes, and one controller decision; :meth:`CostTable.per_example` reads it for a budget.
-:func:`load_or_measure` re-measures a stored table that names another machine, thread count, backbone
-or codebook: it is never used silently.
+Storing and re-using tables beside the backbones is :mod:`metasparse.runtime.cost_store`'s job.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metasparse.io import atomic_write
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.features import MAX_CHARS, Batch
 from metasparse.model.patterns import Pattern
@@ -178,12 +176,6 @@ class CostTable:
         return float(t.sum())
 
 
-def table_path(backbone_dir: Path, threads: int, ident: str) -> Path:
-    """The table's file beside the backbone: one per machine, thread count and architecture (``ident``)."""
-    fp = hashlib.sha256(machine_fingerprint().encode()).hexdigest()[:12]
-    return Path(backbone_dir) / "costs" / f"{fp}-t{threads}-{ident[:8]}.json"
-
-
 def backbone_identity(model: GatedEncoder) -> str:
     """A stable name for a backbone's architecture (latency depends on shapes, not on weight values)."""
     s = model.spec
@@ -316,35 +308,3 @@ def measure(
         rounds=rounds,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
-
-
-def load_or_measure(
-    model: GatedEncoder, backbone_dir: Path, *, threads: int, remeasure: bool = False, **measure_kw
-) -> tuple[CostTable, Path, bool]:
-    """The backbone's table for this machine and thread count: loaded when it matches, else measured
-    and stored beside the backbone (atomically). A stored table that names another machine, thread
-    count, backbone or codebook is re-measured with a warning, never used.
-
-    Returns:
-        (table, its path, whether it was measured now).
-    """
-    ident = backbone_identity(model)
-    path = table_path(backbone_dir, threads, ident)
-    units = codebook_units(model.codebook)
-    if path.exists() and not remeasure:
-        table = CostTable.from_json(path.read_text(), str(path))
-        reason = table.stale_reason(machine_fingerprint(), threads, ident, units)
-        if reason is None:
-            return table, path, False
-        log.warning("cost table %s is stale (%s): re-measuring", path, reason)
-    old = torch.get_num_threads()
-    try:
-        t0 = time.time()
-        table = measure(model, backbone=ident, threads=threads, **measure_kw)
-        log.info(
-            "measured the cost table in %.1fs (median IQR %.1f%%) -> %s", time.time() - t0, 100 * table.spread, path
-        )
-    finally:
-        torch.set_num_threads(old)
-    atomic_write(path, table.to_json().encode())
-    return table, path, True

@@ -59,7 +59,7 @@ def diagnose_runs(cfg: DiagnoseConfig, out_dir: Path) -> dict:
     adjustment = runs[0]["adjustment"]
     atomic_write(out_dir / "relations.csv", csv_text(relations))
     atomic_write(out_dir / "spearman.csv", csv_text(spearman))
-    atomic_write(out_dir / "diagnostics.md", replication_report(cfg.run_dirs, relations, spearman, adjustment))
+    atomic_write(out_dir / "diagnostics.md", replication_report(cfg.run_dirs, relations, spearman, adjustment, runs))
     summary = {"run_dirs": list(cfg.run_dirs), "relations": relations, "spearman": spearman, "adjustment": adjustment}
     atomic_write(out_dir / "diagnostics.json", json.dumps(summary, indent=2))
     return summary

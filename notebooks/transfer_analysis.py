@@ -34,6 +34,8 @@ from pathlib import Path
 
 RUN_DIR = Path(os.environ.get("METASPARSE_RUN_DIR", "../outputs/latest"))
 TRANSFER_DIR = Path(os.environ.get("METASPARSE_TRANSFER_DIR", RUN_DIR / "transfer"))
+# a multi-run diagnose (`diagnose 'run_dirs=[...]'`, e.g. three seeds) for the replicated findings
+REPLICATION_DIR = Path(os.environ.get("METASPARSE_REPLICATION_DIR", RUN_DIR.parent / "diagnostics"))
 
 # %%
 import json
@@ -97,10 +99,34 @@ fig.tight_layout()
 #
 # Mantel tests correlate the two distance matrices and get p-values by permuting cells; the partial
 # tests hold "the two cells differ in language" (or domain) fixed, which separates the two factors.
+# All tests of the report are one family: `p_adjusted` (Holm by default) is what significance reads,
+# and a relation over fewer than `min_cells` cells is "too few cells to test", never a finding.
 
 # %%
 mantel = relations[relations["pathway"] == "pattern_js"].sort_values("r", ascending=False)
-mantel[["test", "shift", "controls", "r", "p", "cells"]].round(3)
+mantel[["test", "shift", "controls", "r", "p", "p_adjusted", "cells", "status"]].round(3)
+
+# %% [markdown]
+# ## Findings that replicate across runs
+#
+# One run's significant relation can flip sign in the next seed. With a multi-run diagnose
+# (`python -m metasparse.diagnose 'run_dirs=[RUN0,RUN1,RUN2]'`, its folder in `REPLICATION_DIR`), this
+# shows only what is significant with the same sign in every run, then the rest with its numbers.
+
+# %%
+pooled_file = REPLICATION_DIR / "relations.csv"
+if pooled_file.exists() and (REPLICATION_DIR / "run0").exists():
+    pooled = pd.concat(
+        [pd.read_csv(pooled_file).assign(kind="mantel"), pd.read_csv(REPLICATION_DIR / "spearman.csv")],
+        ignore_index=True,
+    )
+    cols = [c for c in ("test", "shift", "pathway", "controls", "relation", "r_mean", "rho_mean") if c in pooled]
+    view = pooled[cols + ["p_adjusted_per_run", "p_combined", "status"]]
+    print(f"{int(pooled['replicated'].sum())} of {len(pooled)} relations replicate in every run")
+    display = view[pooled["replicated"].astype(bool)]
+    print(display.round(3).to_string() if len(display) else "none replicates")
+else:
+    print(f"no multi-run diagnose in {REPLICATION_DIR}: run python -m metasparse.diagnose 'run_dirs=[...]'")
 
 # %%
 fig, ax = plt.subplots(figsize=(5, 4))
@@ -132,6 +158,39 @@ axes[1].set_title("FFN groups used per layer")
 axes[1].legend(fontsize=7)
 spearman.round(3)
 
+# %% [markdown]
+# ## Which words get compute
+#
+# Each word's share of the dense FLOPs it got (per-layer patterns, per-token exits and routing), by
+# gold UPOS tag and language, relative to the language's mean word: red tags get more than the average
+# word of their language, blue less. Blank: fewer than 20 words of the tag in that language.
+
+# %%
+by_tag = pd.read_csv(diag / "compute_by_tag.csv")
+grid = by_tag[by_tag["words"] >= 20].pivot(index="lang", columns="tag", values="relative")
+fig, ax = plt.subplots(figsize=(10, 0.35 * len(grid) + 1.5))
+span = float(np.nanmax(np.abs(grid.to_numpy() - 1))) or 1.0
+im = ax.imshow(grid.to_numpy(), cmap="RdBu_r", vmin=1 - span, vmax=1 + span, aspect="auto")
+ax.set_xticks(range(len(grid.columns)), grid.columns, rotation=90, fontsize=7)
+ax.set_yticks(range(len(grid.index)), grid.index, fontsize=7)
+fig.colorbar(im, ax=ax, fraction=0.04)
+grid.mean().sort_values(ascending=False).round(3)
+
+# %% [markdown]
+# ## Which units each adaptation changed
+#
+# The norm of each head's and FFN group's adapted delta (pathway adapters) per target, as a share of
+# the target's total: the units a domain or language needed to change.
+
+# %%
+units_file = diag / "adapted_units.csv"
+units = pd.read_csv(units_file) if units_file.exists() and units_file.stat().st_size else None
+if units is None:
+    print("no saved adaptations with pathway adapters in this run")
+else:
+    units["unit_name"] = [f"L{r.layer} {'h' if r.kind == 'head' else 'g'}{r.unit}" for r in units.itertuples()]
+    top = units.sort_values("share", ascending=False).groupby("target").head(3)
+    print(top[["target", "unit_name", "delta_norm", "share"]].round(4).to_string(index=False))
 # %% [markdown]
 # ## Adaptation curves and the accuracy-FLOPs front
 #

@@ -140,6 +140,26 @@ def test_diagnose_cli_on_the_smoke_run(smoke_analysis):
     assert int(gain["n"]) < 10 and gain["significant"] == "False"
     assert gain["status"] == f"too few cells to test ({gain['n']} < 10)" and gain["status"] in md
     assert "holm-adjusted" in md
+    # which words get compute: every UPOS tag of the cells' languages, shares of the dense FLOPs
+    from metasparse.data.labels import UPOS_TAGS
+
+    with (out / "compute_by_tag.csv").open() as f:
+        tags = list(csv.DictReader(f))
+    assert tags and {r["tag"] for r in tags} <= set(UPOS_TAGS) and "NOUN" in {r["tag"] for r in tags}
+    assert all(0 < float(r["compute"]) <= 1 and int(r["words"]) > 0 for r in tags)
+    cells = list(csv.DictReader((out / "cells.csv").open()))
+    assert {r["lang"] for r in tags} == {r["lang"] for r in cells}
+    assert (out / "compute_by_tag.png").stat().st_size > 1000 and "## Which words get compute" in md
+    # which units each saved adaptation changed: one row per target, layer and unit, shares summing to 1
+    with (out / "adapted_units.csv").open() as f:
+        units = list(csv.DictReader(f))
+    saved = {p.name for p in (smoke_analysis / "adapted").iterdir()}
+    assert len({r["target"] for r in units}) == len(saved) > 0
+    for target in {r["target"] for r in units}:
+        mine = [r for r in units if r["target"] == target]
+        assert sum(float(r["share"]) for r in mine) == pytest.approx(1.0)
+        assert {r["kind"] for r in mine} == {"head", "ffn"}
+    assert "## Units each adaptation changed most" in md
 
 
 @pytest.mark.slow
@@ -418,6 +438,8 @@ def test_diagnose_pools_two_smoke_runs_of_different_seeds(smoke_run, tmp_path):
         md.split("## Not replicated")[0].count("- mantel") + md.split("## Not replicated")[0].count("- partial_mantel")
         == n_found
     )
+    assert ("mantel", "word_js", "token_js", "") in per_run[0]  # the per-word compute distance is pooled too
+    assert "## Which words get compute, per run" in md and "- run 1: most" in md
 
 
 def test_usage_figure_draws_heads_and_groups_apart_only_when_the_codebook_can(tmp_path):

@@ -83,3 +83,23 @@ def compute_vs_uncertainty(flops: list[float], unc: list[float], path: Path) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def matrix(
+    m: np.ndarray, rows: list[str], cols: list[str], title: str, path: Path, *, center: float | None = None
+) -> None:
+    """A labelled rows-by-columns heatmap (NaN cells blank); ``center``: a diverging scale around it."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.3 * len(cols) + 2.5), max(3.0, 0.28 * len(rows) + 1.5)))
+    kw = {"cmap": "viridis"}
+    if center is not None and np.isfinite(m).any():
+        span = float(np.nanmax(np.abs(m - center))) or 1.0
+        kw = {"cmap": "RdBu_r", "vmin": center - span, "vmax": center + span}
+    im = ax.imshow(np.ma.masked_invalid(m), aspect="auto", **kw)
+    ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

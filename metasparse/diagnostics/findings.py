@@ -61,7 +61,40 @@ def findings(s: dict, cells: list[dict], usage: dict, layers: int) -> str:
     top = ", ".join(f"{r['cell']} ({r['flops_fraction']:.3f})" for r in hi[:3])
     bottom = ", ".join(f"{r['cell']} ({r['flops_fraction']:.3f})" for r in hi[-3:])
     lines += ["", f"Most compute: {top}; least: {bottom}.", ""]
+    lines += words_and_units_lines(s)
     lines.append(
         "These are the first published numbers of their kind for this setting; they are reported whatever they are."
     )
     return "\n".join(lines) + "\n"
+
+
+def _tag(t: dict) -> str:
+    n = t["languages"]
+    return f"{t['tag']} {t['relative']:.3f} ({n} language{'' if n == 1 else 's'})"
+
+
+def words_and_units_lines(s: dict) -> list[str]:
+    """Which tags get compute and which units each adaptation changed most, in sentences."""
+    lines = []
+    tags = s.get("compute_by_tag") or []
+    if tags:
+        fmt = ", ".join
+        lines += [
+            "## Which words get compute (a tag's mean word compute over its language's mean, averaged over "
+            "languages; compute_by_tag.csv, compute_by_tag.png)",
+            "",
+            "- most: " + fmt(_tag(t) for t in tags[:3]),
+            "- least: " + fmt(_tag(t) for t in tags[-3:]),
+            "",
+        ]
+    units = s.get("adapted_units") or {}
+    if units:
+        lines += ["## Units each adaptation changed most (share of the target's summed unit deltas)", ""]
+        for target, top in units.items():
+            what = ", ".join(
+                f"layer {r['layer']} {'head' if r['kind'] == 'head' else 'FFN group'} {r['unit']} ({r['share']:.3f})"
+                for r in top
+            )
+            lines.append(f"- {target}: {what}")
+        lines.append("")
+    return lines

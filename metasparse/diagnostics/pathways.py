@@ -3,7 +3,8 @@
 Per cell: the distribution over codebook patterns per layer, the mean share of heads and FFN groups used
 per layer, how often each layer is skipped, the entropy of the decisions (empirical, and of the
 controller's own probabilities), FLOPs per word, and how compute follows the model's uncertainty
-(Spearman between a sentence's FLOPs and its mean token uncertainty).
+(Spearman between a sentence's FLOPs and its mean token uncertainty), and per word the compute it got
+with its gold tag (:mod:`metasparse.diagnostics.token_pathways`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from scipy import stats
 
 from metasparse.control.controller import controlled
 from metasparse.diagnostics.shift import js_divergence
+from metasparse.diagnostics.token_pathways import WordCompute
 from metasparse.model.uncertainty import normalized_entropy
 from metasparse.scoring import score
 
@@ -34,6 +36,7 @@ class CellPathways:
         flops_fraction, flops_per_word: compute used.
         uncertainty_spearman: Spearman (rho, p) between sentence FLOPs and mean token uncertainty.
         sentence_flops, sentence_uncertainty: per sentence, for plots.
+        words: per word, its gold UPOS id, its share of the dense block FLOPs and the layers it ran.
     """
 
     pattern_dist: np.ndarray
@@ -47,6 +50,7 @@ class CellPathways:
     uncertainty_spearman: tuple[float, float]
     sentence_flops: list[float] = field(repr=False, default_factory=list)
     sentence_uncertainty: list[float] = field(repr=False, default_factory=list)
+    words: WordCompute = field(repr=False, default_factory=WordCompute)
 
     def usage_vector(self) -> np.ndarray:
         """Heads and groups used per layer, concatenated: the cell's average pathway."""
@@ -65,12 +69,17 @@ def cell_pathways(model, controller, corpus, *, max_words: int = 4096) -> CellPa
     ctrl_ent: list[float] = []
     unc = [0.0] * len(corpus)
     head = "upos" if "upos" in model.spec.tasks else next(iter(model.spec.tasks))
+    gold = corpus.labels.get("upos")
+    per_sentence: list[tuple] = [()] * len(corpus)
 
     def observe(batch, idx, out) -> None:
         ctrl_ent.extend(float(normalized_entropy(p.clamp_min(1e-12).log()).mean()) for p in out.decision_probs)
         word_unc = normalized_entropy(out.logits[head])  # [B, T]
+        ran = torch.full(batch.word_mask.shape, L) if out.exited_at is None else (out.exited_at + 1).clamp(max=L)
         for b, (i, n) in enumerate(zip(idx, batch.lengths.tolist(), strict=True)):
             unc[i] = float(word_unc[b, :n].mean())
+            tags = gold[i] if gold is not None else [-1] * n
+            per_sentence[i] = (tags, out.token_flops[b, :n].tolist(), ran[b, :n].tolist())
 
     s = score(controlled(model, controller), corpus, max_words=max_words, observe=observe)
     levels = np.asarray(s.levels).reshape(-1, L)
@@ -82,6 +91,9 @@ def cell_pathways(model, controller, corpus, *, max_words: int = 4096) -> CellPa
     skip = np.array([float(p.skip) for p in cb])
     sent_flops = s.sentence_flops
     rho = stats.spearmanr(sent_flops, unc) if len(set(sent_flops)) > 1 else (float("nan"), float("nan"))
+    words = WordCompute()
+    for tags, share, ran in per_sentence:  # corpus order, whatever order the walker batched in
+        words.add(tags, share, ran)
     return CellPathways(
         dist,
         dist @ heads,
@@ -94,15 +106,17 @@ def cell_pathways(model, controller, corpus, *, max_words: int = 4096) -> CellPa
         (float(rho[0]), float(rho[1])),
         sent_flops,
         unc,
+        words,
     )
 
 
-PATHWAY_MEASURES = ("pattern_js", "usage_l1")
+PATHWAY_MEASURES = ("pattern_js", "usage_l1", "token_js")
 
 
 def pathway_matrices(paths: list[CellPathways]) -> dict[str, np.ndarray]:
-    """Pairwise pathway distance: mean over layers of the JS divergence of pattern distributions, and the
-    L1 distance of the average pathways (heads and groups used per layer, averaged over units)."""
+    """Pairwise pathway distance: mean over layers of the JS divergence of pattern distributions, the
+    L1 distance of the average pathways (heads and groups used per layer, averaged over units), and the
+    JS divergence of the per-word compute distributions (what per-token exits and routing change)."""
     n = len(paths)
     out = {m: np.zeros((n, n)) for m in PATHWAY_MEASURES}
     for i in range(n):
@@ -116,5 +130,7 @@ def pathway_matrices(paths: list[CellPathways]) -> dict[str, np.ndarray]:
             )
             l1 = float(np.abs(a.usage_vector() - b.usage_vector()).mean())
             out["pattern_js"][i, j] = out["pattern_js"][j, i] = js
+            tok = js_divergence(dict(enumerate(a.words.histogram())), dict(enumerate(b.words.histogram())))
+            out["token_js"][i, j] = out["token_js"][j, i] = tok
             out["usage_l1"][i, j] = out["usage_l1"][j, i] = l1
     return out

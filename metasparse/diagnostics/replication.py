@@ -81,8 +81,11 @@ def _status(rows: list[dict | None], replicated: bool, tested: bool, signs: set)
     return f"not replicated: significant in {sig} of {len(rows)} runs"
 
 
-def replication_report(run_dirs: Sequence[str], relations: list[dict], spearman: list[dict], adjustment: dict) -> str:
-    """diagnostics.md over several runs: findings (replicated) first, then everything else with its numbers."""
+def replication_report(
+    run_dirs: Sequence[str], relations: list[dict], spearman: list[dict], adjustment: dict, runs: Sequence[dict] = ()
+) -> str:
+    """diagnostics.md over several runs: findings (replicated) first, then everything else with its numbers,
+    then each run's descriptive pathways (which tags get compute: described, not tested)."""
     lines = [
         f"# Diagnostics over {len(run_dirs)} runs",
         "",
@@ -100,6 +103,13 @@ def replication_report(run_dirs: Sequence[str], relations: list[dict], spearman:
     lines += [_line(k, r) for k, r in found] or ["- none: no relation replicates in every run."]
     lines += ["", "## Not replicated", ""]
     lines += [_line(k, r) for k, r in rows if not r["replicated"]]
+    described = [(i, r["compute_by_tag"]) for i, r in enumerate(runs) if r.get("compute_by_tag")]
+    if described:
+        lines += ["", "## Which words get compute, per run (described, not tested; see run<i>/compute_by_tag.csv)", ""]
+        for i, tags in described:
+            most = ", ".join(f"{t['tag']} {t['relative']:.3f}" for t in tags[:3])
+            least = ", ".join(f"{t['tag']} {t['relative']:.3f}" for t in tags[-3:])
+            lines.append(f"- run {i}: most {most}; least {least}")
     return "\n".join(lines) + "\n"
 
 

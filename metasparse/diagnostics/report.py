@@ -12,13 +12,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from metasparse.config import DiagnoseConfig
+from metasparse.data.labels import UPOS_TAGS
 from metasparse.data.registry import load_registry
 from metasparse.diagnostics import figures
+from metasparse.diagnostics.adapted_units import adapted_unit_rows, top_units
 from metasparse.diagnostics.findings import findings
 from metasparse.diagnostics.multiple import judge_family
 from metasparse.diagnostics.pathways import CellPathways, cell_pathways, pathway_matrices
 from metasparse.diagnostics.relations import PARTIAL, mantel, partial_mantel, spearman_bootstrap, upper
 from metasparse.diagnostics.shift import CellProfile, design_matrices, js_divergence, profile_cell, shift_matrices
+from metasparse.diagnostics.token_pathways import tag_compute_rows, tag_matrix, tag_spread
 from metasparse.diagnostics.typology import typology_matrix
 from metasparse.io import atomic_write, csv_text
 from metasparse.model.corpus import EncodedCorpus
@@ -174,6 +177,32 @@ def draw(out_dir: Path, profiles, paths, shift: dict, pathm: dict, usage: dict, 
     figures.compute_vs_uncertainty(all_f, all_u, out_dir / "compute_vs_uncertainty.png")
 
 
+def words_and_units(loaded, cfg: DiagnoseConfig, profiles, paths, out_dir: Path) -> dict:
+    """Which words get compute (by UPOS tag and language) and which units each saved adaptation changed
+    most: ``compute_by_tag.csv``/``.png`` and ``adapted_units.csv``/``.png``; their summaries for the report."""
+    tag_rows = tag_compute_rows([p.lang for p in profiles], [pw.words for pw in paths], UPOS_TAGS)
+    langs, tags, m = tag_matrix(tag_rows)
+    if tag_rows:
+        title = "compute by UPOS tag: a tag's mean word compute / its language's mean"
+        figures.matrix(m, langs, tags, title, out_dir / "compute_by_tag.png", center=1.0)
+    spec = loaded.system.backbone.spec
+    unit_rows = adapted_unit_rows(cfg.run_dir, loaded.system, spec.layers, spec.heads, spec.ffn_groups)
+    if unit_rows:
+        targets = sorted({r["target"] for r in unit_rows})
+        cols = sorted(
+            {(r["layer"], r["kind"], r["unit"]) for r in unit_rows}, key=lambda c: (c[0], c[1] != "head", c[2])
+        )
+        grid = np.zeros((len(targets), len(cols)))
+        for r in unit_rows:
+            grid[targets.index(r["target"]), cols.index((r["layer"], r["kind"], r["unit"]))] = r["share"]
+        names = [f"L{li} {'h' if k == 'head' else 'g'}{u}" for li, k, u in cols]
+        title = "share of each target's adaptation per unit (h: head, g: FFN group)"
+        figures.matrix(grid, targets, names, title, out_dir / "adapted_units.png")
+    atomic_write(out_dir / "compute_by_tag.csv", csv_text(tag_rows))
+    atomic_write(out_dir / "adapted_units.csv", csv_text(unit_rows))
+    return {"compute_by_tag": tag_spread(tag_rows), "adapted_units": top_units(unit_rows)}
+
+
 def diagnose(loaded, cfg: DiagnoseConfig, out_dir: Path) -> dict:
     """Every step for one loaded run; writes CSVs, PNGs, ``diagnostics.json`` and ``diagnostics.md``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -201,6 +230,7 @@ def diagnose(loaded, cfg: DiagnoseConfig, out_dir: Path) -> dict:
     layers = loaded.system.backbone.spec.layers
     usage, layer_rows = usage_by_domain(profiles, paths, layers)
     draw(out_dir, profiles, paths, shift, pathm, usage, layers, heads_and_groups_apart(loaded.system.backbone))
+    words_units = words_and_units(loaded, cfg, profiles, paths, out_dir)
     for name, rows in (
         ("cells", cells),
         ("pairs", pairs),
@@ -221,6 +251,7 @@ def diagnose(loaded, cfg: DiagnoseConfig, out_dir: Path) -> dict:
         "spearman": spearman,
         "strongest_mantel": best,
         "adjustment": {"method": cfg.adjust, "alpha": cfg.alpha, "min_cells": cfg.min_cells},
+        **words_units,
     }
     atomic_write(out_dir / "diagnostics.json", json.dumps(summary, indent=2))
     md = findings(summary, cells, usage, layers)

@@ -7,9 +7,14 @@ left out, as FlopCounterMode leaves them out, so the two can be cross-checked.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
+
 from metasparse.model.encoder import CHAR_KERNEL, EncoderSpec
 from metasparse.model.features import MAX_CHARS
 from metasparse.model.patterns import Pattern
+from metasparse.model.tokens import select_tokens
 
 
 def block_flops(spec: EncoderSpec, p: Pattern, n: int, running: int | None = None) -> int:
@@ -81,3 +86,50 @@ def gated_flops(
     layers = sum(block_flops(spec, p, n, r) + controller_per_layer for p, r in zip(patterns, run, strict=True))
     checks = sum(exit_flops(spec, n) for p in patterns[:-1] if p.exit is not None)
     return layers + checks + fixed_flops(spec, n)
+
+
+def token_flops_share(
+    spec: EncoderSpec,
+    codebook: Sequence[Pattern],
+    levels: torch.Tensor,
+    mask: torch.Tensor,
+    exited_at: torch.Tensor | None = None,
+    token_scores: Sequence[torch.Tensor | None] | None = None,
+) -> torch.Tensor:
+    """Each word's share of the dense block FLOPs it would get: ``[B, T]`` in [0, 1] (0 on padding).
+
+    A word's block work at a layer is what it alone causes there, summed the way :func:`block_flops`
+    counts it: its key and value projections (every valid word, exited or not), and, while it runs, its
+    query and output projections, its row of the attention products and, when routed, its FFN pass
+    (a layer where no word of the sentence still runs costs nothing).
+    Adapters, the controller, exit checks and the fixed parts (characters, heads) are left out: they
+    are not what a per-token decision chooses. Summed over a sentence's words it gives the sentence's
+    block FLOPs.
+
+    Args:
+        codebook: the model's patterns; ``levels`` ``[B, layers]`` the pattern per sentence and layer.
+        mask: ``[B, T]`` valid words; ``exited_at`` ``[B, T]`` the layer after which each word exited
+            (None: none did); ``token_scores``: per layer the ``[B, T]`` routing scores (None where the
+            layer's patterns route nothing).
+    """
+    d, dh = spec.d_model, spec.d_model // spec.heads
+    n = mask.sum(1, keepdim=True).to(torch.float64)  # [B, 1] keys per query row
+    valid = mask.to(torch.float64)
+    dense = spec.layers * (8 * d * spec.d_model + 4 * n * spec.d_model + 4 * d * spec.d_ffn)
+    total = torch.zeros(mask.shape, dtype=torch.float64)
+    for li in range(spec.layers):
+        pats = [codebook[int(lv)] for lv in levels[:, li]]
+        running = mask if exited_at is None else mask & (exited_at >= li)
+        for b, p in enumerate(pats):
+            if p.skip or not running[b].any():  # no word runs: the block returns at once, keys and values too
+                continue
+            a = p.n_heads * dh
+            span = n[b] if p.topk is None else torch.clamp(n[b], max=p.topk)
+            run = running[b].to(torch.float64)
+            total[b] += valid[b] * 4 * d * a + run * (4 * d * a + 2 * (n[b] + span) * a)
+            routed = running[b]
+            if p.tokens < 1.0 and token_scores is not None and token_scores[li] is not None:
+                routed = select_tokens(token_scores[li][b : b + 1], running[b : b + 1], p.tokens)[0]
+            f = p.n_groups * (spec.d_ffn // spec.ffn_groups)
+            total[b] += routed.to(torch.float64) * 4 * d * f
+    return (total / dense).to(torch.float32) * mask

@@ -15,7 +15,7 @@ import torch
 
 from metasparse.model.encoder import EncoderOutput, EncoderSpec, GatedEncoder, Policy
 from metasparse.model.features import Batch
-from metasparse.model.flops import dense_flops, exit_flops, gated_flops
+from metasparse.model.flops import dense_flops, exit_flops, gated_flops, token_flops_share
 from metasparse.model.patterns import Pattern
 
 
@@ -53,6 +53,9 @@ class MethodOutput:
         levels: ``[B, layers]`` codebook index per sentence and layer (per-input methods), else None.
         decision_probs: per layer, the policy's pattern probabilities ``[B, patterns]`` (controllers), else
             None.
+        token_flops: ``[B, T]`` each word's share of the dense block FLOPs it got (per-layer decisions,
+            early exits and token routing included; see :func:`token_flops_share`), else None.
+        exited_at: ``[B, T]`` the layer after which each word exited early, or None when none did.
     """
 
     logits: dict[str, torch.Tensor]
@@ -60,6 +63,8 @@ class MethodOutput:
     dense_flops: list[float]
     levels: torch.Tensor | None = None
     decision_probs: list[torch.Tensor] | None = None
+    token_flops: torch.Tensor | None = None
+    exited_at: torch.Tensor | None = None
 
 
 class Method(ABC):
@@ -91,16 +96,20 @@ class Method(ABC):
     def __call__(self, batch: Batch) -> MethodOutput:
         self.model.eval()
         out = self.forward(batch)
-        levels = None
+        levels, per_token = None, None
+        spec = self.model.spec
         if out.decisions and all(d is not None for d in out.decisions):
             levels = torch.stack([d.levels for d in out.decisions], dim=1)
-        spec = self.model.spec
+            scores = [d.token_scores for d in out.decisions]
+            per_token = token_flops_share(spec, self.model.codebook, levels, batch.word_mask, out.exited_at, scores)
         return MethodOutput(
             out.logits,
             self.flops(batch, out),
             [float(dense_flops(spec, n)) for n in batch.lengths.tolist()],
             levels,
             self.decision_probs(),
+            per_token,
+            out.exited_at,
         )
 
 

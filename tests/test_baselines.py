@@ -3,6 +3,7 @@ static path computes what its masks say; unit reordering leaves the dense functi
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from model_utils import random_batch, tiny_model
@@ -183,3 +184,27 @@ def test_static_patterns_may_drop_all_heads_of_a_layer():
     b = random_batch([4, 2])
     out = model.forward_with(b, lambda i, blk, x, m: blk.forward_sliced(x, m, Pattern(0, 2), None))
     assert torch.isfinite(out.logits["upos"]).all()
+
+
+def test_random_decisions_meet_a_latency_budget_in_its_own_unit(small_setup):
+    """A latency-priced run's random baseline is calibrated in time, not FLOPs: here a skipped layer is
+    nearly free while any width costs the same (batch-1 behaviour), so the same target in the two units
+    asks for different draws, and each is met in its own unit."""
+    from model_utils import hand_made_table
+
+    from metasparse.control.budget import FlopsCost, LatencyCost, decision_fraction
+
+    model, _, calib = small_setup
+    table = hand_made_table(model, lambda p, n, b: 0.05 if p.skip else 1.0, lengths=(8, 16, 32, 64))
+    latency = LatencyCost(table)
+    by_time = random_calibrated(model, calib, 0.5, cost=latency)
+    by_flops = random_calibrated(model, calib, 0.5)
+    assert not np.allclose(by_time.probs, by_flops.probs)
+    batch = calib.batch(list(range(len(calib))))
+    for method, cost in ((by_time, latency), (by_flops, FlopsCost(model))):
+        levels = method(batch).levels
+        parts = cost.parts(batch.lengths)
+        got = decision_fraction(cost, levels, batch.lengths)
+        # the corpus's cost over its dense cost, as the calibration defines it
+        total = float((got * parts.dense).sum() / parts.dense.sum())
+        assert total == pytest.approx(0.5, abs=0.05), (method.name, total)

@@ -100,5 +100,5 @@ def build_method(
     if name == "teal":
         return teal_calibrated(model, splits.calib, budget)
     if name == "random":
-        return random_calibrated(model, splits.calib, budget, seed)
+        return random_calibrated(model, splits.calib, budget, seed, cost=run.system.cost)  # the run's unit
     raise ValueError(f"method={name!r}; allowed: {', '.join(METHODS)}")

@@ -1,6 +1,7 @@
-"""Random per-input decisions at a FLOPs budget: each layer of each sentence draws a codebook pattern
-from one fixed distribution, tilted toward cheap or wide patterns so that expected FLOPs meet the
-target. The draw is seeded by the sentence itself, so a sentence gets the same decisions in any batch."""
+"""Random per-input decisions at a budget: each layer of each sentence draws a codebook pattern from one
+fixed distribution, tilted toward cheap or wide patterns so that the expected cost meets the target, in
+FLOPs or in the run's own unit (a latency table: the same budget a latency-priced controller meets). The
+draw is seeded by the sentence itself, so a sentence gets the same decisions in any batch."""
 
 from __future__ import annotations
 
@@ -9,25 +10,27 @@ import zlib
 import numpy as np
 import torch
 
-from metasparse.control.budget import pattern_flops_table
+from metasparse.control.budget import CostModel, FlopsCost
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import Decision, GatedEncoder
-from metasparse.model.flops import dense_flops, fixed_flops
 from metasparse.scoring.methods import PolicyMethod
 
 
-def pattern_probs(model: GatedEncoder, lengths, target: float, *, iters: int = 40) -> np.ndarray:
-    """``softmax(c * flops_share)`` over the codebook with ``c`` bisected so that expected FLOPs on
-    sentences of ``lengths`` equal ``target``."""
+def pattern_probs(
+    model: GatedEncoder, lengths, target: float, *, cost: CostModel | None = None, iters: int = 40
+) -> np.ndarray:
+    """``softmax(c * cost_share)`` over the codebook with ``c`` bisected so that the expected cost of
+    sentences of ``lengths`` over their dense cost equals ``target`` (``cost``: FLOPs by default; random
+    decisions pay no controller)."""
     lengths = torch.as_tensor(np.asarray(lengths))
-    table = pattern_flops_table(model, lengths).double()  # [N, P] one block
-    dense = sum(dense_flops(model.spec, int(n)) for n in lengths.tolist())
-    fixed = sum(fixed_flops(model.spec, int(n)) for n in lengths.tolist())
-    share = table.sum(0) / table.sum(0).max()
+    parts = (cost or FlopsCost(model)).parts(lengths)
+    layers = parts.layers.double().sum(1)  # [L, P] summed over the sentences
+    dense, fixed = float(parts.dense.double().sum()), float(parts.fixed.double().sum())
+    share = layers.sum(0) / layers.sum(0).max()
 
     def frac(c: float) -> float:
         p = torch.softmax(c * share, 0)
-        return float((model.spec.layers * (table * p).sum() + fixed) / dense)
+        return float(((layers * p).sum() + fixed) / dense)
 
     lo, hi = -60.0, 60.0
     for _ in range(iters):
@@ -68,5 +71,8 @@ class RandomMethod(PolicyMethod):
         return self.model(batch, random_policy(self.model, levels))
 
 
-def random_calibrated(model: GatedEncoder, calib: EncodedCorpus, target: float, seed: int = 0) -> RandomMethod:
-    return RandomMethod(model, pattern_probs(model, calib.lengths(), target), seed)
+def random_calibrated(
+    model: GatedEncoder, calib: EncodedCorpus, target: float, seed: int = 0, cost: CostModel | None = None
+) -> RandomMethod:
+    """Random decisions whose expected cost on ``calib`` is ``target`` of dense (``cost``: FLOPs if None)."""
+    return RandomMethod(model, pattern_probs(model, calib.lengths(), target, cost=cost), seed)

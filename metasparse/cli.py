@@ -63,7 +63,8 @@ def check_paths(paths: dict[str, tuple[str | Path | None, str]]) -> None:
     """Refuse missing paths before anything heavy loads.
 
     Args:
-        paths: config key -> (the path or None to skip, what it must be: ``file``, ``folder`` or ``any``).
+        paths: config key -> (the path or None to skip, what it must be: ``file``, ``folder`` or ``any``
+            to read, or ``output``: a file to write, absent or a file, never a folder).
 
     Raises:
         PathError: naming the key and the path.
@@ -72,6 +73,10 @@ def check_paths(paths: dict[str, tuple[str | Path | None, str]]) -> None:
         if path is None:
             continue
         p = Path(path)
+        if kind == "output":
+            if p.is_dir():
+                raise PathError(f"{key}={path}: a folder; a file to write is expected here (e.g. {p / 'result.json'})")
+            continue
         if not p.exists():
             raise PathError(f"{key}={path}: no such file or folder")
         if kind == "file" and not p.is_file():

@@ -20,7 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from metasparse.cli import one_line_errors
+from metasparse.cli import check_paths, one_line_errors
 from metasparse.config import EvaluateConfig
 from metasparse.io import write_result
 
@@ -30,6 +30,7 @@ def run(cfg: EvaluateConfig, out_dir: Path) -> dict:
     from metasparse.protocol.figures import accuracy_wall_front
     from metasparse.protocol.suite import evaluate_run, format_report
 
+    check_paths({"run_dir": (cfg.run_dir, "folder"), "out": (cfg.out, "output")})
     out = evaluate_run(cfg)
     write_result(out_dir, "evaluate", out, format_report(out), cfg.out)
     accuracy_wall_front(out, out_dir / "front.png")

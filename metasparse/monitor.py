@@ -46,7 +46,7 @@ def run(cfg: MonitorConfig, out_dir: Path) -> dict:
     from metasparse.meta.load import load_run
 
     # everything the user gave is checked before the run (tokenizer, backbone, controller) loads
-    check_paths({"run_dir": (cfg.run_dir, "folder"), "input": (cfg.input, "any")})
+    check_paths({"run_dir": (cfg.run_dir, "folder"), "input": (cfg.input, "any"), "out": (cfg.out, "output")})
     bad = sorted(set(cfg.thresholds) - set(MEASURES))
     if bad:
         raise ConfigValueError(f"thresholds has unknown measure(s) {', '.join(bad)}; allowed: {', '.join(MEASURES)}")

@@ -39,7 +39,7 @@ def run(cfg: PredictConfig, out_dir: Path) -> dict:
     from metasparse.meta.load import load_run
     from metasparse.model.corpus import EncodedCorpus
 
-    check_paths({"run_dir": (cfg.run_dir, "folder"), "input": (cfg.input, "file")})
+    check_paths({"run_dir": (cfg.run_dir, "folder"), "input": (cfg.input, "file"), "out": (cfg.out, "output")})
     if Path(cfg.out).resolve() == Path(cfg.input).resolve():
         raise ConfigValueError(
             f"out={cfg.out} is the input file; allowed: any other path (the input is never overwritten)"

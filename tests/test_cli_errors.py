@@ -38,6 +38,11 @@ def test_check_paths_refuses_missing_and_wrong_kinds(tmp_path):
         check_paths({"run_dir": (f, "folder")})
     with pytest.raises(PathError, match="a folder; a file is expected"):
         check_paths({"input": (tmp_path, "file")})
+    check_paths({"out": (tmp_path / "new.json", "output"), "also": (f, "output")})  # absent, or a file to replace
+    with pytest.raises(
+        PathError, match=r"^out=.*: a folder; a file to write is expected here \(e\.g\. .*result\.json\)$"
+    ):
+        check_paths({"out": (tmp_path, "output")})
 
 
 def test_one_line_errors_exits_2_for_the_package_errors_and_lets_bugs_through(capsys, monkeypatch):
@@ -88,6 +93,13 @@ def test_the_clis_print_one_line_and_exit_2(tmp_path):
         "metasparse.adapt", f"run_dir={run_dir}", "target.path=/nonexistent", "target.lang=de", "target.domain=legal", h
     )
     assert (res.returncode, res.stderr) == (2, "error: target.path=/nonexistent: no such file or folder\n")
+
+    res = _fail("metasparse.evaluate", f"run_dir={run_dir}", f"out={tmp_path}", h)  # before the run loads
+    assert res.returncode == 2
+    assert (
+        res.stderr
+        == f"error: out={tmp_path}: a folder; a file to write is expected here (e.g. {tmp_path}/result.json)\n"
+    )
 
     res = _fail("metasparse.monitor", f"run_dir={run_dir}", f"input={bad}", h)
     assert res.returncode == 2

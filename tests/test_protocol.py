@@ -125,6 +125,20 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
     assert predicted[1, "dense"] == predicted[32, "dense"] == 1.0
     assert all(predicted[b, m] > 0 for b in (1, 32) for m in ("meta", "latency", "random"))
     assert "| batch | method | p50 ms" in (out / "evaluate.md").read_text()
+    assert (out / "front.png").stat().st_size > 1000
+    # accuracy only (a busy machine): no speed table, no front, said so
+    quiet = tmp_path / "no_speed"
+    res = subprocess.run(
+        [sys.executable, "-m", "metasparse.evaluate", f"run_dir={smoke_run}", "methods=[random]", "experiment=quick"]
+        + ["latency.batch_sizes=[]", "latency.predict=false", f"hydra.run.dir={quiet}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert json.loads((quiet / "evaluate.json").read_text())["speed"] == [] and not (quiet / "front.png").exists()
+    md = (quiet / "evaluate.md").read_text()
+    assert "Speed: not measured (latency.batch_sizes=[])." in md and "| batch | method | p50 ms" not in md
     # The UDPipe peer on the same source test sentences: every source language covered, numbers as a direct call.
     from metasparse.baselines.udpipe import load_taggers, train_taggers, udpipe_scores
     from metasparse.protocol.peers import source_train_rows

@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from metasparse.baselines.random_policy import random_policy
-from metasparse.cli import one_line_errors
+from metasparse.cli import check_paths, one_line_errors
 from metasparse.config import CostBenchConfig
 from metasparse.control.controller import Controller
 from metasparse.data.prepare import prepare
@@ -141,6 +141,7 @@ def check_predictions(model: GatedEncoder, table: CostTable, corpus: EncodedCorp
 
 def run(cfg: CostBenchConfig, out_dir: Path) -> dict:
     """Measure (or load) the table and check it; writes ``costs.json`` and ``costs.md`` to ``out_dir``."""
+    check_paths({"out": (cfg.out, "output")})
     o = cfg.costs
     torch.set_num_threads(o.threads)
     bundle = prepare(cfg)

@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from metasparse.baselines.controllers import trained_controller
-from metasparse.cli import one_line_errors
+from metasparse.cli import check_paths, one_line_errors
 from metasparse.config import SpeedBenchConfig
 from metasparse.control.budget import budget_cost
 from metasparse.control.controller import ControllerSpec, controlled
@@ -136,6 +136,7 @@ def _timing(model: GatedEncoder, ctrl, batches: list, repeats: int) -> dict:
 
 def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
     """Run the benchmark; writes ``speed.json`` and ``speed.md`` to ``out_dir`` (and ``cfg.out`` if set)."""
+    check_paths({"out": (cfg.out, "output")})
     b = cfg.bench
     torch.set_num_threads(b.threads)
     bundle = prepare(cfg)

@@ -130,15 +130,18 @@ def format_report(r: dict) -> str:
             f"{g(s, 'macro_cells', 'deprel')} | {g(s, 'macro_f1', 'deprel')} | {g(t, 'accuracy', 'upos')} | "
             f"{g(t, 'accuracy', 'deprel')} | {t['flops_fraction'] if t else float('nan'):.3f} |"
         )
-    lines += [
-        "",
-        "Speed (all methods in the same interleaved rounds; wall ratio = median over median dense, IQR of "
-        "per-round ratios):",
-        "",
-        "| batch | method | p50 ms | p90 ms | p99 ms | words/s | CPU ms per 1k words | wall ratio (IQR) "
-        "| predicted by the cost table |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    if not r["speed"]:  # latency.batch_sizes=[]: accuracy only, e.g. while the machine is busy
+        lines += ["", "Speed: not measured (latency.batch_sizes=[])."]
+    else:
+        lines += [
+            "",
+            "Speed (all methods in the same interleaved rounds; wall ratio = median over median dense, IQR of "
+            "per-round ratios):",
+            "",
+            "| batch | method | p50 ms | p90 ms | p99 ms | words/s | CPU ms per 1k words | wall ratio (IQR) "
+            "| predicted by the cost table |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
     for s in r["speed"]:
         lines.append(
             f"| {s['batch']} | {s['method']} | {s['p50_ms']:.2f} | {s['p90_ms']:.2f} | {s['p99_ms']:.2f} | "

@@ -70,3 +70,50 @@ def test_mixed_patterns_sliced_equal_masked_and_change_outputs(bert_and_inputs):
         dense = gated(enc["input_ids"], enc["attention_mask"])
     torch.testing.assert_close(sliced[m], masked[m], atol=1e-4, rtol=1e-4)
     assert (sliced[m] - dense[m]).abs().max() > 1e-2
+
+
+def _fresh_bert():
+    from transformers import BertModel
+
+    return BertModel.from_pretrained(str(Path(minilm.__file__).parent / "model")).eval()
+
+
+@pytest.mark.slow
+def test_reordering_by_importance_keeps_the_dense_model_and_puts_the_best_units_first(bert_and_inputs):
+    """After the permutation the dense outputs are the same, each layer's units are in decreasing
+    importance, and half the heads and groups (a prefix) change the outputs less than the checkpoint's
+    first half did."""
+    from metasparse.model.hf_importance import reorder_by_importance, unit_importance
+
+    _, enc = bert_and_inputs
+    bert = _fresh_bert()
+    ids, am = enc["input_ids"], enc["attention_mask"]
+    m = am.bool()
+    half = [PatternSpec(0.5, 0.5), PatternSpec(1, 1)]
+    levels = torch.zeros(ids.shape[0], dtype=torch.long)  # every layer at half width
+
+    def policy(i, x, mask):
+        return Decision(hard_levels=levels)
+
+    with torch.no_grad():
+        dense_before = bert(input_ids=ids, attention_mask=am).last_hidden_state
+        half_before = GatedBertAdapter(bert, half, ffn_groups=8)(ids, am, policy=policy)
+    before = reorder_by_importance(bert, ids, am, ffn_groups=8)
+    with torch.no_grad():
+        dense_after = bert(input_ids=ids, attention_mask=am).last_hidden_state
+        half_after = GatedBertAdapter(bert, half, ffn_groups=8)(ids, am, policy=policy)
+    torch.testing.assert_close(dense_after[m], dense_before[m], atol=1e-5, rtol=1e-5)
+    after = unit_importance(bert, ids, am, ffn_groups=8)
+    for kind in ("heads", "groups"):
+        torch.testing.assert_close(after[kind], before[kind].sort(dim=1, descending=True).values, rtol=1e-3, atol=1e-8)
+    err = lambda h: (h[m] - dense_before[m]).pow(2).mean().item()  # noqa: E731
+    print(f"half-width error: checkpoint order {err(half_before):.4f}, importance order {err(half_after):.4f}")
+    assert err(half_after) < err(half_before)
+
+
+def test_reordering_refuses_groups_that_do_not_divide_the_ffn(bert_and_inputs):
+    from metasparse.model.hf_importance import reorder_by_importance
+
+    bert, enc = bert_and_inputs
+    with pytest.raises(ValueError, match="ffn_groups=7 must divide intermediate_size=1536"):
+        reorder_by_importance(bert, enc["input_ids"], enc["attention_mask"], ffn_groups=7)

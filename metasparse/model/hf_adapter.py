@@ -5,8 +5,9 @@ with sliced execution grouped by pattern like the native encoder. BERT is post-L
 token keeps its post-attention state, and a skipped layer is the identity. The output projections
 are copied input-major once at construction so prefixes of input units are contiguous slices.
 
-Heads keep the checkpoint's order (no importance reordering yet), so a prefix is not the *best*
-subset of a pretrained model's heads; with all units on the outputs equal the plain model's.
+Units run as prefixes: reorder a pretrained checkpoint's heads and FFN groups by importance first
+(:func:`metasparse.model.hf_importance.reorder_by_importance`), so that a prefix is the best subset; with
+all units on the outputs equal the plain model's either way.
 
 Example:
     >>> bert = BertModel.from_pretrained(path).eval()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from model_utils import EVERY_UNIT, random_batch, tiny_model
 
-from metasparse.model.flops import block_flops, token_flops_share
+from metasparse.model.flops import block_flops, token_ffn_share, token_flops_share
 from metasparse.model.patterns import PatternSpec
 
 
@@ -57,6 +57,8 @@ def test_hand_set_exits_and_routing_give_each_word_its_compute():
     dense = _dense_per_word(spec, n)
     # layer 1 routes 2 of the 3 running words: words 0 and 1 (word 3 scores highest but has exited)
     full = 3 * (kv + query + ffn)
+    routed = token_ffn_share(spec, model.codebook, levels, mask, exited_at, scores)[0]
+    assert routed.tolist() == pytest.approx([1.0, 1.0, 2 / 3, 1 / 3])  # word 2 left out of layer 1's FFN
     assert share[0].item() == pytest.approx(full / dense)
     assert share[1].item() == pytest.approx(full / dense)
     assert share[2].item() == pytest.approx((full - ffn) / dense)
@@ -75,14 +77,17 @@ def test_per_tag_compute_table_with_hand_set_exits():
     share = token_flops_share(model.spec, model.codebook, torch.zeros(1, 3, dtype=torch.long), mask, exited_at)[0]
     noun, det, punct = (UPOS_TAGS.index(t) for t in ("NOUN", "DET", "PUNCT"))
     wc = WordCompute()
-    wc.add([noun, det, noun, punct], share.tolist(), [3, 2, 3, 1])
+    ffn = token_ffn_share(model.spec, model.codebook, torch.zeros(1, 3, dtype=torch.long), mask, exited_at)[0]
+    assert ffn.tolist() == pytest.approx([1.0, 2 / 3, 1.0, 1 / 3])  # exits take the later FFNs out
+    wc.add([noun, det, noun, punct], share.tolist(), [3, 2, 3, 1], ffn.tolist())
     other = WordCompute()  # a second language where every word runs dense
-    other.add([noun, punct], [1.0, 1.0], [3, 3])
+    other.add([noun, punct], [1.0, 1.0], [3, 3], [1.0, 1.0])
     rows = {(r["lang"], r["tag"]): r for r in tag_compute_rows(["xx", "yy"], [wc, other], UPOS_TAGS)}
     s = share.tolist()
     mean_xx = sum(s) / 4
     assert rows[("xx", "NOUN")]["words"] == 2 and rows[("xx", "NOUN")]["layers_run"] == 3
     assert rows[("xx", "DET")]["layers_run"] == 2 and rows[("xx", "PUNCT")]["layers_run"] == 1
+    assert rows[("xx", "PUNCT")]["ffn_routed"] == pytest.approx(1 / 3)
     assert rows[("xx", "NOUN")]["compute"] == pytest.approx((s[0] + s[2]) / 2)
     assert rows[("xx", "PUNCT")]["relative"] == pytest.approx(s[3] / mean_xx)
     assert s[0] > s[1] > s[3]  # more layers run, more compute

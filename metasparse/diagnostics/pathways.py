@@ -36,7 +36,8 @@ class CellPathways:
         flops_fraction, flops_per_word: compute used.
         uncertainty_spearman: Spearman (rho, p) between sentence FLOPs and mean token uncertainty.
         sentence_flops, sentence_uncertainty: per sentence, for plots.
-        words: per word, its gold UPOS id, its share of the dense block FLOPs and the layers it ran.
+        words: per word, its gold UPOS id, its share of the dense block FLOPs, the layers it ran and the
+            share of layers whose FFN it passed.
     """
 
     pattern_dist: np.ndarray
@@ -79,7 +80,12 @@ def cell_pathways(model, controller, corpus, *, max_words: int = 4096) -> CellPa
         for b, (i, n) in enumerate(zip(idx, batch.lengths.tolist(), strict=True)):
             unc[i] = float(word_unc[b, :n].mean())
             tags = gold[i] if gold is not None else [-1] * n
-            per_sentence[i] = (tags, out.token_flops[b, :n].tolist(), ran[b, :n].tolist())
+            per_sentence[i] = (
+                tags,
+                out.token_flops[b, :n].tolist(),
+                ran[b, :n].tolist(),
+                out.token_ffn[b, :n].tolist(),
+            )
 
     s = score(controlled(model, controller), corpus, max_words=max_words, observe=observe)
     levels = np.asarray(s.levels).reshape(-1, L)
@@ -92,8 +98,8 @@ def cell_pathways(model, controller, corpus, *, max_words: int = 4096) -> CellPa
     sent_flops = s.sentence_flops
     rho = stats.spearmanr(sent_flops, unc) if len(set(sent_flops)) > 1 else (float("nan"), float("nan"))
     words = WordCompute()
-    for tags, share, ran in per_sentence:  # corpus order, whatever order the walker batched in
-        words.add(tags, share, ran)
+    for tags, share, ran, ffn in per_sentence:  # corpus order, whatever order the walker batched in
+        words.add(tags, share, ran, ffn)
     return CellPathways(
         dist,
         dist @ heads,

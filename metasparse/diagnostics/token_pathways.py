@@ -26,16 +26,19 @@ class WordCompute:
         tags: gold tag id of each word (-1: unlabelled).
         share: share of the dense block FLOPs the word got.
         layers_run: layers the word ran before it exited (all of them when it never did).
+        ffn: share of the layers whose FFN the word passed (capacity routing, exits, skips).
     """
 
     tags: list[int] = field(default_factory=list)
     share: list[float] = field(default_factory=list)
     layers_run: list[int] = field(default_factory=list)
+    ffn: list[float] = field(default_factory=list)
 
-    def add(self, tags, share, layers_run) -> None:
+    def add(self, tags, share, layers_run, ffn) -> None:
         self.tags.extend(int(t) for t in tags)
         self.share.extend(float(x) for x in share)
         self.layers_run.extend(int(x) for x in layers_run)
+        self.ffn.extend(float(x) for x in ffn)
 
     def histogram(self, bins: int = HIST_BINS) -> np.ndarray:
         """Share of words per compute bin over [0, 1]: the cell's per-word compute distribution."""
@@ -44,20 +47,21 @@ class WordCompute:
 
 
 def tag_compute_rows(langs: list[str], words: list[WordCompute], tag_names: tuple[str, ...]) -> list[dict]:
-    """One row per language and tag: ``lang, tag, words, compute`` (mean share), ``layers_run`` (mean)
-    and ``relative`` (the tag's mean compute over its language's mean: > 1 means the tag gets more)."""
-    by = defaultdict(lambda: ([], []))
+    """One row per language and tag: ``lang, tag, words, compute`` (mean share), ``layers_run`` (mean),
+    ``ffn_routed`` (mean share of layers whose FFN the words passed) and ``relative`` (the tag's mean
+    compute over its language's mean: > 1 means the tag gets more)."""
+    by = defaultdict(lambda: ([], [], []))
     for lang, wc in zip(langs, words, strict=True):
-        for t, s, n in zip(wc.tags, wc.share, wc.layers_run, strict=True):
+        for t, s, n, f in zip(wc.tags, wc.share, wc.layers_run, wc.ffn, strict=True):
             if t >= 0:
-                by[(lang, t)][0].append(s)
-                by[(lang, t)][1].append(n)
+                for column, v in zip(by[(lang, t)], (s, n, f), strict=True):
+                    column.append(v)
     lang_mean = {}
     for lang in set(langs):
-        vals = [s for (lg, _), (ss, _) in by.items() if lg == lang for s in ss]
+        vals = [s for (lg, _), (ss, _, _) in by.items() if lg == lang for s in ss]
         lang_mean[lang] = float(np.mean(vals)) if vals else float("nan")
     rows = []
-    for (lang, t), (ss, ns) in sorted(by.items()):
+    for (lang, t), (ss, ns, fs) in sorted(by.items()):
         mean = float(np.mean(ss))
         rel = mean / lang_mean[lang] if lang_mean[lang] > 0 else float("nan")
         rows.append(
@@ -67,6 +71,7 @@ def tag_compute_rows(langs: list[str], words: list[WordCompute], tag_names: tupl
                 "words": len(ss),
                 "compute": mean,
                 "layers_run": float(np.mean(ns)),
+                "ffn_routed": float(np.mean(fs)),
                 "relative": rel,
             }
         )

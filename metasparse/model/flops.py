@@ -117,19 +117,41 @@ def token_flops_share(
     valid = mask.to(torch.float64)
     dense = spec.layers * (8 * d * spec.d_model + 4 * n * spec.d_model + 4 * d * spec.d_ffn)
     total = torch.zeros(mask.shape, dtype=torch.float64)
-    for li in range(spec.layers):
-        pats = [codebook[int(lv)] for lv in levels[:, li]]
+    for b, p, running, routed in _word_decisions(spec.layers, codebook, levels, mask, exited_at, token_scores):
+        a = p.n_heads * dh
+        span = n[b] if p.topk is None else torch.clamp(n[b], max=p.topk)
+        total[b] += valid[b] * 4 * d * a + running.to(torch.float64) * (4 * d * a + 2 * (n[b] + span) * a)
+        total[b] += routed.to(torch.float64) * 4 * d * p.n_groups * (spec.d_ffn // spec.ffn_groups)
+    return (total / dense).to(torch.float32) * mask
+
+
+def token_ffn_share(
+    spec: EncoderSpec,
+    codebook: Sequence[Pattern],
+    levels: torch.Tensor,
+    mask: torch.Tensor,
+    exited_at: torch.Tensor | None = None,
+    token_scores: Sequence[torch.Tensor | None] | None = None,
+) -> torch.Tensor:
+    """``[B, T]`` the share of the model's layers whose FFN each word passed (capacity routing, early exits
+    and skipped layers all take it out); arguments as :func:`token_flops_share`."""
+    out = torch.zeros(mask.shape, dtype=torch.float32)
+    for b, p, _, routed in _word_decisions(spec.layers, codebook, levels, mask, exited_at, token_scores):
+        if p.n_groups > 0:
+            out[b] += routed.to(torch.float32)
+    return out / spec.layers * mask
+
+
+def _word_decisions(layers: int, codebook, levels, mask, exited_at, token_scores):
+    """Per layer and sentence that runs a block: ``(row, pattern, running words, routed words)``,
+    the words' masks as the engine applies them (routing picks among the running words)."""
+    for li in range(layers):
         running = mask if exited_at is None else mask & (exited_at >= li)
-        for b, p in enumerate(pats):
+        for b in range(levels.shape[0]):
+            p = codebook[int(levels[b, li])]
             if p.skip or not running[b].any():  # no word runs: the block returns at once, keys and values too
                 continue
-            a = p.n_heads * dh
-            span = n[b] if p.topk is None else torch.clamp(n[b], max=p.topk)
-            run = running[b].to(torch.float64)
-            total[b] += valid[b] * 4 * d * a + run * (4 * d * a + 2 * (n[b] + span) * a)
             routed = running[b]
             if p.tokens < 1.0 and token_scores is not None and token_scores[li] is not None:
                 routed = select_tokens(token_scores[li][b : b + 1], running[b : b + 1], p.tokens)[0]
-            f = p.n_groups * (spec.d_ffn // spec.ffn_groups)
-            total[b] += routed.to(torch.float64) * 4 * d * f
-    return (total / dense).to(torch.float32) * mask
+            yield b, p, running[b], routed

@@ -15,7 +15,7 @@ import torch
 
 from metasparse.model.encoder import EncoderOutput, EncoderSpec, GatedEncoder, Policy
 from metasparse.model.features import Batch
-from metasparse.model.flops import dense_flops, exit_flops, gated_flops, token_flops_share
+from metasparse.model.flops import dense_flops, exit_flops, gated_flops, token_ffn_share, token_flops_share
 from metasparse.model.patterns import Pattern
 
 
@@ -56,6 +56,7 @@ class MethodOutput:
         token_flops: ``[B, T]`` each word's share of the dense block FLOPs it got (per-layer decisions,
             early exits and token routing included; see :func:`token_flops_share`), else None.
         exited_at: ``[B, T]`` the layer after which each word exited early, or None when none did.
+        token_ffn: ``[B, T]`` the share of layers whose FFN each word passed (see :func:`token_ffn_share`).
     """
 
     logits: dict[str, torch.Tensor]
@@ -65,6 +66,7 @@ class MethodOutput:
     decision_probs: list[torch.Tensor] | None = None
     token_flops: torch.Tensor | None = None
     exited_at: torch.Tensor | None = None
+    token_ffn: torch.Tensor | None = None
 
 
 class Method(ABC):
@@ -96,12 +98,13 @@ class Method(ABC):
     def __call__(self, batch: Batch) -> MethodOutput:
         self.model.eval()
         out = self.forward(batch)
-        levels, per_token = None, None
+        levels, per_token, ffn = None, None, None
         spec = self.model.spec
         if out.decisions and all(d is not None for d in out.decisions):
             levels = torch.stack([d.levels for d in out.decisions], dim=1)
+            words = (spec, self.model.codebook, levels, batch.word_mask, out.exited_at)
             scores = [d.token_scores for d in out.decisions]
-            per_token = token_flops_share(spec, self.model.codebook, levels, batch.word_mask, out.exited_at, scores)
+            per_token, ffn = token_flops_share(*words, scores), token_ffn_share(*words, scores)
         return MethodOutput(
             out.logits,
             self.flops(batch, out),
@@ -110,6 +113,7 @@ class Method(ABC):
             self.decision_probs(),
             per_token,
             out.exited_at,
+            ffn,
         )
 
 

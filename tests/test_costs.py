@@ -145,6 +145,30 @@ def test_a_table_of_the_same_architecture_is_reused_across_backbones(tmp_path, m
     assert fresh_other and len(calls) == 1
 
 
+def test_a_noisy_measurement_is_repeated_and_never_kept_silently(tmp_path, monkeypatch, caplog):
+    """A table measured while something else used the CPU (median IQR 30%) is measured again with twice
+    the rounds; the quieter one is stored, and a warning says so when both are noisy."""
+    model = tiny_model()
+    good = _synthetic_table(model)
+    spreads, calls = [0.30, 0.06], []
+
+    def fake_measure(m, **kw):
+        calls.append(kw.get("rounds"))
+        return CostTable(**{**good.__dict__, "spread": spreads[len(calls) - 1]})
+
+    monkeypatch.setattr(costs, "measure", fake_measure)
+    with caplog.at_level(logging.WARNING, logger="metasparse.runtime.cost_store"):
+        got, path, fresh = load_or_measure(model, tmp_path / "backbones" / "a", threads=1, rounds=5)
+    assert fresh and calls == [5, 10] and got.spread == 0.06
+    assert CostTable.from_json(path.read_text()).spread == 0.06 and "measuring again" in caplog.text
+    assert "still noisy" not in caplog.text
+    spreads[:], calls[:] = [0.30, 0.40], []
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="metasparse.runtime.cost_store"):
+        got, _, _ = load_or_measure(model, tmp_path / "backbones" / "a", threads=1, remeasure=True)
+    assert got.spread == 0.30 and "still noisy (median IQR 30%)" in caplog.text and "costs.remeasure=true" in caplog.text
+
+
 def test_latency_budget_gradient_reaches_the_pattern_logits():
     model = tiny_model()
     ctrl = Controller(model)

@@ -77,6 +77,33 @@ def test_mantel_statistic_and_p_against_an_exact_permutation_count():
     assert abs(res.p - p_exact) < 0.02
 
 
+def test_vectorised_mantel_p_values_equal_the_one_permutation_at_a_time_loop():
+    """Same generator, same permutations: the chunked computation counts exactly what a plain loop counts."""
+    from metasparse.diagnostics.relations import _residual, partial_mantel
+
+    rng = np.random.default_rng(5)
+    x, _ = _random_distance(9, rng)
+    y, _ = _random_distance(9, rng)
+    z = (np.arange(9)[:, None] % 3 != np.arange(9)[None] % 3).astype(float)
+    y = (y + 0.5 * x + 0.3 * z) / 2
+
+    def loop(partial: bool) -> float:
+        g = np.random.default_rng(7)
+        f = (lambda v: _residual(v, upper(z))) if partial else (lambda v: v)
+        yv = f(upper(y))
+        r = np.corrcoef(f(upper(x)), yv)[0, 1]
+        hits = 0
+        for _ in range(1200):  # more than one chunk of 500
+            p = g.permutation(9)
+            hits += np.corrcoef(f(upper(x[np.ix_(p, p)])), yv)[0, 1] >= r - 1e-12
+        return (hits + 1) / 1201
+
+    assert mantel(x, y, permutations=1200, seed=7).p == loop(False)
+    assert partial_mantel(x, y, z, permutations=1200, seed=7).p == loop(True)
+    flat = np.ones((5, 5)) - np.eye(5)  # every pair equally far: no correlation is defined, nor a p
+    assert math.isnan(mantel(flat, _random_distance(5, rng)[0], permutations=99).p)
+
+
 def test_partial_mantel_removes_a_shared_factor():
     rng = np.random.default_rng(0)
     groups = np.repeat([0, 1, 2], 4)
@@ -140,6 +167,8 @@ def test_diagnose_cli_on_the_smoke_run(smoke_analysis):
     assert int(gain["n"]) < 10 and gain["significant"] == "False"
     assert gain["status"] == f"too few cells to test ({gain['n']} < 10)" and gain["status"] in md
     assert "holm-adjusted" in md
+    # 49 permutations (a fast test): the smallest p, 0.02, cannot survive the adjustment, and md says so
+    assert "with 49 permutations the smallest Mantel p is 0.02" in md and "Raise `permutations`" in md
     # which words get compute: every UPOS tag of the cells' languages, shares of the dense FLOPs
     from metasparse.data.labels import UPOS_TAGS
 

@@ -32,7 +32,7 @@ class DiagnoseConfig:
     run_dirs: list[str] = field(default_factory=list)
     min_test_sentences: int = 20
     max_sentences: int = 200
-    permutations: int = 999
+    permutations: int = 9999
     bootstrap: int = 2000
     seed: int = 0
     adjust: str = "holm"

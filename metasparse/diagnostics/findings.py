@@ -29,6 +29,14 @@ def findings(s: dict, cells: list[dict], usage: dict, layers: int) -> str:
         f"{adj['min_cells']} cells is not tested.",
         "",
     ]
+    floor = family / (adj.get("permutations", 9999) + 1)  # the smallest Mantel p, adjusted over the family
+    if floor >= adj["alpha"]:
+        lines += [
+            f"**Warning**: with {adj['permutations']} permutations the smallest Mantel p is "
+            f"{1 / (adj['permutations'] + 1):.2g}; adjusted over {family} tests it cannot fall under "
+            f"{adj['alpha']}: no Mantel relation can be significant. Raise `permutations`.",
+            "",
+        ]
     lines.append("## Mantel tests (pathway distance = mean JS divergence of the per-layer pattern distributions)")
     lines.append("")
     for r in sorted(

@@ -57,21 +57,52 @@ class MantelResult:
     n_cells: int
 
 
-def mantel(x: np.ndarray, y: np.ndarray, *, permutations: int = 999, seed: int = 0) -> MantelResult:
+def _permuted_uppers(x: np.ndarray, rng: np.random.Generator, permutations: int, chunk: int = 500):
+    """The upper triangle of ``x`` under ``permutations`` random cell permutations, ``chunk`` at a time
+    (``[k, pairs]`` arrays: vectorised, so 9,999 permutations of 70 cells take about a second)."""
+    n = x.shape[0]
+    iu, ju = np.triu_indices(n, 1)
+    done = 0
+    while done < permutations:
+        k = min(chunk, permutations - done)
+        perms = np.stack([rng.permutation(n) for _ in range(k)])  # [k, n]
+        yield x[perms[:, iu], perms[:, ju]]
+        done += k
+
+
+def _row_pearson(rows: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``rows`` with ``v``."""
+    a = rows - rows.mean(1, keepdims=True)
+    b = v - v.mean()
+    den = np.sqrt((a**2).sum(1) * (b**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a @ b) / den
+
+
+def _row_residuals(rows: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Each row's residual after least squares on ``[1, z]`` (as :func:`_residual`, row by row)."""
+    design = np.column_stack([np.ones_like(z), z])
+    coef = np.linalg.lstsq(design, rows.T, rcond=None)[0]  # [2, k]
+    return rows - (design @ coef).T
+
+
+def _p(r: float, hits: int, permutations: int) -> float:
+    """One-sided permutation p; NaN when the statistic is undefined (a constant matrix), never significant."""
+    return float("nan") if np.isnan(r) else (hits + 1) / (permutations + 1)
+
+
+def mantel(x: np.ndarray, y: np.ndarray, *, permutations: int = 9999, seed: int = 0) -> MantelResult:
     """Mantel correlation between distance matrices ``x`` and ``y`` and its one-sided permutation p-value."""
     _check(x, y)
     rng = np.random.default_rng(seed)
     yv = upper(y)
     r = _pearson(upper(x), yv)
-    hits = 0
-    for _ in range(permutations):
-        p = rng.permutation(x.shape[0])
-        hits += _pearson(upper(x[np.ix_(p, p)]), yv) >= r - 1e-12
-    return MantelResult(r, (hits + 1) / (permutations + 1), permutations, x.shape[0])
+    hits = sum(int((_row_pearson(rows, yv) >= r - 1e-12).sum()) for rows in _permuted_uppers(x, rng, permutations))
+    return MantelResult(r, _p(r, hits, permutations), permutations, x.shape[0])
 
 
 def partial_mantel(
-    x: np.ndarray, y: np.ndarray, z: np.ndarray, *, permutations: int = 999, seed: int = 0
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, *, permutations: int = 9999, seed: int = 0
 ) -> MantelResult:
     """Mantel correlation of ``x`` and ``y`` with ``z`` held fixed (residuals on ``z``), one-sided p."""
     _check(x, y, z)
@@ -79,11 +110,11 @@ def partial_mantel(
     zv = upper(z)
     ry = _residual(upper(y), zv)
     r = _pearson(_residual(upper(x), zv), ry)
-    hits = 0
-    for _ in range(permutations):
-        p = rng.permutation(x.shape[0])
-        hits += _pearson(_residual(upper(x[np.ix_(p, p)]), zv), ry) >= r - 1e-12
-    return MantelResult(r, (hits + 1) / (permutations + 1), permutations, x.shape[0])
+    hits = sum(
+        int((_row_pearson(_row_residuals(rows, zv), ry) >= r - 1e-12).sum())
+        for rows in _permuted_uppers(x, rng, permutations)
+    )
+    return MantelResult(r, _p(r, hits, permutations), permutations, x.shape[0])
 
 
 @dataclass

@@ -250,7 +250,12 @@ def diagnose(loaded, cfg: DiagnoseConfig, out_dir: Path) -> dict:
         "relations": relations,
         "spearman": spearman,
         "strongest_mantel": best,
-        "adjustment": {"method": cfg.adjust, "alpha": cfg.alpha, "min_cells": cfg.min_cells},
+        "adjustment": {
+            "method": cfg.adjust,
+            "alpha": cfg.alpha,
+            "min_cells": cfg.min_cells,
+            "permutations": cfg.permutations,
+        },
         **words_units,
     }
     atomic_write(out_dir / "diagnostics.json", json.dumps(summary, indent=2))

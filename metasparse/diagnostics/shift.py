@@ -120,13 +120,16 @@ def profile_cell(
     """Profile one cell's sentences (words, gold UPOS and DEPREL) with the run's tokenizer."""
     words = [w.casefold() for s in sentences for w in s]
     sub, chars, byte_chars, n_sub = Counter(), 0, 0, 0
+    spelled: dict[str, int] = {}  # a form's byte-piece characters, tokenized once (forms repeat, Zipf)
     for s in sentences:
         enc = tokenizer.encode_words(list(s))
         sub.update(enc.input_ids)
         n_sub += len(enc.input_ids)
         for w in s:
             chars += len(w)
-            byte_chars += byte_piece_chars(tokenizer, w)
+            if w not in spelled:
+                spelled[w] = byte_piece_chars(tokenizer, w)
+            byte_chars += spelled[w]
     return CellProfile(
         name,
         lang,

@@ -34,6 +34,8 @@ from pathlib import Path
 
 RUN_DIR = Path(os.environ.get("METASPARSE_RUN_DIR", "../outputs/latest"))
 TRANSFER_DIR = Path(os.environ.get("METASPARSE_TRANSFER_DIR", RUN_DIR / "transfer"))
+# this run's diagnose output (a multi-run diagnose keeps each run's in its run<i>/)
+DIAG_DIR = Path(os.environ.get("METASPARSE_DIAG_DIR", RUN_DIR / "diagnostics"))
 # a multi-run diagnose (`diagnose 'run_dirs=[...]'`, e.g. three seeds) for the replicated findings
 REPLICATION_DIR = Path(os.environ.get("METASPARSE_REPLICATION_DIR", RUN_DIR.parent / "diagnostics"))
 
@@ -46,7 +48,7 @@ import pandas as pd
 
 if not (RUN_DIR / "metrics.json").exists():
     raise FileNotFoundError(f"{RUN_DIR} is not a finished meta_train run (no metrics.json); set RUN_DIR")
-diag = RUN_DIR / "diagnostics"
+diag = DIAG_DIR
 if not (diag / "relations.csv").exists():
     raise FileNotFoundError(f"no diagnostics in {diag}: run `python -m metasparse.diagnose run_dir={RUN_DIR}` first")
 metrics = json.loads((RUN_DIR / "metrics.json").read_text())

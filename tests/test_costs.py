@@ -166,7 +166,9 @@ def test_a_noisy_measurement_is_repeated_and_never_kept_silently(tmp_path, monke
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="metasparse.runtime.cost_store"):
         got, _, _ = load_or_measure(model, tmp_path / "backbones" / "a", threads=1, remeasure=True)
-    assert got.spread == 0.30 and "still noisy (median IQR 30%)" in caplog.text and "costs.remeasure=true" in caplog.text
+    assert (
+        got.spread == 0.30 and "still noisy (median IQR 30%)" in caplog.text and "costs.remeasure=true" in caplog.text
+    )
 
 
 def test_latency_budget_gradient_reaches_the_pattern_logits():

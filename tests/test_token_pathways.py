@@ -8,7 +8,7 @@ import pytest
 import torch
 from model_utils import EVERY_UNIT, random_batch, tiny_model
 
-from metasparse.model.flops import block_flops, token_ffn_share, token_flops_share
+from metasparse.model.flops import block_flops, word_compute
 from metasparse.model.patterns import PatternSpec
 
 
@@ -30,7 +30,7 @@ def test_word_shares_add_up_to_the_sentence_block_flops(seed):
     levels = torch.randint(0, model.n_patterns, (B, model.spec.layers), generator=g)
     exited_at = torch.randint(0, model.spec.layers + 1, (B, T), generator=g)
     scores = [torch.randn(B, T, generator=g) for _ in range(model.spec.layers)]
-    share = token_flops_share(model.spec, model.codebook, levels, mask, exited_at, scores)
+    share, _ = word_compute(model.spec, model.codebook, levels, mask, exited_at, scores)
     assert (share[~mask] == 0).all() and (share >= 0).all() and (share <= 1 + 1e-6).all()
     for b, n in enumerate(lengths):
         running = [int((mask[b] & (exited_at[b] >= li)).sum()) for li in range(model.spec.layers)]
@@ -51,13 +51,12 @@ def test_hand_set_exits_and_routing_give_each_word_its_compute():
     levels = torch.tensor([[0, 1, 0]])  # layer 1 routes the FFN to ceil(0.5 * running) words
     exited_at = torch.tensor([[3, 3, 3, 0]])  # word 3 stops after layer 0
     scores = [None, torch.tensor([[4.0, 3.0, -1.0, 9.0]]), None]
-    share = token_flops_share(spec, model.codebook, levels, mask, exited_at, scores)[0]
+    share, routed = (t[0] for t in word_compute(spec, model.codebook, levels, mask, exited_at, scores))
     d, f, n = spec.d_model, spec.d_ffn, 4
     kv, query, ffn = 4 * d * d, 4 * d * d + 2 * (n + n) * d, 4 * d * f
     dense = _dense_per_word(spec, n)
     # layer 1 routes 2 of the 3 running words: words 0 and 1 (word 3 scores highest but has exited)
     full = 3 * (kv + query + ffn)
-    routed = token_ffn_share(spec, model.codebook, levels, mask, exited_at, scores)[0]
     assert routed.tolist() == pytest.approx([1.0, 1.0, 2 / 3, 1 / 3])  # word 2 left out of layer 1's FFN
     assert share[0].item() == pytest.approx(full / dense)
     assert share[1].item() == pytest.approx(full / dense)
@@ -74,10 +73,10 @@ def test_per_tag_compute_table_with_hand_set_exits():
     model = tiny_model([PatternSpec(1.0, 1.0, exit=0.5)])
     mask = torch.ones(1, 4, dtype=torch.bool)
     exited_at = torch.tensor([[3, 1, 3, 0]])
-    share = token_flops_share(model.spec, model.codebook, torch.zeros(1, 3, dtype=torch.long), mask, exited_at)[0]
+    levels = torch.zeros(1, 3, dtype=torch.long)
+    share, ffn = (t[0] for t in word_compute(model.spec, model.codebook, levels, mask, exited_at))
     noun, det, punct = (UPOS_TAGS.index(t) for t in ("NOUN", "DET", "PUNCT"))
     wc = WordCompute()
-    ffn = token_ffn_share(model.spec, model.codebook, torch.zeros(1, 3, dtype=torch.long), mask, exited_at)[0]
     assert ffn.tolist() == pytest.approx([1.0, 2 / 3, 1.0, 1 / 3])  # exits take the later FFNs out
     wc.add([noun, det, noun, punct], share.tolist(), [3, 2, 3, 1], ffn.tolist())
     other = WordCompute()  # a second language where every word runs dense

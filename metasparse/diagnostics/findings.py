@@ -29,14 +29,7 @@ def findings(s: dict, cells: list[dict], usage: dict, layers: int) -> str:
         f"{adj['min_cells']} cells is not tested.",
         "",
     ]
-    floor = family / (adj.get("permutations", 9999) + 1)  # the smallest Mantel p, adjusted over the family
-    if floor >= adj["alpha"]:
-        lines += [
-            f"**Warning**: with {adj['permutations']} permutations the smallest Mantel p is "
-            f"{1 / (adj['permutations'] + 1):.2g}; adjusted over {family} tests it cannot fall under "
-            f"{adj['alpha']}: no Mantel relation can be significant. Raise `permutations`.",
-            "",
-        ]
+    lines += _permutation_floor_lines(adj, family)
     lines.append("## Mantel tests (pathway distance = mean JS divergence of the per-layer pattern distributions)")
     lines.append("")
     for r in sorted(
@@ -74,6 +67,18 @@ def findings(s: dict, cells: list[dict], usage: dict, layers: int) -> str:
         "These are the first published numbers of their kind for this setting; they are reported whatever they are."
     )
     return "\n".join(lines) + "\n"
+
+
+def _permutation_floor_lines(adj: dict, family: int) -> list[str]:
+    """A warning when the smallest attainable Mantel p, adjusted over the family, cannot pass ``alpha``."""
+    if family / (adj.get("permutations", 9999) + 1) < adj["alpha"]:
+        return []
+    return [
+        f"**Warning**: with {adj['permutations']} permutations the smallest Mantel p is "
+        f"{1 / (adj['permutations'] + 1):.2g}; adjusted over {family} tests it cannot fall under "
+        f"{adj['alpha']}: no Mantel relation can be significant. Raise `permutations`.",
+        "",
+    ]
 
 
 def _tag(t: dict) -> str:

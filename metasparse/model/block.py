@@ -1,5 +1,7 @@
-"""One pre-LN transformer block whose heads, FFN channel groups, FFN tokens and attention span can be
-switched off per input.
+"""One transformer block whose heads, FFN channel groups, FFN tokens and attention span can be switched
+off per input. Pre-LN (the package's own backbones) or post-LN (BERT-family checkpoints converted by
+:mod:`metasparse.model.pretrained`): in a post-LN block a sub-block that is off is skipped whole, norm
+included, so a skipped layer is the identity and a routed-out token keeps its post-attention state.
 
 Two execution paths share the weights:
 
@@ -21,13 +23,14 @@ from torch import nn
 
 from metasparse.model.adapters import PathwayAdapter
 from metasparse.model.attention import attend, attend_topk_masked
+from metasparse.model.block_post import forward_masked_post
 from metasparse.model.patterns import Pattern
 from metasparse.model.profiling import region
 from metasparse.model.tokens import select_tokens
 
 
 class GatedBlock(nn.Module):
-    """Pre-LN block with gateable units.
+    """Transformer block with gateable units.
 
     Args:
         d_model: width.
@@ -35,15 +38,29 @@ class GatedBlock(nn.Module):
         d_ffn: FFN hidden channels.
         n_groups: FFN channel groups (``d_ffn`` must divide evenly).
         dropout: dropout on the residual branches.
+        norm: ``pre`` (norm before each sub-block) or ``post`` (after the residual sum, as in BERT).
+        eps: the layer norms' epsilon.
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_ffn: int, n_groups: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ffn: int,
+        n_groups: int,
+        dropout: float = 0.0,
+        norm: str = "pre",
+        eps: float = 1e-5,
+    ) -> None:
         super().__init__()
         if d_model % n_heads or d_ffn % n_groups:
             raise ValueError(f"d_model={d_model} must divide by heads={n_heads}, ffn={d_ffn} by groups={n_groups}")
+        if norm not in ("pre", "post"):
+            raise ValueError(f"norm={norm!r}; allowed: pre, post")
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
         self.n_groups, self.group_size = n_groups, d_ffn // n_groups
-        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.post = norm == "post"
+        self.ln1, self.ln2 = nn.LayerNorm(d_model, eps=eps), nn.LayerNorm(d_model, eps=eps)
         self.q, self.k, self.v = (nn.Linear(d_model, d_model) for _ in range(3))
         self.o_weight = nn.Parameter(torch.empty(d_model, d_model))  # [heads * d_head, d_model]
         self.o_bias = nn.Parameter(torch.zeros(d_model))
@@ -58,6 +75,19 @@ class GatedBlock(nn.Module):
             nn.init.normal_(w, std=0.02)
         for b in (self.q.bias, self.k.bias, self.v.bias, self.w1.bias):
             nn.init.zeros_(b)
+
+    # ----- where the norms sit: the only difference between pre-LN and post-LN -----------------
+    def attn_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.post else self.ln1(x)
+
+    def attn_residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.ln1(x + self.drop(y)) if self.post else x + self.drop(y)
+
+    def ffn_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.post else self.ln2(x)
+
+    def ffn_residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.ln2(x + self.drop(y)) if self.post else x + self.drop(y)
 
     # ----- hard, sliced -------------------------------------------------------------------------
     def forward_sliced(
@@ -80,12 +110,12 @@ class GatedBlock(nn.Module):
         B, T, _ = x.shape
         n = p.n_heads * self.d_head
         with region("attention"):
-            h = self.ln1(x)
+            h = self.attn_input(x)
             q = self.out_prefix("q", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
             k = self.out_prefix("k", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
             v = self.out_prefix("v", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
             ctx = attend(q, k, v, mask, p.topk).transpose(1, 2).reshape(B * T, n)
-            x = x + self.drop(self.heads_out(ctx, p.n_heads).view(B, T, -1))
+            x = self.attn_residual(x, self.heads_out(ctx, p.n_heads).view(B, T, -1))
         if p.n_groups == 0:
             return x
         with region("ffn"):
@@ -109,12 +139,12 @@ class GatedBlock(nn.Module):
         if p.n_heads > 0:
             n = p.n_heads * self.d_head
             with region("attention"):
-                h = self.ln1(x)
+                h = self.attn_input(x)
                 q = self.out_prefix("q", h.gather(1, idx), n).view(B, A, p.n_heads, self.d_head).transpose(1, 2)
                 k = self.out_prefix("k", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
                 v = self.out_prefix("v", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
                 ctx = attend(q, k, v, mask, p.topk).transpose(1, 2).reshape(B * A, n)
-                xs = xs + self.drop(self.heads_out(ctx, p.n_heads).view(B, A, -1))
+                xs = self.attn_residual(xs, self.heads_out(ctx, p.n_heads).view(B, A, -1))
         if p.n_groups > 0:
             with region("ffn"):
                 xs = self._ffn_sliced(xs, qmask, p, scores)
@@ -124,16 +154,17 @@ class GatedBlock(nn.Module):
     def _ffn_sliced(self, x: torch.Tensor, mask: torch.Tensor, p: Pattern, token_scores: torch.Tensor | None):
         B, T, _ = x.shape
         f = p.n_groups * self.group_size
-        h2 = self.ln2(x)
+        h2 = self.ffn_input(x)
         if p.tokens >= 1.0:
             a = F.gelu(self.out_prefix("w1", h2.reshape(B * T, -1), f))
-            return x + self.drop(self.ffn_out(a, p.n_groups).view(B, T, -1))
+            return self.ffn_residual(x, self.ffn_out(a, p.n_groups).view(B, T, -1))
         if token_scores is None:
             raise ValueError("a pattern with tokens < 1 needs token scores from the policy")
         flat = select_tokens(token_scores, mask, p.tokens).reshape(-1).nonzero().squeeze(1)
         hs = h2.reshape(B * T, -1).index_select(0, flat)
-        y = self.drop(self.ffn_out(F.gelu(self.out_prefix("w1", hs, f)), p.n_groups))
-        return x.reshape(B * T, -1).index_add(0, flat, y).view(B, T, -1)
+        y = self.ffn_out(F.gelu(self.out_prefix("w1", hs, f)), p.n_groups)
+        rows = x.reshape(B * T, -1)  # routed tokens get the FFN; the others pass through unchanged
+        return rows.index_copy(0, flat, self.ffn_residual(rows.index_select(0, flat), y)).view(B, T, -1)
 
     # ----- the units' output projections, with their pathway adapters when attached -------------
     def heads_out(self, ctx: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -188,6 +219,8 @@ class GatedBlock(nn.Module):
         gradient. ``active`` (``[B, T]``, optional): tokens that have not exited; the others come back
         unchanged (and are not routed), as on the packed sliced path.
         """
+        if self.post:
+            return forward_masked_post(self, x, mask, codebook, weights, token_scores, token_gate, active)
         x_in = x
         act = mask if active is None else active
         B, T, _ = x.shape
@@ -265,14 +298,17 @@ class GatedBlock(nn.Module):
         distributions."""
         B, T, _ = x.shape
         H, dh = self.n_heads, self.d_head
-        h = self.ln1(x)
+        h = self.attn_input(x)
         q = self.q(h).view(B, T, H, dh).transpose(1, 2)
         k = self.k(h).view(B, T, H, dh).transpose(1, 2)
         v = self.v(h).view(B, T, H, dh).transpose(1, 2)
         ctx = attend(q, k, v, mask, None) * head_gate.view(1, H, 1, 1)
         any_head = (head_gate != 0).any().to(x.dtype)  # a layer with no head left drops the output bias too
-        x = x + self.drop(ctx.transpose(1, 2).reshape(B, T, H * dh) @ self.o_weight + self.o_bias * any_head)
-        a = F.gelu(self.w1(self.ln2(x)))
+        y = ctx.transpose(1, 2).reshape(B, T, H * dh) @ self.o_weight + self.o_bias * any_head
+        # post-LN: a sub-block with no unit left is skipped whole, norm included, as on the sliced path
+        x = self.attn_residual(x, y) if (not self.post or bool(any_head)) else x
+        a = F.gelu(self.w1(self.ffn_input(x)))
         a = a * group_gate.repeat_interleave(self.group_size).view(1, 1, -1)
         any_group = (group_gate != 0).any().to(x.dtype)
-        return x + self.drop(a @ self.w2_weight + self.w2_bias * any_group)
+        y = a @ self.w2_weight + self.w2_bias * any_group
+        return self.ffn_residual(x, y) if (not self.post or bool(any_group)) else x

@@ -9,118 +9,24 @@ what moved UPOS most in the measurements behind the design, the hashed forms act
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metasparse.errors import require
-from metasparse.model.adapters import AdapterConfig, attach_adapters
+from metasparse.model.adapters import attach_adapters
 from metasparse.model.block import GatedBlock
 from metasparse.model.features import CHAR_BUCKETS, Batch
 from metasparse.model.grouped import run_grouped
-from metasparse.model.patterns import DEFAULT_CODEBOOK, Pattern, PatternSpec, resolve_codebook
+from metasparse.model.patterns import Pattern, resolve_codebook
 from metasparse.model.profiling import region
+from metasparse.model.spec import EncoderSpec, ModelConfig
 from metasparse.model.uncertainty import normalized_entropy
 
 CHAR_KERNEL = 3  # characters the convolution sees at once
 
-
-@dataclass
-class EncoderSpec:
-    """Architecture of the gated encoder.
-
-    Attributes:
-        vocab_size: subword vocabulary size.
-        word_buckets: hashed word-form buckets.
-        suffix_buckets: hashed suffix buckets.
-        tasks: task name -> number of labels.
-        layers, d_model, heads, d_ffn, ffn_groups: transformer size.
-        dropout: dropout on embeddings and residual branches.
-        max_positions: learned word positions; a longer sentence wraps around (word ``t`` takes position
-            ``t mod max_positions``), so any length runs and neighbours keep their relative order.
-        codebook: the execution patterns a layer can run.
-        adapter: the pathway adapters attached after pretraining (None: none; set by
-            :func:`metasparse.model.adapters.attach_adapters`, never part of a backbone's cache key).
-        char_dim, char_channels: the character encoder (0: none): each word's characters embedded in
-            ``char_dim``, one width-3 convolution to ``char_channels``, max-pooled over the word and
-            projected to ``d_model``.
-    """
-
-    vocab_size: int
-    tasks: dict[str, int]
-    word_buckets: int = 65536
-    suffix_buckets: int = 32768
-    layers: int = 4
-    d_model: int = 256
-    heads: int = 8
-    d_ffn: int = 1024
-    ffn_groups: int = 8
-    dropout: float = 0.1
-    max_positions: int = 256
-    codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
-    adapter: AdapterConfig | None = None
-    char_dim: int = 0
-    char_channels: int = 0
-
-
-@dataclass
-class ModelConfig:
-    """Encoder architecture as configured (``conf/model/*.yaml``); :meth:`spec` resolves it for a tokenizer
-    and a task set."""
-
-    name: str = "small"
-    layers: int = 4
-    d_model: int = 256
-    heads: int = 8
-    d_ffn: int = 1024
-    ffn_groups: int = 8
-    dropout: float = 0.1
-    max_positions: int = 256
-    suffix_buckets: int = 32768
-    char_dim: int = 0
-    char_channels: int = 0
-    codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
-
-    def __post_init__(self) -> None:
-        for key in ("layers", "d_model", "heads", "d_ffn", "ffn_groups", "max_positions", "suffix_buckets"):
-            require(getattr(self, key) >= 1, f"model.{key}", ">= 1", getattr(self, key))
-        for key in ("char_dim", "char_channels"):
-            require(getattr(self, key) >= 0, f"model.{key}", ">= 0 (0: no character encoder)", getattr(self, key))
-        require(
-            (self.char_dim == 0) == (self.char_channels == 0),
-            "model.char_channels",
-            f"0 together with char_dim=0, > 0 together with char_dim > 0 (char_dim={self.char_dim})",
-            self.char_channels,
-        )
-        require(self.d_model % self.heads == 0, "model.heads", f"a divisor of d_model={self.d_model}", self.heads)
-        require(
-            self.d_ffn % self.ffn_groups == 0,
-            "model.ffn_groups",
-            f"a divisor of d_ffn={self.d_ffn}",
-            self.ffn_groups,
-        )
-        require(0.0 <= self.dropout < 1.0, "model.dropout", "[0, 1)", self.dropout)
-
-    def spec(self, vocab_size: int, tasks: dict[str, int], word_buckets: int) -> EncoderSpec:
-        """The architecture for a tokenizer (``vocab_size``, ``word_buckets``) and task set (name -> labels)."""
-        return EncoderSpec(
-            vocab_size=vocab_size,
-            tasks=dict(tasks),
-            word_buckets=word_buckets,
-            suffix_buckets=self.suffix_buckets,
-            layers=self.layers,
-            d_model=self.d_model,
-            heads=self.heads,
-            d_ffn=self.d_ffn,
-            ffn_groups=self.ffn_groups,
-            dropout=self.dropout,
-            max_positions=self.max_positions,
-            codebook=[PatternSpec(c.heads, c.ffn, c.tokens, c.topk, c.exit) for c in self.codebook],
-            char_dim=self.char_dim,
-            char_channels=self.char_channels,
-        )
+__all__ = ["Decision", "EncoderOutput", "EncoderSpec", "GatedEncoder", "ModelConfig", "Policy"]
 
 
 @dataclass
@@ -181,21 +87,27 @@ class GatedEncoder(nn.Module):
         self.spec = spec
         d = spec.d_model
         self.subword_emb = nn.Embedding(spec.vocab_size, d, padding_idx=0)
-        self.word_emb = nn.Embedding(spec.word_buckets, d, padding_idx=0)
-        self.suffix_emb = nn.Embedding(spec.suffix_buckets, d, padding_idx=0)
+        embeddings = [self.subword_emb]
+        if spec.lexical:
+            self.word_emb = nn.Embedding(spec.word_buckets, d, padding_idx=0)
+            self.suffix_emb = nn.Embedding(spec.suffix_buckets, d, padding_idx=0)
+            embeddings += [self.word_emb, self.suffix_emb]
         self.pos_emb = nn.Embedding(spec.max_positions, d)
         if spec.char_dim:
             self.char_emb = nn.Embedding(CHAR_BUCKETS, spec.char_dim, padding_idx=0)
             self.char_conv = nn.Conv1d(spec.char_dim, spec.char_channels, CHAR_KERNEL, padding=CHAR_KERNEL // 2)
             self.char_proj = nn.Linear(spec.char_channels, d)
-        self.emb_ln = nn.LayerNorm(d)
+        eps = spec.layer_norm_eps
+        self.emb_ln = nn.LayerNorm(d, eps=eps)
         self.emb_drop = nn.Dropout(spec.dropout)
         self.blocks = nn.ModuleList(
-            GatedBlock(d, spec.heads, spec.d_ffn, spec.ffn_groups, spec.dropout) for _ in range(spec.layers)
+            GatedBlock(d, spec.heads, spec.d_ffn, spec.ffn_groups, spec.dropout, spec.norm, eps)
+            for _ in range(spec.layers)
         )
-        self.final_ln = nn.LayerNorm(d)
+        # post-LN blocks end normalised; a final norm would be one the pretrained layers never saw
+        self.final_ln = nn.LayerNorm(d, eps=eps) if spec.norm == "pre" else nn.Identity()
         self.heads = nn.ModuleDict({t: nn.Linear(d, n) for t, n in spec.tasks.items()})
-        for emb in (self.subword_emb, self.word_emb, self.suffix_emb, self.pos_emb):
+        for emb in (*embeddings, self.pos_emb):
             nn.init.normal_(emb.weight, std=0.02)
         if spec.adapter is not None:
             attach_adapters(self, spec.adapter)
@@ -238,15 +150,18 @@ class GatedEncoder(nn.Module):
         return cur & ~stop, exited_at.masked_fill(stop, i)
 
     def embed(self, batch: Batch) -> torch.Tensor:
-        """Word inputs ``[B, T, d]``: mean of subword embeddings + word-form + suffix + position."""
+        """Word inputs ``[B, T, d]``: mean of subword embeddings (+ word-form + suffix with ``lexical``) +
+        position; a converted pretrained encoder's word embeddings, positions and token type 0 live in
+        ``subword_emb`` and ``pos_emb``, so the same code serves both."""
         B, T = batch.word_mask.shape
         sub = self.subword_emb(batch.input_ids)  # [B, S, d]
         valid = batch.word_index >= 0
         flat = (torch.arange(B)[:, None] * T + batch.word_index.clamp(min=0))[valid]
         summed = sub.new_zeros(B * T, sub.shape[-1]).index_add(0, flat, sub[valid])
         counts = torch.zeros(B * T, dtype=sub.dtype).index_add(0, flat, torch.ones_like(flat, dtype=sub.dtype))
-        pooled = (summed / counts.clamp(min=1)[:, None]).view(B, T, -1)
-        x = pooled + self.word_emb(batch.word_hash) + self.suffix_emb(batch.suffix_hash).sum(2)
+        x = (summed / counts.clamp(min=1)[:, None]).view(B, T, -1)
+        if self.spec.lexical:
+            x = x + self.word_emb(batch.word_hash) + self.suffix_emb(batch.suffix_hash).sum(2)
         if self.spec.char_dim:
             x = x + self.char_features(batch)
         # Any length: past the learned table, positions wrap around. Below the limit this is exactly the

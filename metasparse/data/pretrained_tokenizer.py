@@ -104,6 +104,11 @@ class PretrainedTokenizer:
             index.extend([i] * len(p))
         return Encoded(ids, index, [self.word_bucket(w) for w in words])
 
+    @property
+    def unk_piece(self) -> str:
+        """The unknown piece (the diagnostics count a word spelt with it as unknown characters)."""
+        return self.tok.unk_token
+
     def subwords(self, word: str) -> list[str]:
         """The pieces of one word, for inspection."""
         return self.tok.tokenize(word)

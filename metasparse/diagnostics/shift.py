@@ -97,8 +97,13 @@ class CellProfile:
 
 
 def byte_piece_chars(tokenizer, word: str) -> int:
-    """Characters of ``word`` the tokenizer can only spell with byte-fallback pieces (``<0x..>``)."""
+    """Characters of ``word`` the tokenizer can only spell with byte-fallback pieces (``<0x..>``); with a
+    pretrained word-piece tokenizer, which has no byte pieces, a word it maps to its unknown piece counts
+    whole (which of its characters was unknown is not recoverable)."""
     pieces = tokenizer.subwords(word)
+    unk = getattr(tokenizer, "unk_piece", None)
+    if unk is not None and unk in pieces:
+        return len(word)
     n_bytes = sum(1 for p in pieces if p.startswith("<0x") and p.endswith(">"))
     if not n_bytes:
         return 0

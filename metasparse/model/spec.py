@@ -82,7 +82,7 @@ class ModelConfig:
     char_channels: int = 0
     codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
     name_or_path: str | None = None
-    finetune_lr: float = 5e-5
+    finetune_lr: float = 3e-4
 
     def __post_init__(self) -> None:
         for key in ("layers", "d_model", "heads", "d_ffn", "ffn_groups", "max_positions", "suffix_buckets"):

@@ -12,11 +12,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from metasparse.data.tokenizer import Encoded
+from metasparse.data.tokenizer import Encoded, align_pieces, word_bucket
 from metasparse.errors import ConfigValueError, PathError
 
 # Tokenizer files whose bytes decide the ids (hashed into the backbone's cache key).
@@ -54,13 +53,19 @@ def resolve_pretrained(name_or_path: str) -> Path:
     )
 
 
-def _auto_tokenizer(path: Path):
+def import_transformers():
+    """The ``transformers`` module, offline (a local folder: never reach for the hub), or a one-line error
+    naming the extra that installs it."""
     try:
-        from transformers import AutoTokenizer
+        import transformers
     except ImportError as e:  # the hf extra is optional
         raise ConfigValueError("model=hf needs transformers: pip install 'metasparse[hf]'") from e
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never reach for the hub
-    return AutoTokenizer.from_pretrained(str(path))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return transformers
+
+
+def _auto_tokenizer(path: Path):
+    return import_transformers().AutoTokenizer.from_pretrained(str(path))
 
 
 class PretrainedTokenizer:
@@ -91,18 +96,13 @@ class PretrainedTokenizer:
 
     def word_bucket(self, word: str) -> int:
         """Stable hash bucket of a word form, case-folded; never 0 (as :class:`SubwordTokenizer`)."""
-        return zlib.crc32(word.casefold().encode("utf-8")) % (self.hash_buckets - 1) + 1
+        return word_bucket(word, self.hash_buckets)
 
     def encode_words(self, words: Sequence[str]) -> Encoded:
-        """Encode one pre-tokenized sentence; every word gets at least one piece (unknown if none)."""
+        """Encode one pre-tokenized sentence; a form the tokenizer drops entirely (a zero-width space) gets
+        the unknown piece."""
         pieces = self.tok(list(words), add_special_tokens=False)["input_ids"] if words else []
-        ids: list[int] = []
-        index: list[int] = []
-        for i, p in enumerate(pieces):
-            p = p or [self.tok.unk_token_id]  # a form the tokenizer drops entirely (a zero-width space)
-            ids.extend(p)
-            index.extend([i] * len(p))
-        return Encoded(ids, index, [self.word_bucket(w) for w in words])
+        return align_pieces(pieces, self.tok.unk_token_id, [self.word_bucket(w) for w in words])
 
     @property
     def unk_piece(self) -> str:

@@ -77,6 +77,23 @@ class Encoded:
     word_hash: list[int]
 
 
+def word_bucket(word: str, buckets: int) -> int:
+    """Stable (process-independent) hash bucket of a word form, case-folded, in ``[1, buckets)``."""
+    return zlib.crc32(word.casefold().encode("utf-8")) % (buckets - 1) + 1
+
+
+def align_pieces(pieces: Sequence[Sequence[int]], unk_id: int, word_hash: list[int]) -> Encoded:
+    """Concatenate each word's piece ids, each piece tagged with its word; a word a tokenizer gave no
+    piece gets ``unk_id``, so every word has at least one."""
+    ids: list[int] = []
+    index: list[int] = []
+    for i, p in enumerate(pieces):
+        p = list(p) or [unk_id]
+        ids.extend(p)
+        index.extend([i] * len(p))
+    return Encoded(ids, index, word_hash)
+
+
 class SubwordTokenizer:
     """A trained sentencepiece model plus the word-alignment and word-hash logic.
 
@@ -96,18 +113,12 @@ class SubwordTokenizer:
 
     def word_bucket(self, word: str) -> int:
         """Stable (process-independent) hash bucket of a word form, case-folded; never 0."""
-        return zlib.crc32(word.casefold().encode("utf-8")) % (self.hash_buckets - 1) + 1
+        return word_bucket(word, self.hash_buckets)
 
     def encode_words(self, words: Sequence[str]) -> Encoded:
         """Encode one pre-tokenized sentence; every word gets at least one subword."""
-        pieces = self.sp.encode(list(words)) if words else []
-        ids: list[int] = []
-        index: list[int] = []
-        for i, p in enumerate(pieces):
-            p = p or [UNK_ID]  # sentencepiece returns [] for whitespace-only forms
-            ids.extend(p)
-            index.extend([i] * len(p))
-        return Encoded(ids, index, [self.word_bucket(w) for w in words])
+        pieces = self.sp.encode(list(words)) if words else []  # [] for a whitespace-only form
+        return align_pieces(pieces, UNK_ID, [self.word_bucket(w) for w in words])
 
     def subwords(self, word: str) -> list[str]:
         """The pieces of one word, for inspection."""

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from metasparse.data.pretrained_tokenizer import PretrainedTokenizer, resolve_pretrained
+from metasparse.data.pretrained_tokenizer import PretrainedTokenizer, import_transformers, resolve_pretrained
 from metasparse.errors import ConfigValueError
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.hf_importance import reorder_by_importance
@@ -34,12 +33,7 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _auto_config(path: Path):
-    try:
-        from transformers import AutoConfig
-    except ImportError as e:
-        raise ConfigValueError("model=hf needs transformers: pip install 'metasparse[hf]'") from e
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return AutoConfig.from_pretrained(str(path))
+    return import_transformers().AutoConfig.from_pretrained(str(path))
 
 
 def _check_supported(cfg, name_or_path: str) -> None:
@@ -67,9 +61,9 @@ def _check_supported(cfg, name_or_path: str) -> None:
             )
 
 
-def _position_offset(model_type: str, cfg) -> int:
+def _position_offset(cfg) -> int:
     """First position id the checkpoint uses: RoBERTa-style models count from ``pad_token_id + 1``."""
-    return cfg.pad_token_id + 1 if model_type in ("roberta", "xlm-roberta", "camembert") else 0
+    return cfg.pad_token_id + 1 if cfg.model_type in ("roberta", "xlm-roberta", "camembert") else 0
 
 
 def pretrained_spec(model_cfg: ModelConfig, tasks: dict[str, int], word_buckets: int) -> EncoderSpec:
@@ -93,7 +87,7 @@ def pretrained_spec(model_cfg: ModelConfig, tasks: dict[str, int], word_buckets:
         d_ffn=cfg.intermediate_size,
         ffn_groups=model_cfg.ffn_groups,
         dropout=model_cfg.dropout,
-        max_positions=cfg.max_position_embeddings - _position_offset(cfg.model_type, cfg),
+        max_positions=cfg.max_position_embeddings - _position_offset(cfg),
         codebook=[PatternSpec(c.heads, c.ffn, c.tokens, c.topk, c.exit) for c in model_cfg.codebook],
         norm="post",
         lexical=False,
@@ -113,9 +107,7 @@ def pretrained_fingerprint(name_or_path: str) -> str:
 
 
 def _load_hf(path: Path):
-    from transformers import AutoModel
-
-    return AutoModel.from_pretrained(str(path)).eval()
+    return import_transformers().AutoModel.from_pretrained(str(path)).eval()
 
 
 @torch.no_grad()
@@ -157,7 +149,7 @@ def convert_pretrained(
 def _state_from_hf(hf, spec: EncoderSpec) -> dict[str, torch.Tensor]:
     """The checkpoint's weights under the gated encoder's names (output projections input-major)."""
     emb = hf.embeddings
-    offset = _position_offset(hf.config.model_type, hf.config)
+    offset = _position_offset(hf.config)
     pos = emb.position_embeddings.weight[offset : offset + spec.max_positions]
     if getattr(emb, "token_type_embeddings", None) is not None:
         pos = pos + emb.token_type_embeddings.weight[0]  # every word is segment 0: fold it into positions

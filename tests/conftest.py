@@ -10,6 +10,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Under pytest-xdist each worker, and every CLI it starts, would use one torch thread per core: two workers on
+# two cores then run four or more compute threads at once, which slowed the suite about threefold (a smoke
+# run: 30 s alone, 200 s beside the other worker). One thread per process keeps the cores busy without that.
+# Jobs that set their own thread count (bench.speed, evaluate's latency) still do; the tests that run them
+# ask for one thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+
 # The user's environment as the run started, before the fixtures below point the cache at a temp folder:
 # the data is resolved with the user's own cache, like the package does.
 _USER_ENV = dict(os.environ)
@@ -22,6 +31,10 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import datasets
 
     datasets.disable_progress_bars()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
     cache = tmp_path_factory.mktemp("cache")
     # Parsing the treebanks takes 30-50 s; the parsed tables depend only on the pinned files (verified on every
     # load), the split and the reader's version, all in their folder's name, so they are kept between runs

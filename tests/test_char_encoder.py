@@ -104,3 +104,24 @@ def test_model_config_refuses_half_a_character_encoder():
 
     with pytest.raises(ConfigValueError, match="model.char_channels"):
         ModelConfig(char_dim=16, char_channels=0)
+
+
+def test_pad_puts_each_sentence_in_its_row_and_pads_the_rest():
+    """Sentences of different lengths (one empty) and label
+    lists: each row holds its sentence's values in order, padding values after them."""
+    from metasparse.model.features import IGNORE_INDEX, MAX_CHARS, EncodedSentence
+
+    items = [
+        EncodedSentence([5, 6, 7], [0, 0, 1], [11, 12], [[1, 2, 3], [4, 5, 6]], [[1, 9, 2], [1, 2]]),
+        EncodedSentence([], [], [], [], []),
+        EncodedSentence([8], [0], [13], [[7, 8, 9]], [[1, 4, 4, 2]]),
+    ]
+    b = pad(items, {"upos": [[3, 4], [], [5]]})
+    assert b.input_ids.tolist() == [[5, 6, 7], [0, 0, 0], [8, 0, 0]]
+    assert b.word_index.tolist() == [[0, 0, 1], [-1, -1, -1], [0, -1, -1]]
+    assert b.word_hash.tolist() == [[11, 12], [0, 0], [13, 0]]
+    assert b.word_mask.tolist() == [[True, True], [False, False], [True, False]]
+    assert b.suffix_hash[2].tolist() == [[7, 8, 9], [0, 0, 0]]
+    assert b.char_ids.shape == (3, 2, MAX_CHARS) and b.char_ids[0, 1, :3].tolist() == [1, 2, 0]
+    assert b.labels["upos"].tolist() == [[3, 4], [IGNORE_INDEX] * 2, [5, IGNORE_INDEX]]
+    assert pad([]).input_ids.shape == (0, 1)

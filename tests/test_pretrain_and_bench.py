@@ -109,6 +109,7 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
             "bench.batches=[1,4]",
             "bench.targets=[0.5]",
             "bench.repeats=3",
+            "bench.threads=1",
             f"out={out}",
             f"hydra.run.dir={tmp_path / 'b'}",
         ],
@@ -173,7 +174,7 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
     Path(table).write_text(hand.to_json())
     out = tmp_path / "speed_latency.json"
     args = ["experiment=quick", "bench.batches=[1]", "bench.targets=[0.5]", "bench.repeats=3", "bench.int8=false"]
-    args += ["bench.unit=latency", f"out={out}", f"hydra.run.dir={tmp_path / 'bl'}"]
+    args += ["bench.threads=1", "bench.unit=latency", f"out={out}", f"hydra.run.dir={tmp_path / 'bl'}"]
     run_module("metasparse.bench.speed", *TINY, *args, env=env)
     result = json.loads(out.read_text())
     (row,) = result["rows"]
@@ -181,7 +182,7 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
 
     # bench.exits: threshold 1.0 lets every word go after the first layer, 0.0 none.
     args = ["exits.thresholds=[0.0,1.0]", "exits.batch_sizes=[1,4]", "exits.repeats=3", "exits.sentences=4"]
-    args += ["exits.test_sentences=40", f"hydra.run.dir={tmp_path / 'ex'}"]
+    args += ["exits.test_sentences=40", "exits.threads=1", f"hydra.run.dir={tmp_path / 'ex'}"]
     run_module("metasparse.bench.exits", *TINY, *args, env=env)
     rows = json.loads((tmp_path / "ex" / "exits.json").read_text())["rows"]
     assert rows["dense"]["flops"] == pytest.approx(1.0) and rows["exit 0.0"]["exited_by_layer"] == [0.0, 0.0]

@@ -53,14 +53,14 @@ def test_a_pretrained_encoder_runs_every_entry_point(tiny_xlmr, tmp_path, ud_roo
 
     ev = tmp_path / "eval"
     args = [f"run_dir={run}", "methods=[meta,importance,random]", "experiment=quick", "latency.batch_sizes=[1]"]
-    run_module("metasparse.evaluate", *args, "latency.repeats=3", f"hydra.run.dir={ev}", env=env)
+    run_module("metasparse.evaluate", *args, "latency.repeats=3", "latency.threads=1", f"hydra.run.dir={ev}", env=env)
     r = json.loads((ev / "evaluate.json").read_text())
     assert list(r["methods"]) == ["dense", "meta", "importance", "random"]
     assert all(m["consistency"]["same_predictions"] == 1.0 for m in r["methods"].values())
     assert {s["method"] for s in r["speed"]} == set(r["methods"])
 
     speed = tmp_path / "speed.json"
-    args = ["experiment=quick", *hf, "bench.batches=[1]", "bench.targets=[0.5]", "bench.repeats=3"]
+    args = ["experiment=quick", *hf, "bench.batches=[1]", "bench.targets=[0.5]", "bench.repeats=3", "bench.threads=1"]
     args += ["bench.int8=false", "bench.unit=flops", f"out={speed}", f"hydra.run.dir={tmp_path / 'sp'}"]
     run_module("metasparse.bench.speed", *args, env=env)
     (row,) = json.loads(speed.read_text())["rows"]

@@ -104,6 +104,7 @@ def test_evaluate_cli_on_the_smoke_run(smoke_run, tmp_path):
             f"run_dir={smoke_run}",
             "methods=[meta,importance,latency,random,udpipe]",
             "experiment=quick",
+            "latency.threads=1",
             f"hydra.run.dir={out}",
         ],
         capture_output=True,

@@ -72,3 +72,21 @@ def test_word_hash_is_process_independent(corpus, tmp_path):
     # every process, and casefolding merges case variants. A different bucket would orphan cached models.
     assert tok.word_bucket("Court") == tok.word_bucket("court") == 31982
     assert tok.word_bucket("cour") != tok.word_bucket("court")
+
+
+def test_the_word_memo_gives_what_sentencepiece_gives(corpus, tmp_path, monkeypatch):
+    """Encoding remembers each word form's pieces; every sentence, encoded first or again, and after the
+    memo starts over, gets exactly the pieces sentencepiece gives its words one by one."""
+    import metasparse.data.tokenizer as tokenizer_module
+
+    tok, _ = train_tokenizer(corpus, SMALL, cache=tmp_path)
+    monkeypatch.setattr(tokenizer_module, "_MEMO_WORDS", 300)  # small: the memo starts over several times
+    sents = [s for sents in corpus.values() for s in sents[:40]] + [["  ", "court", "court"]]
+    for _ in range(2):
+        for words in sents:
+            enc = tok.encode_words(words)
+            want = [p or [tokenizer_module.UNK_ID] for p in (tok.sp.encode(w) for w in words)]
+            assert enc.input_ids == [i for p in want for i in p]
+            assert enc.word_index == [w for w, p in enumerate(want) for _ in p]
+            assert enc.word_hash == [tok.word_bucket(w) for w in words]
+            assert len(tok._memo) <= 300

@@ -77,6 +77,9 @@ class Encoded:
     word_hash: list[int]
 
 
+_MEMO_WORDS = 1 << 20  # distinct word forms a tokenizer remembers (~100 MB at most) before it starts over
+
+
 def word_bucket(word: str, buckets: int) -> int:
     """Stable (process-independent) hash bucket of a word form, case-folded, in ``[1, buckets)``."""
     return zlib.crc32(word.casefold().encode("utf-8")) % (buckets - 1) + 1
@@ -106,6 +109,9 @@ class SubwordTokenizer:
         self.model_proto = model_proto
         self.hash_buckets = hash_buckets
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        # word form -> (piece ids, hash bucket): word forms repeat (Zipf), and sentencepiece encodes each
+        # word of a sentence on its own anyway, so a memo gives the same ids at a fraction of the cost
+        self._memo: dict[str, tuple[list[int], int]] = {}
 
     @property
     def vocab_size(self) -> int:
@@ -117,8 +123,16 @@ class SubwordTokenizer:
 
     def encode_words(self, words: Sequence[str]) -> Encoded:
         """Encode one pre-tokenized sentence; every word gets at least one subword."""
-        pieces = self.sp.encode(list(words)) if words else []  # [] for a whitespace-only form
-        return align_pieces(pieces, UNK_ID, [self.word_bucket(w) for w in words])
+        memo = self._memo
+        new = [w for w in dict.fromkeys(words) if w not in memo]
+        if new:
+            if len(memo) + len(new) > _MEMO_WORDS:  # start over, then this sentence's words are all new
+                memo.clear()
+                new = list(dict.fromkeys(words))
+            # a whitespace-only form encodes to no piece; align_pieces gives it the unknown id
+            memo.update((w, (p, self.word_bucket(w))) for w, p in zip(new, self.sp.encode(new), strict=True))
+        known = [memo[w] for w in words]
+        return align_pieces([p for p, _ in known], UNK_ID, [h for _, h in known])
 
     def subwords(self, word: str) -> list[str]:
         """The pieces of one word, for inspection."""

@@ -120,40 +120,66 @@ def encode_sentence(
             ids.append(i)
             idx.append(w)
     return EncodedSentence(
-        ids, idx, e.word_hash, [suffix_buckets(w, suffix_bucket_count) for w in words], [char_ids(w) for w in words]
+        ids,
+        idx,
+        e.word_hash,
+        [list(_suffix_buckets(w, suffix_bucket_count)) for w in words],
+        [list(_char_ids(w)) for w in words],
     )
 
 
+# Memos of the per-word features (word forms repeat, and a corpus is encoded word by word); tuples, so a
+# caller cannot change what the memo hands out.
+@lru_cache(maxsize=1 << 18)
+def _suffix_buckets(word: str, buckets: int) -> tuple[int, ...]:
+    return tuple(suffix_buckets(word, buckets))
+
+
+@lru_cache(maxsize=1 << 18)
+def _char_ids(word: str) -> tuple[int, ...]:
+    return tuple(char_ids(word))
+
+
 def pad(items: Sequence[EncodedSentence], labels: Mapping[str, Sequence[Sequence[int]]] | None = None) -> Batch:
-    """Pad encoded sentences (and optional label ids per task) into a :class:`Batch`."""
+    """Pad encoded sentences (and optional label ids per task) into a :class:`Batch`.
+
+    Each field is built from one flat list by a boolean-mask assignment (row-major, so the sentences' values
+    land in order): one tensor per field and batch, not one per sentence; scoring pads every batch.
+    """
     B = len(items)
-    S = max((len(x.input_ids) for x in items), default=1) or 1
-    T = max((x.n_words for x in items), default=1) or 1
+    sub_len = torch.tensor([len(x.input_ids) for x in items], dtype=torch.long)
+    word_len = torch.tensor([x.n_words for x in items], dtype=torch.long)
+    S = int(sub_len.max()) if B and int(sub_len.max()) else 1
+    T = int(word_len.max()) if B and int(word_len.max()) else 1
+    sub_mask = torch.arange(S) < sub_len[:, None]
+    mask = torch.arange(T) < word_len[:, None]
     input_ids = torch.full((B, S), PAD_ID, dtype=torch.long)
     word_index = torch.full((B, S), -1, dtype=torch.long)
     word_hash = torch.zeros((B, T), dtype=torch.long)
     suffix = torch.zeros((B, T, len(SUFFIX_LENGTHS)), dtype=torch.long)
-    mask = torch.zeros((B, T), dtype=torch.bool)
-    with_chars = all(len(x.chars) == x.n_words for x in items)
-    chars = torch.zeros((B, T, MAX_CHARS), dtype=torch.long) if with_chars else None
-    for b, x in enumerate(items):
-        n, s = x.n_words, len(x.input_ids)
-        if s:
-            input_ids[b, :s] = torch.tensor(x.input_ids, dtype=torch.long)
-            word_index[b, :s] = torch.tensor(x.word_index, dtype=torch.long)
-        if n:
-            word_hash[b, :n] = torch.tensor(x.word_hash, dtype=torch.long)
-            suffix[b, :n] = torch.tensor(x.suffix_hash, dtype=torch.long)
-            if chars is not None:
-                chars[b, :n] = torch.tensor([c + [0] * (MAX_CHARS - len(c)) for c in x.chars], dtype=torch.long)
-        mask[b, :n] = True
+    input_ids[sub_mask] = _flat([x.input_ids for x in items])
+    word_index[sub_mask] = _flat([x.word_index for x in items])
+    word_hash[mask] = _flat([x.word_hash for x in items])
+    suffix[mask] = _flat([x.suffix_hash for x in items]).view(-1, len(SUFFIX_LENGTHS))
+    chars = None
+    if all(len(x.chars) == x.n_words for x in items):
+        chars = torch.zeros((B, T, MAX_CHARS), dtype=torch.long)
+        padded = [c + [0] * (MAX_CHARS - len(c)) for x in items for c in x.chars]
+        chars[mask] = torch.tensor(padded, dtype=torch.long).view(-1, MAX_CHARS)
     out = {}
     for task, seqs in (labels or {}).items():
         t = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
-        for b, seq in enumerate(seqs):
-            t[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        t[torch.arange(T) < torch.tensor([len(q) for q in seqs], dtype=torch.long)[:, None]] = _flat(seqs)
         out[task] = t
     return Batch(input_ids, word_index, word_hash, suffix, mask, out, chars)
+
+
+def _flat(rows: Sequence[Sequence]) -> torch.Tensor:
+    """The rows' values (ints, or lists of ints) concatenated into one long tensor."""
+    flat = [v for r in rows for v in r]
+    if flat and isinstance(flat[0], list | tuple):
+        flat = [u for v in flat for u in v]
+    return torch.tensor(flat, dtype=torch.long)
 
 
 def collate(

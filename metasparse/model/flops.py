@@ -116,32 +116,41 @@ def word_compute(
             (None: none did); ``token_scores``: per layer the ``[B, T]`` routing scores (None where the
             layer's patterns route nothing).
     """
-    d, dh = spec.d_model, spec.d_model // spec.heads
+    d, dh, group = spec.d_model, spec.d_model // spec.heads, spec.d_ffn // spec.ffn_groups
     n = mask.sum(1, keepdim=True).to(torch.float64)  # [B, 1] keys per query row
     valid = mask.to(torch.float64)
     dense = spec.layers * (8 * d * spec.d_model + 4 * n * spec.d_model + 4 * d * spec.d_ffn)
     total = torch.zeros(mask.shape, dtype=torch.float64)
     ffn = torch.zeros(mask.shape, dtype=torch.float32)
-    for b, p, running, routed in _word_decisions(spec.layers, codebook, levels, mask, exited_at, token_scores):
+    for rows, p, running, routed in _word_decisions(spec.layers, codebook, levels, mask, exited_at, token_scores):
         a = p.n_heads * dh
-        span = n[b] if p.topk is None else torch.clamp(n[b], max=p.topk)
-        total[b] += valid[b] * 4 * d * a + running.to(torch.float64) * (4 * d * a + 2 * (n[b] + span) * a)
-        total[b] += routed.to(torch.float64) * 4 * d * p.n_groups * (spec.d_ffn // spec.ffn_groups)
+        span = n[rows] if p.topk is None else torch.clamp(n[rows], max=p.topk)
+        # every term is an integer well inside float64's exact range, so the order of the sums is immaterial
+        total[rows] += (
+            valid[rows] * 4 * d * a
+            + running.to(torch.float64) * (4 * d * a + 2 * (n[rows] + span) * a)
+            + routed.to(torch.float64) * 4 * d * p.n_groups * group
+        )
         if p.n_groups > 0:
-            ffn[b] += routed.to(torch.float32)
+            ffn[rows] += routed.to(torch.float32)
     return (total / dense).to(torch.float32) * mask, ffn / spec.layers * mask
 
 
 def _word_decisions(layers: int, codebook, levels, mask, exited_at, token_scores):
-    """Per layer and sentence that runs a block: ``(row, pattern, running words, routed words)``,
-    the words' masks as the engine applies them (routing picks among the running words)."""
+    """Per layer and pattern, the sentences that run a block under it: ``(rows, pattern, running words,
+    routed words)``, the words' masks ``[R, T]`` as the engine applies them (routing picks among the running
+    words). Grouping the sentences by pattern keeps this a few tensor operations per layer, not one per
+    sentence: scoring calls it on every batch."""
     for li in range(layers):
         running = mask if exited_at is None else mask & (exited_at >= li)
-        for b in range(levels.shape[0]):
-            p = codebook[int(levels[b, li])]
-            if p.skip or not running[b].any():  # no word runs: the block returns at once, keys and values too
+        alive = running.any(1)  # no word runs: the block returns at once, keys and values too
+        for k in torch.unique(levels[:, li]).tolist():
+            p = codebook[k]
+            rows = (levels[:, li] == k) & alive
+            if p.skip or not bool(rows.any()):
                 continue
-            routed = running[b]
+            run = running[rows]
+            routed = run
             if p.tokens < 1.0 and token_scores is not None and token_scores[li] is not None:
-                routed = select_tokens(token_scores[li][b : b + 1], running[b : b + 1], p.tokens)[0]
-            yield b, p, running[b], routed
+                routed = select_tokens(token_scores[li][rows], run, p.tokens)
+            yield rows, p, run, routed

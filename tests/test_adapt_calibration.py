@@ -31,7 +31,9 @@ def _corpus(n: int, seed: int, labels_seed: int) -> EncodedCorpus:
     for _ in range(n):
         k = int(g.integers(3, 12))
         ids = g.integers(4, 100, size=2 * k).tolist()
-        items.append(EncodedSentence(ids, [i // 2 for i in range(2 * k)], g.integers(0, 64, k).tolist(), [[1]] * k))
+        items.append(
+            EncodedSentence(ids, [i // 2 for i in range(2 * k)], g.integers(0, 64, k).tolist(), [[1, 1, 1]] * k)
+        )
         labels.append(lab.integers(0, 17, k).tolist())
     return EncodedCorpus(np.arange(n), items, {"upos": labels}, ["xx"] * n, ["xx/d"] * n)
 

@@ -6,8 +6,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from sklearn.metrics import f1_score
-
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.features import Batch
 from metasparse.scoring.methods import Method, MethodOutput
@@ -67,6 +65,8 @@ class Scores:
     @cached_property
     def macro_f1(self) -> dict[str, float]:
         """Task -> macro-F1 over the labels that occur in gold or predictions (scikit-learn)."""
+        from sklearn.metrics import f1_score  # here: importing scikit-learn adds ~1 s to every CLI's start
+
         out = {}
         for t in self.tasks:
             gold = [y for sent in self.gold[t] for y in sent]

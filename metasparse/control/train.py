@@ -28,9 +28,9 @@ from metasparse.control.relax import anneal_temperature
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import EncoderOutput, GatedEncoder
 from metasparse.model.features import Batch
+from metasparse.model.flops import dense_flops
 from metasparse.model.freeze import frozen
 from metasparse.model.loss import task_loss
-from metasparse.scoring import score
 
 log = logging.getLogger(__name__)
 
@@ -162,30 +162,54 @@ def calibrate_bias(
             for bias, b in zip(biases, base, strict=True):
                 bias.copy_(b + s * share.repeat(b.numel() // share.numel()))  # upfront: L x P
 
+    batches = padded_batches(corpus, max_words)  # padded once for every step of the bisection
     lo, hi = -20.0, 20.0  # FLOPs grow with the shift: keep the largest shift that stays within target
     for _ in range(iters):
         mid = (lo + hi) / 2
         shift(mid)
-        frac = corpus_fraction(model, ctrl, corpus, cost, max_words=max_words)
+        frac = corpus_fraction(model, ctrl, corpus, cost, batches=batches)
         lo, hi = (lo, mid) if frac > target else (mid, hi)
     shift(lo)
     return lo
 
 
 def corpus_fraction(
-    model: GatedEncoder, ctrl: Controller, corpus: EncodedCorpus, cost: CostModel | None, *, max_words: int = 4096
+    model: GatedEncoder,
+    ctrl: Controller,
+    corpus: EncodedCorpus,
+    cost: CostModel | None,
+    *,
+    max_words: int = 4096,
+    batches: list[Batch] | None = None,
 ) -> float:
     """The controller's hard decisions on ``corpus``: total cost over total dense cost, in ``cost``'s unit
-    (FLOPs as the engine counts them when ``cost`` is None or FLOPs; else the latency the table predicts)."""
-    if cost is None or cost.unit == "flops":
-        return score(controlled(model, ctrl), corpus, max_words=max_words).flops_fraction
-    used, dense = [0.0], [0.0]
+    (FLOPs as the engine counts them when ``cost`` is None or FLOPs; else the latency the table predicts).
 
-    def observe(batch, idx, out) -> None:
-        parts = cost.parts(batch.lengths, ctrl)
-        frac = decision_fraction(cost, out.levels, batch.lengths, ctrl)
-        used[0] += float((frac * parts.dense).sum())
-        dense[0] += float(parts.dense.sum())
+    Only the decisions and their cost are computed (no predictions, no per-word shares): the calibration's
+    bisection calls this a dozen times, on ``batches`` it padded once (default: ``corpus`` in
+    :func:`~metasparse.scoring.score`'s batches, so the sums run in the same order and give the same value).
+    """
+    if batches is None:
+        batches = padded_batches(corpus, max_words)
+    method = controlled(model, ctrl)
+    by_flops = cost is None or cost.unit == "flops"
+    used = dense = 0.0
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            out = method.forward(batch)
+            if by_flops:
+                for u, n in zip(method.flops(batch, out), batch.lengths.tolist(), strict=True):
+                    used, dense = used + u, dense + float(dense_flops(model.spec, n))
+                continue
+            levels = torch.stack([d.levels for d in out.decisions], dim=1)
+            parts = cost.parts(batch.lengths, ctrl)
+            frac = decision_fraction(cost, levels, batch.lengths, ctrl)
+            used += float((frac * parts.dense).sum())
+            dense += float(parts.dense.sum())
+    return used / dense if dense else float("nan")
 
-    score(controlled(model, ctrl), corpus, max_words=max_words, observe=observe)
-    return used[0] / dense[0] if dense[0] else float("nan")
+
+def padded_batches(corpus: EncodedCorpus, max_words: int = 4096) -> list[Batch]:
+    """``corpus`` padded into the batches :func:`~metasparse.scoring.score` walks, in its order."""
+    return [corpus.batch(idx) for idx in corpus.batches(max_words, shuffle=False)]

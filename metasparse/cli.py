@@ -47,6 +47,29 @@ def one_line_errors(task: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def run_dir_first(hydra_main: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a ``@hydra.main`` function whose job folder lies inside ``run_dir`` (evaluate, monitor, predict,
+    recalibrate): refuse a ``run_dir=`` override that is not a folder before Hydra starts. Hydra makes the
+    job folder first, so a mistyped run folder would otherwise be created, with a ``.hydra`` inside, and the
+    error would then be about a folder that is not a run."""
+
+    @functools.wraps(hydra_main)
+    def wrapper(*args, **kwargs) -> T:
+        for arg in sys.argv[1:]:
+            key, sep, value = arg.partition("=")
+            if sep and key.lstrip("+~") == "run_dir" and value:
+                try:
+                    check_paths({"run_dir": (value, "folder")})
+                except PathError as exc:
+                    if _debugging():
+                        raise
+                    print(f"error: {exc}", file=sys.stderr, flush=True)
+                    sys.exit(EXIT_USER_ERROR)
+        return hydra_main(*args, **kwargs)
+
+    return wrapper
+
+
 def one_line(exc: BaseException) -> str:
     """The line a user reads: the package's message as it is; a config schema error (a missing value, a
     wrong type) as ``<key>: <what is wrong>``."""

@@ -20,7 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from metasparse.cli import check_paths, one_line_errors
+from metasparse.cli import check_paths, one_line_errors, run_dir_first
 from metasparse.config import EvaluateConfig
 from metasparse.io import write_result
 
@@ -37,6 +37,7 @@ def run(cfg: EvaluateConfig, out_dir: Path) -> dict:
     return out
 
 
+@run_dir_first
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @one_line_errors
 def main(cfg: DictConfig) -> None:

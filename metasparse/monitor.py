@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from metasparse.cli import check_paths, one_line_errors
+from metasparse.cli import check_paths, one_line_errors, run_dir_first
 from metasparse.config import MonitorConfig
 from metasparse.diagnostics.drift import (
     MEASURES,
@@ -83,6 +83,7 @@ def run(cfg: MonitorConfig, out_dir: Path) -> dict:
     return result
 
 
+@run_dir_first
 @hydra.main(version_base="1.3", config_path="../conf", config_name="monitor")
 @one_line_errors
 def main(cfg: DictConfig) -> None:

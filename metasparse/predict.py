@@ -18,7 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from metasparse.cli import check_paths, one_line_errors
+from metasparse.cli import check_paths, one_line_errors, run_dir_first
 from metasparse.config import PredictConfig
 from metasparse.errors import ConfigValueError
 from metasparse.io import atomic_write
@@ -93,6 +93,7 @@ def report(summary: dict) -> str:
     return "\n".join(lines)
 
 
+@run_dir_first
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 @one_line_errors
 def main(cfg: DictConfig) -> None:

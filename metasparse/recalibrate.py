@@ -21,7 +21,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from metasparse.cli import check_paths, one_line_errors
+from metasparse.cli import check_paths, one_line_errors, run_dir_first
 from metasparse.config import RecalibrateConfig
 from metasparse.io import atomic_write, sha256_file
 
@@ -99,6 +99,7 @@ def report(r: dict) -> str:
     )
 
 
+@run_dir_first
 @hydra.main(version_base="1.3", config_path="../conf", config_name="recalibrate")
 @one_line_errors
 def main(cfg: DictConfig) -> None:

@@ -94,6 +94,12 @@ def test_the_clis_print_one_line_and_exit_2(tmp_path):
     )
     assert (res.returncode, res.stderr) == (2, "error: target.path=/nonexistent: no such file or folder\n")
 
+    # a mistyped run folder, with the job folder at its default (inside run_dir): refused before Hydra makes it
+    missing = tmp_path / "no-such-run"
+    res = _fail("metasparse.evaluate", f"run_dir={missing}")
+    assert (res.returncode, res.stderr) == (2, f"error: run_dir={missing}: no such file or folder\n")
+    assert not missing.exists()
+
     res = _fail("metasparse.evaluate", f"run_dir={run_dir}", f"out={tmp_path}", h)  # before the run loads
     assert res.returncode == 2
     assert (

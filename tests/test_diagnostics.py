@@ -488,3 +488,20 @@ def test_usage_figure_draws_heads_and_groups_apart_only_when_the_codebook_can(tm
 
     wide, narrow = (Image.open(tmp_path / f"{a}.png").size[0] for a in (True, False))
     assert wide > narrow  # one panel instead of two identical ones
+
+
+def test_pairwise_js_with_keys_ranked_once_equals_js_divergence():
+    """shift_matrices ranks each measure's keys once for all pairs: same keys, same order, same values as
+    js_divergence on each pair (word, int subword and mixed tables; one-key tables)."""
+    import random
+
+    from metasparse.diagnostics.shift import _PairwiseJS, js_divergence
+
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(400)] + list(range(120))
+    tables = [Counter({k: rng.randrange(1, 30) for k in rng.sample(vocab, rng.randrange(1, 200))}) for _ in range(12)]
+    tables += [Counter({"x": 1}), Counter({"x": 2, 5: 1})]
+    pairwise = _PairwiseJS(tables)
+    for i in range(len(tables)):
+        for j in range(i + 1, len(tables)):
+            assert pairwise(i, j) == js_divergence(tables[i], tables[j])

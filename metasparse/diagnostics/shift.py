@@ -23,6 +23,11 @@ def js_divergence(p: Counter | dict, q: Counter | dict) -> float:
     keys = sorted(set(p) | set(q), key=str)
     a = np.array([p.get(k, 0) for k in keys], dtype=float)
     b = np.array([q.get(k, 0) for k in keys], dtype=float)
+    return _js_arrays(a, b)
+
+
+def _js_arrays(a: np.ndarray, b: np.ndarray) -> float:
+    """JS divergence of two aligned count vectors (the union of their keys, in ``str`` order)."""
     if a.sum() == 0 or b.sum() == 0:
         raise ValueError("JS divergence of an empty distribution")
     a, b = a / a.sum(), b / b.sum()
@@ -33,6 +38,31 @@ def js_divergence(p: Counter | dict, q: Counter | dict) -> float:
         return float((x[nz] * np.log2(x[nz] / m[nz])).sum())
 
     return max(0.0, 0.5 * kl(a) + 0.5 * kl(b))
+
+
+class _PairwiseJS:
+    """:func:`js_divergence` between any two of many tables, with their keys ranked once.
+
+    Each table is kept as its keys' ranks in one ``str``-sorted vocabulary and their counts; a pair's
+    vectors are then built over the union of ranks, the same keys in the same order as
+    :func:`js_divergence` builds them, so the values are the same, without sorting a union per pair.
+    """
+
+    def __init__(self, tables: Sequence[Counter | dict]) -> None:
+        vocab = sorted(set().union(*tables), key=str)
+        rank = {k: i for i, k in enumerate(vocab)}
+        self.ranks, self.counts = [], []
+        for t in tables:
+            r = np.array(sorted(rank[k] for k in t), dtype=np.int64)
+            self.ranks.append(r)
+            self.counts.append(np.array([t[vocab[i]] for i in r], dtype=float))
+
+    def __call__(self, i: int, j: int) -> float:
+        keys = np.union1d(self.ranks[i], self.ranks[j])
+        a, b = np.zeros(len(keys)), np.zeros(len(keys))
+        a[np.searchsorted(keys, self.ranks[i])] = self.counts[i]
+        b[np.searchsorted(keys, self.ranks[j])] = self.counts[j]
+        return _js_arrays(a, b)
 
 
 def standardised_ttr(words: Sequence[str], window: int = TTR_WINDOW) -> float:
@@ -170,14 +200,15 @@ def shift_matrices(profiles: Sequence[CellProfile]) -> dict[str, np.ndarray]:
     """Pairwise shift between cells, one symmetric matrix per measure (zero diagonal)."""
     n = len(profiles)
     out = {m: np.zeros((n, n)) for m in SHIFT_MEASURES}
+    js = {f: _PairwiseJS([getattr(p, f) for p in profiles]) for f in ("words", "subwords", "upos", "deprel")}
     for i in range(n):
         for j in range(i + 1, n):
             a, b = profiles[i], profiles[j]
             vals = {
-                "word_js": js_divergence(a.words, b.words),
-                "subword_js": js_divergence(a.subwords, b.subwords),
-                "upos_js": js_divergence(a.upos, b.upos),
-                "deprel_js": js_divergence(a.deprel, b.deprel),
+                "word_js": js["words"](i, j),
+                "subword_js": js["subwords"](i, j),
+                "upos_js": js["upos"](i, j),
+                "deprel_js": js["deprel"](i, j),
                 "fertility_log_ratio": abs(math.log(a.fertility / b.fertility)),
                 "unknown_char_diff": abs(a.unknown_char_rate - b.unknown_char_rate),
                 "ttr_diff": abs(a.ttr - b.ttr),

@@ -39,12 +39,18 @@ def one_line_errors(task: Callable[..., T]) -> Callable[..., T]:
         try:
             return task(*args, **kwargs)
         except (MetasparseError, OmegaConfBaseException) as exc:
-            if _debugging():
-                raise
-            print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-            sys.exit(EXIT_USER_ERROR)
+            _exit_user_error(exc)
 
     return wrapper
+
+
+def _exit_user_error(exc: BaseException) -> None:
+    """Print ``error: <the one line>`` and exit with status 2; re-raise instead when debugging (called from
+    an ``except`` block)."""
+    if _debugging():
+        raise exc
+    print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
 
 
 def run_dir_first(hydra_main: Callable[..., T]) -> Callable[..., T]:
@@ -61,10 +67,7 @@ def run_dir_first(hydra_main: Callable[..., T]) -> Callable[..., T]:
                 try:
                     check_paths({"run_dir": (value, "folder")})
                 except PathError as exc:
-                    if _debugging():
-                        raise
-                    print(f"error: {exc}", file=sys.stderr, flush=True)
-                    sys.exit(EXIT_USER_ERROR)
+                    _exit_user_error(exc)
         return hydra_main(*args, **kwargs)
 
     return wrapper

@@ -107,8 +107,8 @@ def test_model_config_refuses_half_a_character_encoder():
 
 
 def test_pad_puts_each_sentence_in_its_row_and_pads_the_rest():
-    """Sentences of different lengths (one empty) and label
-    lists: each row holds its sentence's values in order, padding values after them."""
+    """Sentences of different lengths (one empty) and their labels: each row holds its sentence's values in
+    order, padding values after them."""
     from metasparse.model.features import IGNORE_INDEX, MAX_CHARS, EncodedSentence
 
     items = [

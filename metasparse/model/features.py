@@ -149,8 +149,8 @@ def pad(items: Sequence[EncodedSentence], labels: Mapping[str, Sequence[Sequence
     B = len(items)
     sub_len = torch.tensor([len(x.input_ids) for x in items], dtype=torch.long)
     word_len = torch.tensor([x.n_words for x in items], dtype=torch.long)
-    S = int(sub_len.max()) if B and int(sub_len.max()) else 1
-    T = int(word_len.max()) if B and int(word_len.max()) else 1
+    S = max(int(sub_len.max()), 1) if B else 1
+    T = max(int(word_len.max()), 1) if B else 1
     sub_mask = torch.arange(S) < sub_len[:, None]
     mask = torch.arange(T) < word_len[:, None]
     input_ids = torch.full((B, S), PAD_ID, dtype=torch.long)

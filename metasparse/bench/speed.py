@@ -181,6 +181,7 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
         "model": cfg.model.name,
         "placement": b.placement,
         "unit": b.unit,
+        "cost_table": cost.source if cost is not None else None,
         "torch": torch.__version__,
     }
     write_result(out_dir, "speed", result, format_table(result), cfg.out)

@@ -80,8 +80,9 @@ class LatencyCost:
 
     unit = "latency"
 
-    def __init__(self, table: CostTable, batch: int = 1) -> None:
+    def __init__(self, table: CostTable, batch: int = 1, source: str = "") -> None:
         self.table, self.batch = table, batch
+        self.source = source  # the table's file, so a report can say which prices it used
 
     def parts(self, lengths: torch.Tensor, controller: Controller | None = None) -> CostParts:
         c = self.table.per_example(lengths.tolist(), self.batch)
@@ -116,7 +117,7 @@ def budget_cost(
     ctrl = Controller(model, controller) if controller is not None else Controller(model)
     table, path, fresh = load_or_measure(model, Path(backbone_dir), threads=threads, rounds=rounds, controller=ctrl)
     log.info("latency budget at batch %d from %s%s", batch, path, " (measured now)" if fresh else "")
-    return LatencyCost(table, batch)
+    return LatencyCost(table, batch, source=str(path))
 
 
 def pattern_flops_table(model: GatedEncoder, lengths: torch.Tensor) -> torch.Tensor:

@@ -139,8 +139,30 @@ def test_upfront_controller_runs_one_network_for_all_layers():
     ctrl = Controller(model, ControllerSpec(placement="upfront"))
     assert len(ctrl.nets) == 1 and ctrl.nets[0][2].out_features == len(model.blocks) * model.n_patterns
     batch = random_batch([5])
-    calls = []
-    ctrl.nets[0].register_forward_hook(lambda *a: calls.append(1))
+    calls, logits = [], ctrl.logits
+    ctrl.logits = lambda *a, **k: calls.append(a[1]) or logits(*a, **k)  # a[1]: the layer it runs on
     with torch.no_grad():
         model(batch, ctrl.policy(model))
-    assert len(calls) == 1
+    assert calls == [0]
+
+
+@pytest.mark.parametrize("placement", ["per_layer", "upfront"])
+@pytest.mark.parametrize("task", ["upos", None])
+def test_hard_decisions_are_the_argmax_of_the_probabilities_and_padding_changes_no_logit(placement, task):
+    model = tiny_model()
+    ctrl = Controller(model, ControllerSpec(placement=placement, uncertainty_task=task))
+    with torch.no_grad():
+        for net in ctrl.nets:
+            net[2].weight.normal_(0, 1.0)
+        record: list = []
+        out = model(random_batch(LENGTHS), ctrl.policy(model, record=record))
+        assert len(record) == len(out.decisions) == len(model.blocks)
+        for decision, probs in zip(out.decisions, record, strict=True):
+            assert torch.equal(decision.levels, probs.argmax(-1))
+        # A padded batch pools only real words: each row's logits equal that sentence's alone.
+        x = torch.randn(len(LENGTHS), max(LENGTHS), model.spec.d_model)
+        mask = torch.arange(max(LENGTHS))[None] < torch.tensor(LENGTHS)[:, None]
+        padded, _ = ctrl.logits(model, 0, x, mask, need_tokens=False)
+        for i, n in enumerate(LENGTHS):
+            alone, _ = ctrl.logits(model, 0, x[i : i + 1, :n], mask[i : i + 1, :n], need_tokens=False)
+            torch.testing.assert_close(padded[i : i + 1], alone, atol=1e-5, rtol=0)

@@ -150,10 +150,10 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
     rows, controllers = [], {}
     cost = None
     if b.unit == "latency":
-        spec = ControllerSpec(placement=b.placement)
+        spec = ControllerSpec(placement=b.placement, uncertainty_task=b.uncertainty_task)
         cost = budget_cost("latency", model, folder, batch=b.cost_batch, threads=b.threads, controller=spec)
     for target in b.targets:
-        spec = ControllerSpec(placement=b.placement)
+        spec = ControllerSpec(placement=b.placement, uncertainty_task=b.uncertainty_task)
         ctrl = trained_controller(
             model, train, calib, target, spec=spec, steps=b.controller_steps, seed=cfg.seed, cost=cost
         )
@@ -180,6 +180,7 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
         "threads": b.threads,
         "model": cfg.model.name,
         "placement": b.placement,
+        "uncertainty_task": b.uncertainty_task,
         "unit": b.unit,
         "cost_table": cost.source if cost is not None else None,
         "torch": torch.__version__,

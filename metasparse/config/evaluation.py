@@ -31,6 +31,8 @@ class SpeedBenchOptions:
         threads: torch threads for timing.
         int8: add a row with int8 dynamic quantization of the sliced linears at target 0.5.
         placement: where the controller decides (``per_layer`` or ``upfront``).
+        uncertainty_task: the task whose head gives the controller its uncertainty feature (None: pooled
+            states only; at batch 1 the feature's ops are most of an upfront controller's time).
         calib_sentences: source dev sentences the controller's bias is calibrated on.
         test_sentences: source test sentences scored (timing batches are drawn from them).
         batched_rounds: at batch > 1 a timed round holds ``max(sentences, batch) * batched_rounds`` rows.
@@ -47,6 +49,7 @@ class SpeedBenchOptions:
     threads: int = 2
     int8: bool = True
     placement: str = "per_layer"
+    uncertainty_task: str | None = "upos"
     calib_sentences: int = 1500
     test_sentences: int = 4000
     batched_rounds: int = 4

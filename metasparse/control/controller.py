@@ -94,22 +94,26 @@ class Controller(nn.Module):
         Token scores are only computed when ``need_tokens`` (some pattern routes tokens): at batch 1
         every small op is dispatch overhead, which is most of what a controller costs there.
         """
-        full = bool(mask.all())  # no padding (always at batch 1): plain means
-        if full:
-            pooled = x.mean(1)
-        else:
-            m = mask.to(x.dtype)
-            count = m.sum(1, keepdim=True).clamp(min=1)
-            pooled = (x * m[..., None]).sum(1) / count
-        feats, tok_scores = [pooled], None
+        tok_scores, per_word = None, x
         if self.spec.uncertainty_task:
             ent = normalized_entropy(model.heads[self.spec.uncertainty_task](x))  # [B, T] in [0, 1]
-            feats.append(ent.mean(1, keepdim=True) if full else (ent * m).sum(1, keepdim=True) / count)
+            per_word = torch.cat([x, ent.unsqueeze(-1)], dim=-1)  # one pooling for both features
             tok_scores = ent
+        if bool(mask.all()):  # no padding (always at batch 1): a plain mean
+            feats = per_word.mean(1)
+        else:
+            m = mask.to(x.dtype)
+            feats = (per_word * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
         if need_tokens and self.routers is not None:
             r = self.routers[layer](x).squeeze(-1)
             tok_scores = r if tok_scores is None else tok_scores + r
-        return self.nets[layer](torch.cat(feats, dim=-1)), (tok_scores if need_tokens else None)
+        return self._mlp(layer, feats), (tok_scores if need_tokens else None)
+
+    def _mlp(self, layer: int, feats: torch.Tensor) -> torch.Tensor:
+        """``nets[layer](feats)`` with functional calls: the same kernels without three module dispatches,
+        which at batch 1 cost as much as the arithmetic."""
+        first, last = self.nets[layer][0], self.nets[layer][2]
+        return F.linear(torch.relu(F.linear(feats, first.weight, first.bias)), last.weight, last.bias)
 
     def decision_biases(self) -> dict[str, torch.Tensor]:
         """Each decision network's output bias (``nets.<i>.2.bias``): what a calibration shifts."""
@@ -132,11 +136,18 @@ class Controller(nn.Module):
         def decide(layer: int, x: torch.Tensor, mask: torch.Tensor) -> Decision:
             if self.upfront:
                 if layer == 0:  # one pass over the layer-0 input decides every layer
-                    cache["logits"], _ = self.logits(model, 0, x, mask, False)
-                logits = cache["logits"].view(-1, self.n_layers, self.n_patterns)[:, layer]
+                    logits, _ = self.logits(model, 0, x, mask, False)
+                    cache["logits"] = logits.view(-1, self.n_layers, self.n_patterns)
+                    if hard:  # every layer's argmax at once: later layers only read theirs (no op each)
+                        cache["levels"] = cache["logits"].argmax(-1).unbind(1)
                 tok = None
                 if need_tokens:
                     tok = self.routers[layer](x).squeeze(-1) if self.routers is not None else model.token_uncertainty(x)
+                if hard:
+                    if record is not None:
+                        record.append(F.softmax(cache["logits"][:, layer], dim=-1))
+                    return Decision(token_scores=tok, hard_levels=cache["levels"][layer])
+                logits = cache["logits"][:, layer]
             else:
                 logits, tok = self.logits(model, layer, x, mask, need_tokens)
             if record is not None:

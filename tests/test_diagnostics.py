@@ -386,6 +386,17 @@ def _run_summary(r: float, p: float, p_adj: float, n: int = 20) -> dict:
     return {"relations": [row], "spearman": [sp]}
 
 
+def test_the_pooled_interval_of_a_correlation_stays_within_minus_one_and_one():
+    from metasparse.diagnostics.replication import pool
+
+    far = [_run_summary(0.9, 0.001, 0.01), _run_summary(0.1, 0.001, 0.01)]  # a t interval on r: -4.6 to 5.6
+    (row,) = pool(far, "relations")
+    assert -1.0 <= row["r_ci_low"] < 0.1 and 0.9 < row["r_ci_high"] <= 1.0
+    perfect = [_run_summary(1.0, 0.001, 0.01), _run_summary(1.0, 0.001, 0.01), _run_summary(0.98, 0.001, 0.01)]
+    (row,) = pool(perfect, "relations")
+    assert 0.5 < row["r_ci_low"] < 0.98 and 0.99 < row["r_ci_high"] <= 1.0  # finite at r = 1
+
+
 def test_a_relation_that_flips_sign_between_runs_does_not_replicate():
     from metasparse.diagnostics.replication import pool, replication_report
 

@@ -1,8 +1,8 @@
 """Findings that replicate: the same relations over several runs (e.g. seeds), pooled.
 
-Per relation: its value in each run, the mean with a t interval across runs, Fisher's combined p over the
-runs' raw p-values, and whether it *replicates*: significant after the report's adjustment, with the same
-sign, in every run. Only what replicates is a finding; the rest is listed with its numbers.
+Per relation: its value in each run, the mean with a t interval across runs (on Fisher's z), Fisher's
+combined p over the runs' raw p-values, and whether it *replicates*: significant after the report's
+adjustment, with the same sign, in every run. Only what replicates is a finding; the rest is listed with its numbers.
 """
 
 from __future__ import annotations
@@ -20,13 +20,21 @@ def _key(row: dict, kind: str) -> tuple:
     return tuple(row[k] for k in MANTEL_KEY) if kind == "relations" else (row["relation"],)
 
 
+# Correlations of exactly +-1 (common with few cells) have an infinite Fisher z: held at |r| <= 0.999
+# (z 3.8), or one such run would decide the interval alone.
+_R_MAX = 0.999
+
+
 def _interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """Student t interval of the mean across runs (NaN with fewer than two runs)."""
-    v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
-    if len(v) < 2:
+    """Interval of the mean correlation across runs: a Student t interval on Fisher's z = atanh(r), mapped
+    back with tanh. A t interval on r itself left [-1, 1] for two runs far apart (0.9 and 0.1 gave an upper
+    bound of 5.6). NaN with fewer than two runs."""
+    r = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
+    if len(r) < 2:
         return float("nan"), float("nan")
-    half = stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean() - half), float(v.mean() + half)
+    z = np.arctanh(np.clip(r, -_R_MAX, _R_MAX))
+    half = stats.t.ppf((1 + level) / 2, len(z) - 1) * z.std(ddof=1) / math.sqrt(len(z))
+    return float(np.tanh(z.mean() - half)), float(np.tanh(z.mean() + half))
 
 
 def pool(runs: Sequence[dict], kind: str) -> list[dict]:
@@ -92,8 +100,8 @@ def replication_report(
         *(f"- run {i}: {d}" for i, d in enumerate(run_dirs)),
         "",
         f"A finding must be significant ({adjustment['method']}-adjusted p < {adjustment['alpha']} within its "
-        "run's report) with the same sign in every run; means carry a 95% t interval across runs and p_combined "
-        "is Fisher's combination of the runs' raw p.",
+        "run's report) with the same sign in every run; means carry a 95% t interval across runs (on Fisher's z, "
+        "so inside [-1, 1]) and p_combined is Fisher's combination of the runs' raw p.",
         "",
         "## Findings (replicated in every run)",
         "",

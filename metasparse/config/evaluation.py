@@ -30,9 +30,11 @@ class SpeedBenchOptions:
         controller_steps: controller training steps per target (frozen backbone).
         threads: torch threads for timing.
         int8: add a row with int8 dynamic quantization of the sliced linears at target 0.5.
-        placement: where the controller decides (``per_layer`` or ``upfront``).
-        uncertainty_task: the task whose head gives the controller its uncertainty feature (None: pooled
-            states only; at batch 1 the feature's ops are most of an upfront controller's time).
+        placement: where the controller decides (``upfront``, the default: one decision per forward, or
+            ``per_layer``).
+        uncertainty_task: the task whose head gives the controller its uncertainty feature (None, the
+            default: pooled states only; at batch 1 the feature's ops are half an upfront controller's time,
+            and it bought no accuracy in bench.speed).
         calib_sentences: source dev sentences the controller's bias is calibrated on.
         test_sentences: source test sentences scored (timing batches are drawn from them).
         batched_rounds: at batch > 1 a timed round holds ``max(sentences, batch) * batched_rounds`` rows.
@@ -48,8 +50,8 @@ class SpeedBenchOptions:
     controller_steps: int = 150
     threads: int = 2
     int8: bool = True
-    placement: str = "per_layer"
-    uncertainty_task: str | None = "upos"
+    placement: str = "upfront"
+    uncertainty_task: str | None = None
     calib_sentences: int = 1500
     test_sentences: int = 4000
     batched_rounds: int = 4

@@ -145,6 +145,32 @@ def test_a_table_of_the_same_architecture_is_reused_across_backbones(tmp_path, m
     assert fresh_other and len(calls) == 1
 
 
+def test_the_controller_row_is_retimed_for_another_controller_and_the_layers_kept(tmp_path, monkeypatch):
+    """A table measured without a controller (a static baseline's) would price a controller at 0; one measured
+    for another controller priced this one at that one's cost."""
+    from metasparse.control.controller import Controller, ControllerSpec
+
+    model = tiny_model()
+    bare = _synthetic_table(model)
+    bare = CostTable(**{**bare.__dict__, "controller_ms": [[0.0] * len(bare.lengths)] * len(bare.batches)})
+    path = cost_store.table_path(tmp_path, 1, costs.backbone_identity(model))
+    path.parent.mkdir(parents=True)
+    path.write_text(bare.to_json())
+    monkeypatch.setattr(costs, "measure", lambda m, **kw: pytest.fail("the layer cells were measured again"))
+    with_feature = Controller(model, ControllerSpec(uncertainty_task="upos"))
+    got, _, fresh = load_or_measure(model, tmp_path, threads=1, rounds=3, controller=with_feature)
+    assert not fresh and got.controller == costs.controller_signature(with_feature) and "upos" in got.controller
+    assert all(ms > 0 for row in got.controller_ms for ms in row) and got.layer_ms == bare.layer_ms
+    assert CostTable.from_json(path.read_text()) == got  # stored
+    calls = []
+    monkeypatch.setattr(costs, "retime_controller", lambda *a, **k: calls.append(1) or got)
+    again, _, _ = load_or_measure(model, tmp_path, threads=1, controller=Controller(model, ControllerSpec()))
+    assert again == got and not calls  # the same settings (other weights): the stored row is used
+    load_or_measure(model, tmp_path, threads=1, controller=Controller(model, ControllerSpec(uncertainty_task=None)))
+    assert calls == [1]  # other settings: timed again
+    assert load_or_measure(model, tmp_path, threads=1)[0] == got  # no controller to price: any row does
+
+
 def test_a_noisy_measurement_is_repeated_and_never_kept_silently(tmp_path, monkeypatch, caplog):
     """A table measured while something else used the CPU (median IQR 30%) is measured again with twice
     the rounds; the quieter one is stored, and a warning says so when both are noisy."""

@@ -174,7 +174,20 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
         lengths=measured.lengths,
         batches=measured.batches,
     )
-    hand = dataclasses.replace(hand, threads=measured.threads, backbone=measured.backbone, codebook=measured.codebook)
+    # Its controller row (0 ms) stands for bench.speed's default controller, so it is used as made, not re-timed.
+    from metasparse.config import SpeedBenchOptions
+    from metasparse.control.controller import Controller, ControllerSpec
+    from metasparse.runtime.costs import controller_signature
+
+    o = SpeedBenchOptions()
+    ctrl = Controller(model, ControllerSpec(placement=o.placement, uncertainty_task=o.uncertainty_task))
+    hand = dataclasses.replace(
+        hand,
+        threads=measured.threads,
+        backbone=measured.backbone,
+        codebook=measured.codebook,
+        controller=controller_signature(ctrl),
+    )
     Path(table).write_text(hand.to_json())
     out = tmp_path / "speed_latency.json"
     args = ["experiment=quick", "bench.batches=[1]", "bench.targets=[0.5]", "bench.repeats=3", "bench.int8=false"]
@@ -184,6 +197,7 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
     (row,) = result["rows"]
     assert result["unit"] == "latency" and result["cost_table"] == table  # priced with the hand-made table
     assert abs(row["predicted_latency_ratio"] - 0.5) < 0.15  # calibrated to the target on held-out sentences
+    assert CostTable.from_json(Path(table).read_text()) == hand  # its controller row was not re-timed
 
     # bench.exits: threshold 1.0 lets every word go after the first layer, 0.0 none.
     args = ["exits.thresholds=[0.0,1.0]", "exits.batch_sizes=[1,4]", "exits.repeats=3", "exits.sentences=4"]

@@ -3,7 +3,8 @@
 :func:`load_or_measure` re-measures a stored table that names another machine, thread count, backbone
 or codebook: it is never used silently. Latency depends on shapes, not weight values, so a table
 measured for another backbone of the same architecture (another seed, a co-trained copy) on this
-machine is re-used, which also prices every seed of an experiment with the same table.
+machine is re-used, which also prices every seed of an experiment with the same table. Its controller
+row is re-timed when the table timed another controller (settings, not weights) or none.
 """
 
 from __future__ import annotations
@@ -76,11 +77,23 @@ def load_or_measure(
             if table is not None:
                 atomic_write(path, table.to_json().encode())
         if table is not None:
-            return table, path, False
+            return _for_controller(table, path, model, measure_kw), path, False
     table = _measure_quietly(model, ident, threads, measure_kw)
     atomic_write(path, table.to_json().encode())
     log.info("cost table (median IQR %.1f%%) -> %s", 100 * table.spread, path)
     return table, path, True
+
+
+def _for_controller(table: CostTable, path: Path, model: GatedEncoder, measure_kw: dict) -> CostTable:
+    """``table``, its controller row re-timed (and stored) when it was timed for another controller or none:
+    a table first measured without one (a static baseline's) would otherwise price a controller at 0."""
+    ctrl = measure_kw.get("controller")
+    if ctrl is None or table.controller == costs.controller_signature(ctrl):
+        return table
+    log.info("cost table %s: timing the controller row for %s", path, costs.controller_signature(ctrl))
+    table = costs.retime_controller(table, model, ctrl, rounds=measure_kw.get("rounds", 7))
+    atomic_write(path, table.to_json().encode())
+    return table
 
 
 def _measure_quietly(model: GatedEncoder, ident: str, threads: int, measure_kw: dict) -> CostTable:

@@ -15,7 +15,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,8 @@ class CostTable:
         layer_ms: ``[layer][batch][length][pattern]``.
         fixed_ms: ``[batch][length]``: embeddings, character encoder, final norm and task heads.
         controller_ms: ``[batch][length]``: one per-layer controller decision (its pooled MLP and router).
+        controller: :func:`controller_signature` of the controller timed in ``controller_ms`` ("": none,
+            its row is zeros); a run with another controller re-times that row before pricing with it.
         spread: median over cells of the interquartile range relative to the median (measurement noise).
         rounds: timed rounds (every cell once per round, in a new random order each round).
     """
@@ -79,6 +81,7 @@ class CostTable:
     spread: float = 0.0
     rounds: int = 0
     measured_at: str = ""
+    controller: str = ""
     format: int = FORMAT
     extra: dict = field(default_factory=dict)
 
@@ -208,6 +211,12 @@ def _time_call(fn, reps: int) -> float:
     return (time.perf_counter() - t0) * 1000 / reps
 
 
+def controller_signature(ctrl) -> str:
+    """What a controller's decision costs depends on: its settings (placement, uncertainty feature, width,
+    router), not its weights."""
+    return repr(ctrl.spec)
+
+
 def _timed_calls(model: GatedEncoder, ctrl, batches, lengths) -> tuple[list[tuple], list]:
     """Every cell of the table, ``(kind, layer, batch bucket, length bucket, pattern)``, and the call that
     times it, on one synthetic batch per (batch, length) bucket."""
@@ -307,4 +316,27 @@ def measure(
         spread=float(np.median(iqr)),
         rounds=rounds,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        controller=controller_signature(ctrl) if ctrl is not None else "",
     )
+
+
+def retime_controller(table: CostTable, model: GatedEncoder, controller, *, rounds: int = 7, min_ms: float = 2.0):
+    """``table`` with its controller row timed for ``controller`` (same buckets and thread count; the layer
+    cells are kept): a controller's settings change its cost, not the backbone's."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(table.threads)
+    try:
+        ctrl = controller.eval()
+        with torch.no_grad():
+            routed = any(q.tokens < 1.0 for q in model.codebook)
+            fns = []
+            for bi, b in enumerate(table.batches):
+                for ti, t in enumerate(table.lengths):
+                    batch = synthetic_batch(model, b, t, seed=bi * 100 + ti)
+                    x, m = model.embed(batch), batch.word_mask
+                    fns.append(lambda x=x, m=m: ctrl.logits(model, 0, x, m, routed))
+        samples = _interleaved_samples(fns, rounds, min_ms, None)
+    finally:
+        torch.set_num_threads(old)
+    ms = np.asarray([float(np.median(s)) for s in samples]).reshape(len(table.batches), len(table.lengths))
+    return replace(table, controller_ms=ms.tolist(), controller=controller_signature(ctrl))

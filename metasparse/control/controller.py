@@ -1,8 +1,10 @@
 """Lightweight per-layer controllers that pick an execution pattern per input and route tokens.
 
-Each layer has its own tiny MLP over the layer input pooled across words, plus one uncertainty
-feature: the mean entropy of an early tag distribution (the model's own UPOS head applied to the
-layer input). Uncertain inputs can so be given broader patterns. Token routing scores come from a
+Each layer has its own tiny MLP over the layer input pooled across words, plus, optionally
+(``uncertainty_task``), one uncertainty feature: the mean entropy of an early tag distribution (the model's
+own UPOS head applied to the layer input), so uncertain inputs can be given broader patterns. The main job
+goes without it: at batch 1 it doubles a decision's ops, and a cheaper decision leaves more of a latency
+budget to the layers. Token routing scores come from a
 linear router plus the per-token entropy, so uncertain tokens are the ones the FFN keeps.
 """
 

@@ -38,6 +38,9 @@ class PairTokenizer:
             out += [f"<0x{ord(c):02X}>" for c in piece] if "z" in piece else [piece]
         return out
 
+    def subwords_batch(self, words):
+        return [self.subwords(w) for w in words]
+
     def encode_words(self, words):
         class E:
             input_ids = [hash(p) % 97 for w in words for p in PairTokenizer().subwords(w)]
@@ -510,13 +513,13 @@ def test_pairwise_js_with_keys_ranked_once_equals_js_divergence():
     js_divergence on each pair (word, int subword and mixed tables; one-key tables)."""
     import random
 
-    from metasparse.diagnostics.shift import _PairwiseJS, js_divergence
+    from metasparse.diagnostics.shift import PairwiseJS, js_divergence
 
     rng = random.Random(0)
     vocab = [f"w{i}" for i in range(400)] + list(range(120))
     tables = [Counter({k: rng.randrange(1, 30) for k in rng.sample(vocab, rng.randrange(1, 200))}) for _ in range(12)]
     tables += [Counter({"x": 1}), Counter({"x": 2, 5: 1})]
-    pairwise = _PairwiseJS(tables)
+    pairwise = PairwiseJS(tables)
     for i in range(len(tables)):
         for j in range(i + 1, len(tables)):
             assert pairwise(i, j) == js_divergence(tables[i], tables[j])

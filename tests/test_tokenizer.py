@@ -90,3 +90,5 @@ def test_the_word_memo_gives_what_sentencepiece_gives(corpus, tmp_path, monkeypa
             assert enc.word_index == [w for w, p in enumerate(want) for _ in p]
             assert enc.word_hash == [tok.word_bucket(w) for w in words]
             assert len(tok._memo) <= 300
+    words = [w for s in sents for w in s]
+    assert tok.subwords_batch(words) == [tok.subwords(w) for w in words]  # one call, the same pieces

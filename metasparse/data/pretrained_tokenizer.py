@@ -112,3 +112,7 @@ class PretrainedTokenizer:
     def subwords(self, word: str) -> list[str]:
         """The pieces of one word, for inspection."""
         return self.tok.tokenize(word)
+
+    def subwords_batch(self, words: Sequence[str]) -> list[list[str]]:
+        """The pieces of each word."""
+        return [self.tok.tokenize(w) for w in words]

@@ -138,6 +138,10 @@ class SubwordTokenizer:
         """The pieces of one word, for inspection."""
         return self.sp.encode(word, out_type=str)
 
+    def subwords_batch(self, words: Sequence[str]) -> list[list[str]]:
+        """The pieces of each word, in one call (a cell's ~10^4 forms one by one spent seconds in Python)."""
+        return self.sp.encode(list(words), out_type=str)
+
     def save(self, path: str | Path) -> None:
         """Write ``<path>`` (the .model) and ``<path>.json`` (settings) atomically."""
         path = Path(path)

@@ -20,7 +20,13 @@ from metasparse.diagnostics.findings import findings
 from metasparse.diagnostics.multiple import judge_family
 from metasparse.diagnostics.pathways import CellPathways, cell_pathways, pathway_matrices
 from metasparse.diagnostics.relations import PARTIAL, mantel, partial_mantel, spearman_bootstrap, upper
-from metasparse.diagnostics.shift import CellProfile, design_matrices, js_divergence, profile_cell, shift_matrices
+from metasparse.diagnostics.shift import (
+    CellProfile,
+    PairwiseJS,
+    design_matrices,
+    profile_cell,
+    shift_matrices,
+)
 from metasparse.diagnostics.token_pathways import tag_compute_rows, tag_matrix, tag_spread
 from metasparse.diagnostics.typology import typology_matrix
 from metasparse.io import atomic_write, csv_text
@@ -85,12 +91,16 @@ def mantel_relations(shift: dict, design: dict, pathm: dict, cfg: DiagnoseConfig
 
 def cell_rows(profiles: list[CellProfile], paths: list[CellPathways], targets: set[str]) -> list[dict]:
     """One row per cell: its data profile, its shift from the pooled source cells, the compute it gets."""
-    source_words = sum((p.words for p in profiles if p.name not in targets), Counter())
+    source_words: Counter = Counter()
+    for p in profiles:
+        if p.name not in targets:
+            source_words.update(p.words)
+    to_sources = PairwiseJS([*(p.words for p in profiles), source_words])  # the vocabulary ranked once
     return [
         {
             **p.scalars(),
             "role": "target" if p.name in targets else "source",
-            "word_js_to_sources": js_divergence(p.words, source_words),
+            "word_js_to_sources": to_sources(i, len(profiles)),
             "flops_fraction": pw.flops_fraction,
             "flops_per_word": pw.flops_per_word,
             "decision_entropy": pw.decision_entropy,
@@ -100,7 +110,7 @@ def cell_rows(profiles: list[CellProfile], paths: list[CellPathways], targets: s
             "group_use": float(pw.group_use.mean()),
             "flops_vs_uncertainty_rho": pw.uncertainty_spearman[0],
         }
-        for p, pw in zip(profiles, paths, strict=True)
+        for i, (p, pw) in enumerate(zip(profiles, paths, strict=True))
     ]
 
 

@@ -40,7 +40,7 @@ def _js_arrays(a: np.ndarray, b: np.ndarray) -> float:
     return max(0.0, 0.5 * kl(a) + 0.5 * kl(b))
 
 
-class _PairwiseJS:
+class PairwiseJS:
     """:func:`js_divergence` between any two of many tables, with their keys ranked once.
 
     Each table is kept as its keys' ranks in one ``str``-sorted vocabulary and their counts; a pair's
@@ -130,8 +130,17 @@ def byte_piece_chars(tokenizer, word: str) -> int:
     """Characters of ``word`` the tokenizer can only spell with byte-fallback pieces (``<0x..>``); with a
     pretrained word-piece tokenizer, which has no byte pieces, a word it maps to its unknown piece counts
     whole (which of its characters was unknown is not recoverable)."""
-    pieces = tokenizer.subwords(word)
+    return _byte_chars(word, tokenizer.subwords(word), getattr(tokenizer, "unk_piece", None))
+
+
+def byte_piece_counts(tokenizer, words: Sequence[str]) -> dict[str, int]:
+    """:func:`byte_piece_chars` of each distinct form of ``words``, the forms tokenized in one batch."""
+    forms = list(dict.fromkeys(words))
     unk = getattr(tokenizer, "unk_piece", None)
+    return {w: _byte_chars(w, p, unk) for w, p in zip(forms, tokenizer.subwords_batch(forms), strict=True)}
+
+
+def _byte_chars(word: str, pieces: list[str], unk: str | None) -> int:
     if unk is not None and unk in pieces:
         return len(word)
     n_bytes = sum(1 for p in pieces if p.startswith("<0x") and p.endswith(">"))
@@ -155,15 +164,13 @@ def profile_cell(
     """Profile one cell's sentences (words, gold UPOS and DEPREL) with the run's tokenizer."""
     words = [w.casefold() for s in sentences for w in s]
     sub, chars, byte_chars, n_sub = Counter(), 0, 0, 0
-    spelled: dict[str, int] = {}  # a form's byte-piece characters, tokenized once (forms repeat, Zipf)
+    spelled = byte_piece_counts(tokenizer, [w for s in sentences for w in s])  # each form once (Zipf)
     for s in sentences:
         enc = tokenizer.encode_words(list(s))
         sub.update(enc.input_ids)
         n_sub += len(enc.input_ids)
         for w in s:
             chars += len(w)
-            if w not in spelled:
-                spelled[w] = byte_piece_chars(tokenizer, w)
             byte_chars += spelled[w]
     return CellProfile(
         name,
@@ -200,7 +207,7 @@ def shift_matrices(profiles: Sequence[CellProfile]) -> dict[str, np.ndarray]:
     """Pairwise shift between cells, one symmetric matrix per measure (zero diagonal)."""
     n = len(profiles)
     out = {m: np.zeros((n, n)) for m in SHIFT_MEASURES}
-    js = {f: _PairwiseJS([getattr(p, f) for p in profiles]) for f in ("words", "subwords", "upos", "deprel")}
+    js = {f: PairwiseJS([getattr(p, f) for p in profiles]) for f in ("words", "subwords", "upos", "deprel")}
     for i in range(n):
         for j in range(i + 1, n):
             a, b = profiles[i], profiles[j]

@@ -171,6 +171,25 @@ def test_the_controller_row_is_retimed_for_another_controller_and_the_layers_kep
     assert load_or_measure(model, tmp_path, threads=1)[0] == got  # no controller to price: any row does
 
 
+@pytest.mark.parametrize("placement", ["per_layer", "upfront"])
+def test_the_controller_is_timed_inside_dense_forwards(placement):
+    from metasparse.control.controller import Controller, ControllerSpec
+    from metasparse.runtime.controller_timing import in_place_ms
+
+    model = tiny_model()
+    ctrl = Controller(model, ControllerSpec(placement=placement))
+    calls, ran = [], []
+    decide = ctrl.policy
+    ctrl.policy = lambda m, **k: (lambda d: lambda i, x, mask: calls.append(i) or d(i, x, mask))(decide(m, **k))
+    for block in model.blocks:  # every layer runs, and runs its full width: the caches a real forward leaves
+        block.forward_sliced = (lambda f: lambda x, m, p, *a: ran.append(p) or f(x, m, p, *a))(block.forward_sliced)
+    grid = [[costs.synthetic_batch(model, b, t, seed=0) for t in (4, 8)] for b in (1, 3)]
+    ms = in_place_ms(model, ctrl, grid, rounds=3)
+    assert ms.shape == (2, 2) and (ms > 0).all()
+    assert len(calls) == 4 * 4 * len(model.blocks)  # 4 buckets, 3 rounds after a warm-up, every layer asked
+    assert {(p.n_heads, p.n_groups) for p in ran} == {(model.spec.heads, model.spec.ffn_groups)}
+
+
 def test_a_noisy_measurement_is_repeated_and_never_kept_silently(tmp_path, monkeypatch, caplog):
     """A table measured while something else used the CPU (median IQR 30%) is measured again with twice
     the rounds; the quieter one is stored, and a warning says so when both are noisy."""

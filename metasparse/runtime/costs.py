@@ -24,6 +24,7 @@ import torch
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.features import MAX_CHARS, Batch
 from metasparse.model.patterns import Pattern
+from metasparse.runtime.controller_timing import controller_signature, in_place_ms
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ class CostTable:
         batches, lengths: the buckets.
         layer_ms: ``[layer][batch][length][pattern]``.
         fixed_ms: ``[batch][length]``: embeddings, character encoder, final norm and task heads.
-        controller_ms: ``[batch][length]``: one per-layer controller decision (its pooled MLP and router).
+        controller_ms: ``[batch][length]``: one controller decision (per layer; an upfront controller's one
+            per forward), timed inside dense forwards (:mod:`metasparse.runtime.controller_timing`).
         controller: :func:`controller_signature` of the controller timed in ``controller_ms`` ("": none,
             its row is zeros); a run with another controller re-times that row before pricing with it.
         spread: median over cells of the interquartile range relative to the median (measurement noise).
@@ -211,16 +213,9 @@ def _time_call(fn, reps: int) -> float:
     return (time.perf_counter() - t0) * 1000 / reps
 
 
-def controller_signature(ctrl) -> str:
-    """What a controller's decision costs depends on: its settings (placement, uncertainty feature, width,
-    router), not its weights."""
-    return repr(ctrl.spec)
-
-
 def _timed_calls(model: GatedEncoder, ctrl, batches, lengths) -> tuple[list[tuple], list]:
     """Every cell of the table, ``(kind, layer, batch bucket, length bucket, pattern)``, and the call that
     times it, on one synthetic batch per (batch, length) bucket."""
-    routed = any(q.tokens < 1.0 for q in model.codebook)
     cells: list[tuple] = []
     fns: list = []
     for bi, b in enumerate(batches):
@@ -231,9 +226,6 @@ def _timed_calls(model: GatedEncoder, ctrl, batches, lengths) -> tuple[list[tupl
             scores, m = torch.randn(b, t), batch.word_mask
             cells.append(("fixed", None, bi, ti, None))
             fns.append(lambda batch=batch: model.forward_with(batch, lambda i, block, h, mask: h))
-            if ctrl is not None:
-                cells.append(("controller", None, bi, ti, None))
-                fns.append(lambda x=x, m=m: ctrl.logits(model, 0, x, m, routed))
             for li, block in enumerate(model.blocks):
                 for p, pat in enumerate(model.codebook):
                     cells.append(("layer", li, bi, ti, p))
@@ -279,8 +271,8 @@ def measure(
         rounds: timed rounds (one untimed warm-up round first).
         min_ms: each timed call is repeated until it takes about this long (sub-millisecond calls).
         threads: torch threads to measure with (default: the current setting).
-        controller: a :class:`metasparse.control.Controller` whose one-layer decision is timed (its
-            ``logits``); None: no controller cost (0).
+        controller: a :class:`metasparse.control.Controller` whose decision is timed, inside forwards;
+            None: no controller cost (0).
         progress: optional callable ``(done, total)``.
     """
     if threads is not None:
@@ -295,14 +287,13 @@ def measure(
     L, P = len(model.blocks), model.n_patterns
     B, T = len(batches), len(lengths)
     layer_ms = np.zeros((L, B, T, P))
-    fixed_ms, ctrl_ms = np.zeros((B, T)), np.zeros((B, T))
+    fixed_ms = np.zeros((B, T))
     for (kind, li, bi, ti, p), m in zip(cells, med, strict=True):
         if kind == "fixed":
             fixed_ms[bi, ti] = m
-        elif kind == "controller":
-            ctrl_ms[bi, ti] = m
         else:
             layer_ms[li, bi, ti, p] = m
+    ctrl_ms = np.zeros((B, T)) if ctrl is None else in_place_ms(model, ctrl, _grid(model, batches, lengths), rounds)
     return CostTable(
         machine=machine_fingerprint(),
         threads=threads,
@@ -320,23 +311,21 @@ def measure(
     )
 
 
-def retime_controller(table: CostTable, model: GatedEncoder, controller, *, rounds: int = 7, min_ms: float = 2.0):
+def retime_controller(table: CostTable, model: GatedEncoder, controller, *, rounds: int = 7) -> CostTable:
     """``table`` with its controller row timed for ``controller`` (same buckets and thread count; the layer
     cells are kept): a controller's settings change its cost, not the backbone's."""
     old = torch.get_num_threads()
     torch.set_num_threads(table.threads)
     try:
-        ctrl = controller.eval()
-        with torch.no_grad():
-            routed = any(q.tokens < 1.0 for q in model.codebook)
-            fns = []
-            for bi, b in enumerate(table.batches):
-                for ti, t in enumerate(table.lengths):
-                    batch = synthetic_batch(model, b, t, seed=bi * 100 + ti)
-                    x, m = model.embed(batch), batch.word_mask
-                    fns.append(lambda x=x, m=m: ctrl.logits(model, 0, x, m, routed))
-        samples = _interleaved_samples(fns, rounds, min_ms, None)
+        ms = in_place_ms(model, controller, _grid(model, table.batches, table.lengths), rounds)
     finally:
         torch.set_num_threads(old)
-    ms = np.asarray([float(np.median(s)) for s in samples]).reshape(len(table.batches), len(table.lengths))
-    return replace(table, controller_ms=ms.tolist(), controller=controller_signature(ctrl))
+    return replace(table, controller_ms=ms.tolist(), controller=controller_signature(controller))
+
+
+def _grid(model: GatedEncoder, batches, lengths) -> list[list[Batch]]:
+    """The synthetic batch of each (batch, length) bucket, the same ones the layer cells are timed on."""
+    return [
+        [synthetic_batch(model, b, t, seed=bi * 100 + ti) for ti, t in enumerate(lengths)]
+        for bi, b in enumerate(batches)
+    ]

@@ -184,7 +184,7 @@ def test_the_controller_is_timed_inside_dense_forwards(placement):
     for block in model.blocks:  # every layer runs, and runs its full width: the caches a real forward leaves
         block.forward_sliced = (lambda f: lambda x, m, p, *a: ran.append(p) or f(x, m, p, *a))(block.forward_sliced)
     grid = [[costs.synthetic_batch(model, b, t, seed=0) for t in (4, 8)] for b in (1, 3)]
-    ms = in_place_ms(model, ctrl, grid, rounds=3)
+    ms = in_place_ms(model, ctrl, grid, rounds=3, level=model.codebook.index(model.full))
     assert ms.shape == (2, 2) and (ms > 0).all()
     assert len(calls) == 4 * 4 * len(model.blocks)  # 4 buckets, 3 rounds after a warm-up, every layer asked
     assert {(p.n_heads, p.n_groups) for p in ran} == {(model.spec.heads, model.spec.ffn_groups)}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from metasparse.io import write_result
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.profiling import labels_enabled
+from metasparse.runtime.controller_timing import TimedPolicy
 from metasparse.runtime.latency import interleaved, quantiles
 from metasparse.scoring import Dense, score
 from metasparse.train.joint import backbone_with_controller
@@ -44,19 +44,6 @@ from metasparse.train.pretraining import _rows
 log = logging.getLogger(__name__)
 REGIONS = ("attention", "ffn", "controller", "grouping")
 WARMUP = 2  # untimed rounds before the timed ones
-
-
-class TimedPolicy:
-    """Wraps a policy and accumulates the seconds spent deciding."""
-
-    def __init__(self, policy) -> None:
-        self.policy, self.seconds = policy, 0.0
-
-    def __call__(self, i, x, mask):
-        t0 = time.perf_counter()
-        d = self.policy(i, x, mask)
-        self.seconds += time.perf_counter() - t0
-        return d
 
 
 def _batches(corpus: EncodedCorpus, batch: int, n: int, seed: int) -> list:

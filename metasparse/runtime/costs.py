@@ -213,17 +213,17 @@ def _time_call(fn, reps: int) -> float:
     return (time.perf_counter() - t0) * 1000 / reps
 
 
-def _timed_calls(model: GatedEncoder, ctrl, batches, lengths) -> tuple[list[tuple], list]:
+def _timed_calls(model: GatedEncoder, grid: list[list[Batch]]) -> tuple[list[tuple], list]:
     """Every cell of the table, ``(kind, layer, batch bucket, length bucket, pattern)``, and the call that
-    times it, on one synthetic batch per (batch, length) bucket."""
+    times it, on the synthetic batch of each (batch, length) bucket (``grid``, see :func:`_grid`)."""
     cells: list[tuple] = []
     fns: list = []
-    for bi, b in enumerate(batches):
-        for ti, t in enumerate(lengths):
-            batch = synthetic_batch(model, b, t, seed=bi * 100 + ti)
+    for bi, row in enumerate(grid):
+        for ti, batch in enumerate(row):
             with torch.no_grad():
                 x = model.embed(batch)
-            scores, m = torch.randn(b, t), batch.word_mask
+            m = batch.word_mask
+            scores = torch.randn(m.shape)
             cells.append(("fixed", None, bi, ti, None))
             fns.append(lambda batch=batch: model.forward_with(batch, lambda i, block, h, mask: h))
             for li, block in enumerate(model.blocks):
@@ -279,8 +279,7 @@ def measure(
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     model.eval()
-    ctrl = controller.eval() if controller is not None else None
-    cells, fns = _timed_calls(model, ctrl, batches, lengths)
+    cells, fns = _timed_calls(model, _grid(model, batches, lengths))
     samples = _interleaved_samples(fns, rounds, min_ms, progress)
     med = [float(np.median(s)) for s in samples]
     iqr = [float(np.subtract(*np.percentile(s, [75, 25])) / max(np.median(s), 1e-9)) for s in samples]
@@ -293,8 +292,7 @@ def measure(
             fixed_ms[bi, ti] = m
         else:
             layer_ms[li, bi, ti, p] = m
-    ctrl_ms = np.zeros((B, T)) if ctrl is None else in_place_ms(model, ctrl, _grid(model, batches, lengths), rounds)
-    return CostTable(
+    table = CostTable(
         machine=machine_fingerprint(),
         threads=threads,
         backbone=backbone or backbone_identity(model),
@@ -303,12 +301,12 @@ def measure(
         lengths=list(lengths),
         layer_ms=layer_ms.tolist(),
         fixed_ms=fixed_ms.tolist(),
-        controller_ms=ctrl_ms.tolist(),
+        controller_ms=np.zeros((B, T)).tolist(),
         spread=float(np.median(iqr)),
         rounds=rounds,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
-        controller=controller_signature(ctrl) if ctrl is not None else "",
     )
+    return table if controller is None else retime_controller(table, model, controller, rounds=rounds)
 
 
 def retime_controller(table: CostTable, model: GatedEncoder, controller, *, rounds: int = 7) -> CostTable:
@@ -317,7 +315,8 @@ def retime_controller(table: CostTable, model: GatedEncoder, controller, *, roun
     old = torch.get_num_threads()
     torch.set_num_threads(table.threads)
     try:
-        ms = in_place_ms(model, controller, _grid(model, table.batches, table.lengths), rounds)
+        grid = _grid(model, table.batches, table.lengths)
+        ms = in_place_ms(model, controller, grid, rounds, level=table.full_index())
     finally:
         torch.set_num_threads(old)
     return replace(table, controller_ms=ms.tolist(), controller=controller_signature(controller))

@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from metasparse.config import CONF_DIR
 from metasparse.data.prepare import prepare
+from metasparse.train.pretraining import backbone_key
 
 
 def test_prepare_legal_run_keeps_legal_out_of_tokenizer_and_episodes(ud_dataset):
@@ -29,3 +30,29 @@ def test_prepare_legal_run_keeps_legal_out_of_tokenizer_and_episodes(ud_dataset)
     assert "legal" not in {ep.cell.domain for ep in sampler.take(200)}
     assert bundle.tokenizer_path.exists()
     assert prepare(cfg).tokenizer_path == bundle.tokenizer_path  # second run: cache hit
+
+
+def test_the_word_vocabulary_is_built_from_the_source_train_split_only(ud_dataset):
+    """Legal (held out) word forms never seen in a source train sentence are unknown (row 0), so nothing of
+    a target leaks into the lexical memory; ``tokenizer.word_min_count=0`` hashes every form as before."""
+    from collections import Counter
+
+    overrides = ["+domain=legal", "tokenizer.vocab_size=3000", "tokenizer.sentences_per_language=100"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("meta_train", overrides=overrides))
+        hashed_cfg = OmegaConf.to_object(compose("meta_train", overrides=[*overrides, "tokenizer.word_min_count=0"]))
+    bundle = prepare(cfg)
+    words = bundle.dataset["words"]
+    source_train = Counter(
+        w.casefold() for c in bundle.sources for r in bundle.index.rows(c, "train") for w in words[r]
+    )
+    vocab = bundle.tokenizer.words
+    assert vocab is not None and set(vocab.forms) == {w for w, n in source_train.items() if n >= 2}
+    target_only = {w for c in bundle.targets for r in bundle.index.rows(c, "train") for w in words[r]}
+    target_only = [w for w in sorted(target_only) if w.casefold() not in source_train][:50]
+    assert len(target_only) == 50 and all(bundle.tokenizer.word_bucket(w) == 0 for w in target_only)
+    hashed_bundle = prepare(hashed_cfg)
+    hashed = hashed_bundle.tokenizer
+    assert hashed.words is None and all(hashed.word_bucket(w) > 0 for w in target_only)
+    # the rows mean other words: another backbone (hashed forms key as before the vocabulary existed)
+    assert backbone_key(cfg, bundle) != backbone_key(hashed_cfg, hashed_bundle)

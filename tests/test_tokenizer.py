@@ -92,3 +92,41 @@ def test_the_word_memo_gives_what_sentencepiece_gives(corpus, tmp_path, monkeypa
             assert len(tok._memo) <= 300
     words = [w for s in sents for w in s]
     assert tok.subwords_batch(words) == [tok.subwords(w) for w in words]  # one call, the same pieces
+
+
+def test_word_vocabulary_keeps_frequent_forms_and_leaves_the_rest_unknown(corpus, tmp_path):
+    """Forms seen at least ``min_count`` times (case-folded) get ids 1..N, most frequent first; every other
+    form, seen once or never, reads row 0, the row word dropout trains; the tokenizer hands those ids out."""
+    from collections import Counter
+
+    from metasparse.data.word_vocabulary import WordVocabulary
+
+    sents = corpus["fi"]
+    vocab = WordVocabulary.build(sents, min_count=2)
+    counts = Counter(w.casefold() for s in sents for w in s)
+    assert set(vocab.forms) == {w for w, c in counts.items() if c >= 2}
+    assert (
+        vocab.size == len(vocab) + 1
+        and [counts[w] for w in vocab.forms] == sorted(counts[w] for w in vocab.forms)[::-1]
+    )
+    once = next(w for s in sents for w in s if counts[w.casefold()] == 1)
+    common = vocab.forms[0]
+    assert vocab.id(once) == 0 and vocab.id("qqqxq-never-seen") == 0
+    assert vocab.id(common) == vocab.id(common.upper()) == 1
+    assert (
+        WordVocabulary.build(sents, 2) == vocab and vocab.fingerprint() == WordVocabulary.build(sents, 2).fingerprint()
+    )
+    assert WordVocabulary.build(sents, 3).fingerprint() != vocab.fingerprint()
+
+    tok, _ = train_tokenizer(corpus, SMALL, cache=tmp_path)
+    hashed = tok.encode_words([once, common]).word_hash  # memo filled under hashing first
+    assert hashed[0] != 0 and tok.word_rows == tok.hash_buckets
+    tok.use_words(vocab)
+    assert tok.encode_words([once, common]).word_hash == [0, 1] and tok.word_rows == vocab.size
+    ids = [h for s in sents[:200] for h in tok.encode_words(s).word_hash]
+    assert 0 in ids and min(ids) >= 0 and max(ids) < tok.word_rows  # unknown forms, and no id past the table
+
+
+def test_word_min_count_is_checked():
+    with pytest.raises(ValueError, match="tokenizer.word_min_count"):
+        TokenizerConfig(word_min_count=-1)

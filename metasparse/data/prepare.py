@@ -16,6 +16,7 @@ from metasparse.data.extra import ExtraTreebank, fingerprint, with_extra
 from metasparse.data.pretrained_tokenizer import PretrainedTokenizer, resolve_pretrained
 from metasparse.data.tokenizer import SubwordTokenizer, TokenizerConfig, train_tokenizer
 from metasparse.data.ud import load_ud
+from metasparse.data.word_vocabulary import WordVocabulary
 from metasparse.errors import require
 from metasparse.tasks import Task, load_task
 
@@ -170,5 +171,15 @@ def prepare(cfg: DataJob) -> DataBundle:
         for cell in sources:
             by_lang.setdefault(cell.lang, []).extend(words[i] for i in index.rows(cell, "train"))
         tokenizer, path = train_tokenizer(by_lang, cfg.tokenizer, seed=cfg.seed)
-    log.info("%d source cells, %d target cells; tokenizer %s", len(sources), len(targets), path.name)
+        if cfg.tokenizer.word_min_count > 0:  # built from the same train sentences: nothing held out leaks in
+            sentences = (s for lang in sorted(by_lang) for s in by_lang[lang])
+            tokenizer.use_words(WordVocabulary.build(sentences, cfg.tokenizer.word_min_count))
+    words = getattr(tokenizer, "words", None)
+    log.info(
+        "%d source cells, %d target cells; tokenizer %s; %s",
+        len(sources),
+        len(targets),
+        path.name,
+        f"{len(words)} word forms seen >= {words.min_count}x" if words else "hashed word forms",
+    )
     return DataBundle(ds, index, sources, targets, tasks, tokenizer, path, extra_fp)

@@ -2,8 +2,9 @@
 
 Each word is encoded on its own, so every subword carries the index of its word and a model can pool
 subwords back into words (mean-pooling a word's subwords beat first-subword labelling by about 10
-UPOS points here). Each word also gets a hashed word-form bucket, a cheap lexical memory beside the
-subwords. Trained models are cached by a hash of their training sentences and settings.
+UPOS points here). Each word also gets a row of a word-form table, a cheap lexical memory beside the
+subwords: its id in the source train split's word vocabulary (0 when unknown), or a hashed bucket.
+Trained models are cached by a hash of their training sentences and settings.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import sentencepiece as spm
 
 from metasparse.data.fetch import cache_dir
+from metasparse.data.word_vocabulary import WordVocabulary
 from metasparse.errors import ConfigValueError, require
 from metasparse.io import atomic_write
 
@@ -40,7 +42,12 @@ class TokenizerConfig:
             language drowns the rest.
         character_coverage: share of characters covered by pieces; the rest fall back to bytes.
         byte_fallback: encode uncovered characters as UTF-8 bytes instead of ``<unk>``.
-        hash_buckets: size of the hashed word-form vocabulary (bucket 0 is padding).
+        hash_buckets: size of the hashed word-form table (bucket 0 is padding), used when
+            ``word_min_count`` is 0.
+        word_min_count: word forms (case-folded) seen at least this often in the source train split get
+            their own row of the word-form table and every other form the unknown row
+            (:class:`metasparse.data.word_vocabulary.WordVocabulary`); 0 hashes every form into
+            ``hash_buckets`` instead (the first backbones: an unseen form then reads some other word's row).
     """
 
     vocab_size: int = 8000
@@ -49,6 +56,7 @@ class TokenizerConfig:
     character_coverage: float = 0.9995
     byte_fallback: bool = True
     hash_buckets: int = 65536
+    word_min_count: int = 2
 
     def __post_init__(self) -> None:
         require(self.vocab_size >= 300, "tokenizer.vocab_size", ">= 300", self.vocab_size)
@@ -60,6 +68,7 @@ class TokenizerConfig:
             0.9 <= self.character_coverage <= 1.0, "tokenizer.character_coverage", "[0.9, 1.0]", self.character_coverage
         )
         require(self.hash_buckets >= 2, "tokenizer.hash_buckets", ">= 2", self.hash_buckets)
+        require(self.word_min_count >= 0, "tokenizer.word_min_count", ">= 0 (0: hashed forms)", self.word_min_count)
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,7 @@ class Encoded:
     Attributes:
         input_ids: subword ids, words concatenated in order.
         word_index: for each subword, the index of its word.
-        word_hash: for each word, its hashed word-form bucket in ``[1, hash_buckets)``.
+        word_hash: for each word, its row of the word-form table (0: unknown, with a vocabulary).
     """
 
     input_ids: list[int]
@@ -98,16 +107,17 @@ def align_pieces(pieces: Sequence[Sequence[int]], unk_id: int, word_hash: list[i
 
 
 class SubwordTokenizer:
-    """A trained sentencepiece model plus the word-alignment and word-hash logic.
+    """A trained sentencepiece model plus the word-alignment and word-form logic.
 
     Args:
         model_proto: serialized sentencepiece model.
-        hash_buckets: size of the hashed word-form vocabulary.
+        hash_buckets: size of the hashed word-form table (without a word vocabulary).
     """
 
     def __init__(self, model_proto: bytes, hash_buckets: int = 65536) -> None:
         self.model_proto = model_proto
         self.hash_buckets = hash_buckets
+        self.words: WordVocabulary | None = None
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
         # word form -> (piece ids, hash bucket): word forms repeat (Zipf), and sentencepiece encodes each
         # word of a sentence on its own anyway, so a memo gives the same ids at a fraction of the cost
@@ -117,8 +127,22 @@ class SubwordTokenizer:
     def vocab_size(self) -> int:
         return self.sp.get_piece_size()
 
+    @property
+    def word_rows(self) -> int:
+        """Rows of the word-form table the ids index: the vocabulary's size, else ``hash_buckets``."""
+        return self.hash_buckets if self.words is None else self.words.size
+
+    def use_words(self, words: WordVocabulary | None) -> SubwordTokenizer:
+        """Give word forms their vocabulary ids (None: hashed buckets); returns self."""
+        self.words = words
+        self._memo.clear()  # the memo holds each form's id under the old scheme
+        return self
+
     def word_bucket(self, word: str) -> int:
-        """Stable (process-independent) hash bucket of a word form, case-folded; never 0."""
+        """The form's row of the word-form table: its vocabulary id (0 when unknown), or without a
+        vocabulary its stable (process-independent) hash bucket, case-folded, never 0."""
+        if self.words is not None:
+            return self.words.id(word)
         return word_bucket(word, self.hash_buckets)
 
     def encode_words(self, words: Sequence[str]) -> Encoded:
@@ -190,6 +214,7 @@ def train_tokenizer(
     sample = sample_training_sentences(sentences_by_lang, settings.sentences_per_language, seed)
     # The key spells the seed beside the settings, as when it was one of their fields: cached models stay valid.
     key_fields = {**asdict(settings), "seed": seed}
+    key_fields.pop("word_min_count")  # the word vocabulary is not part of the subword model
     key_src = json.dumps(key_fields, sort_keys=True).encode() + b"\0" + "\n".join(sample).encode()
     key = hashlib.sha256(key_src).hexdigest()[:16]
     path = (cache or cache_dir() / "tokenizers") / f"spm-{key}.model"

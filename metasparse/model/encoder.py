@@ -161,7 +161,8 @@ class GatedEncoder(nn.Module):
         counts = torch.zeros(B * T, dtype=sub.dtype).index_add(0, flat, torch.ones_like(flat, dtype=sub.dtype))
         x = (summed / counts.clamp(min=1)[:, None]).view(B, T, -1)
         if self.spec.lexical:
-            x = x + self.word_emb(batch.word_hash) + self.suffix_emb(batch.suffix_hash).sum(2)
+            affixes = batch.suffix_hash[..., : self.spec.affixes]
+            x = x + self.word_emb(batch.word_hash) + self.suffix_emb(affixes).sum(2)
         if self.spec.char_dim:
             x = x + self.char_features(batch)
         # Any length: past the learned table, positions wrap around. Below the limit this is exactly the

@@ -12,7 +12,12 @@ import torch
 
 from metasparse.data.tokenizer import PAD_ID, SubwordTokenizer
 
-SUFFIX_LENGTHS = (1, 2, 3)
+# The affixes each word's hashed buckets stand for, as (kind, length), in column order: suffixes of 1-3
+# characters were the first backbones' only ones, so they stay the first columns and a backbone reads the
+# leading ``EncoderSpec.affixes`` of them. Longer suffixes and prefixes tell unseen inflected forms apart:
+# case endings of 3-4 characters (Finnish -ssa/-lla, Turkish -ları), articles and conjunctions glued at the
+# start (Arabic al-, wa-).
+AFFIXES = (("s", 1), ("s", 2), ("s", 3), ("s", 4), ("p", 2), ("p", 3))
 IGNORE_INDEX = -100
 # Characters of a word for the character encoder: hashed (not a closed alphabet: 8 scripts, Hangul and
 # CJK among them) into CHAR_BUCKETS ids, case kept (capitals tell proper nouns), framed by begin/end
@@ -32,7 +37,7 @@ class Batch:
         input_ids: ``[B, S]`` subword ids (0 = padding).
         word_index: ``[B, S]`` word of each subword (-1 = padding).
         word_hash: ``[B, T]`` hashed word-form bucket (0 = padding).
-        suffix_hash: ``[B, T, len(SUFFIX_LENGTHS)]`` hashed suffix buckets (0 = padding).
+        suffix_hash: ``[B, T, A]`` hashed affix buckets (0 = padding), one column per :data:`AFFIXES` entry.
         word_mask: ``[B, T]`` True for real words.
         labels: task name -> ``[B, T]`` label ids (-100 = padding).
         char_ids: ``[B, T, MAX_CHARS]`` character ids of each word (0 = padding), or None.
@@ -69,9 +74,11 @@ class Batch:
 
 
 def suffix_buckets(word: str, buckets: int) -> list[int]:
-    """Hashed buckets of the word's last 1, 2 and 3 characters (case-folded), in ``[1, buckets)``."""
+    """Hashed buckets of the word's :data:`AFFIXES` (case-folded), in ``[1, buckets)``; a suffix hashes as
+    in the first backbones (``"3\x1fssa"``), a prefix with its own mark (``"p2\x1fal"``)."""
     w = word.casefold()
-    return [zlib.crc32(f"{n}\x1f{w[-n:]}".encode()) % (buckets - 1) + 1 for n in SUFFIX_LENGTHS]
+    keys = (f"{n}\x1f{w[-n:]}" if kind == "s" else f"p{n}\x1f{w[:n]}" for kind, n in AFFIXES)
+    return [zlib.crc32(k.encode()) % (buckets - 1) + 1 for k in keys]
 
 
 @lru_cache(maxsize=1 << 16)
@@ -156,11 +163,12 @@ def pad(items: Sequence[EncodedSentence], labels: Mapping[str, Sequence[Sequence
     input_ids = torch.full((B, S), PAD_ID, dtype=torch.long)
     word_index = torch.full((B, S), -1, dtype=torch.long)
     word_hash = torch.zeros((B, T), dtype=torch.long)
-    suffix = torch.zeros((B, T, len(SUFFIX_LENGTHS)), dtype=torch.long)
+    A = next((len(x.suffix_hash[0]) for x in items if x.suffix_hash), len(AFFIXES))
+    suffix = torch.zeros((B, T, A), dtype=torch.long)
     input_ids[sub_mask] = _flat([x.input_ids for x in items])
     word_index[sub_mask] = _flat([x.word_index for x in items])
     word_hash[mask] = _flat([x.word_hash for x in items])
-    suffix[mask] = _flat([x.suffix_hash for x in items]).view(-1, len(SUFFIX_LENGTHS))
+    suffix[mask] = _flat([x.suffix_hash for x in items]).view(-1, A)
     chars = None
     if all(len(x.chars) == x.n_words for x in items):
         chars = torch.zeros((B, T, MAX_CHARS), dtype=torch.long)

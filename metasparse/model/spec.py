@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from metasparse.errors import require
 from metasparse.model.adapters import AdapterConfig
+from metasparse.model.features import AFFIXES
 from metasparse.model.patterns import DEFAULT_CODEBOOK, PatternSpec
 
 
@@ -17,7 +18,10 @@ class EncoderSpec:
     Attributes:
         vocab_size: subword vocabulary size.
         word_buckets: hashed word-form buckets.
-        suffix_buckets: hashed suffix buckets.
+        suffix_buckets: hashed affix buckets.
+        affixes: how many of the word's affixes (:data:`metasparse.model.features.AFFIXES`, in order:
+            suffixes of 1-4 characters, prefixes of 2 and 3) the lexical memory reads; 3 (suffixes of 1-3)
+            in the first backbones.
         tasks: task name -> number of labels.
         layers, d_model, heads, d_ffn, ffn_groups: transformer size.
         dropout: dropout on embeddings and residual branches.
@@ -41,6 +45,7 @@ class EncoderSpec:
     tasks: dict[str, int]
     word_buckets: int = 65536
     suffix_buckets: int = 32768
+    affixes: int = 3
     layers: int = 4
     d_model: int = 256
     heads: int = 8
@@ -78,6 +83,7 @@ class ModelConfig:
     dropout: float = 0.1
     max_positions: int = 256
     suffix_buckets: int = 32768
+    affixes: int = 3
     char_dim: int = 0
     char_channels: int = 0
     codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
@@ -87,6 +93,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for key in ("layers", "d_model", "heads", "d_ffn", "ffn_groups", "max_positions", "suffix_buckets"):
             require(getattr(self, key) >= 1, f"model.{key}", ">= 1", getattr(self, key))
+        require(1 <= self.affixes <= len(AFFIXES), "model.affixes", f"1..{len(AFFIXES)}", self.affixes)
         for key in ("char_dim", "char_channels"):
             require(getattr(self, key) >= 0, f"model.{key}", ">= 0 (0: no character encoder)", getattr(self, key))
         require(
@@ -113,6 +120,7 @@ class ModelConfig:
             tasks=dict(tasks),
             word_buckets=word_buckets,
             suffix_buckets=self.suffix_buckets,
+            affixes=self.affixes,
             layers=self.layers,
             d_model=self.d_model,
             heads=self.heads,

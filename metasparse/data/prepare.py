@@ -174,7 +174,7 @@ def prepare(cfg: DataJob) -> DataBundle:
         if cfg.tokenizer.word_min_count > 0:  # built from the same train sentences: nothing held out leaks in
             sentences = (s for lang in sorted(by_lang) for s in by_lang[lang])
             tokenizer.use_words(WordVocabulary.build(sentences, cfg.tokenizer.word_min_count))
-    words = getattr(tokenizer, "words", None)
+    words = tokenizer.words
     log.info(
         "%d source cells, %d target cells; tokenizer %s; %s",
         len(sources),

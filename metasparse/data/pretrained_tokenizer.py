@@ -80,6 +80,7 @@ class PretrainedTokenizer:
     def __init__(self, path: Path, hash_buckets: int = 65536) -> None:
         self.path = path
         self.hash_buckets = hash_buckets
+        self.words = None  # no word vocabulary: the encoder does not read word forms (SubwordTokenizer.words)
         self.tok = _auto_tokenizer(path)
         if self.tok.unk_token_id is None:
             raise ConfigValueError(f"model.name_or_path={str(path)!r}: its tokenizer has no unknown token")
@@ -93,6 +94,11 @@ class PretrainedTokenizer:
     @property
     def vocab_size(self) -> int:
         return len(self.tok)
+
+    @property
+    def word_rows(self) -> int:
+        """Rows the word-form ids index (as :attr:`SubwordTokenizer.word_rows`): the hash buckets."""
+        return self.hash_buckets
 
     def word_bucket(self, word: str) -> int:
         """Stable hash bucket of a word form, case-folded; never 0 (as :class:`SubwordTokenizer`)."""

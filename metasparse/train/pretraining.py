@@ -56,7 +56,7 @@ def encoder_spec(model_cfg: ModelConfig, bundle: DataBundle) -> EncoderSpec:
     checkpoint's own with ``model.name_or_path``)."""
     tasks = {n: t.num_labels for n, t in bundle.tasks.items()}
     if model_cfg.name_or_path:
-        return pretrained_spec(model_cfg, tasks, bundle.tokenizer.hash_buckets)
+        return pretrained_spec(model_cfg, tasks, bundle.tokenizer.word_rows)
     return model_cfg.spec(bundle.tokenizer.vocab_size, tasks, bundle.tokenizer.word_rows)
 
 
@@ -77,8 +77,9 @@ def spec_from_json(d: dict) -> EncoderSpec:
 def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
     """Hash of everything the trained weights depend on: model, optimisation, data, tokenizer, seed."""
     model = OmegaConf.to_container(OmegaConf.structured(cfg.model))
-    for key, first in (("char_dim", 0), ("char_channels", 0), ("affixes", 3)):  # added later: absent at the
-        if model.get(key) == first:  # first backbones' value keeps older cache keys valid
+    # added later: absent at the first backbones' value, so older cache keys stay valid
+    for key, first in (("char_dim", 0), ("char_channels", 0), ("affixes", 3)):
+        if model.get(key) == first:
             model.pop(key)
     if not model.get("name_or_path"):  # likewise: a backbone trained from scratch keys as before
         model.pop("name_or_path", None)
@@ -102,7 +103,7 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
         "sources": [c.name for c in bundle.sources],
         "tokenizer": hashlib.sha256(bundle.tokenizer.model_proto).hexdigest(),
     }
-    words = getattr(bundle.tokenizer, "words", None)
+    words = bundle.tokenizer.words
     if words is not None:  # the rows' meaning; absent for hashed forms: older cache keys stay valid
         spec["words"] = words.fingerprint()
     if bundle.extra_fingerprint is not None:  # absent without data.extra: older cache keys stay valid

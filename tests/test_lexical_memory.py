@@ -52,3 +52,25 @@ def test_padding_keeps_the_encoded_column_count():
 def test_affixes_out_of_range_are_refused(bad):
     with pytest.raises(ConfigValueError, match="model.affixes"):
         ModelConfig(affixes=bad)
+
+
+def test_frequency_aware_word_dropout_drops_rare_forms_more_and_keeps_the_old_draw():
+    from metasparse.data.word_vocabulary import WordVocabulary
+    from metasparse.train.pretrain_step import drop_words
+
+    vocab = WordVocabulary.build([["the", "the", "the", "court"], ["The", "ruling"]], min_count=1)
+    assert vocab.forms == ("the", "court", "ruling") and vocab.counts == (4, 1, 1)
+    assert vocab.unknown_probabilities(1.0) == [0.0, 0.2, 0.5, 0.5]
+    ids = torch.tensor([[1, 2, 3, 0]]).repeat(20000, 1)
+    torch.manual_seed(0)
+    plain = drop_words(ids, 0.25)
+    torch.manual_seed(0)
+    assert torch.equal(drop_words(ids, 0.25, torch.zeros(4)), plain)  # no extra dropout: the same draw
+    torch.manual_seed(0)
+    freq = drop_words(ids, 0.25, torch.tensor(vocab.unknown_probabilities(1.0)))
+    dropped = (freq == 0).double().mean(0)
+    # 1 - 0.75 * (1 - alpha / (alpha + count)): 0.4 for "the", 0.625 for the forms seen once; 0 stays 0
+    assert dropped[:3].tolist() == pytest.approx([0.4, 0.625, 0.625], abs=0.015) and dropped[3] == 1.0
+    assert ((freq == ids) | (freq == 0)).all()  # a form is kept or unknown, never another form
+    with pytest.raises(ValueError, match="no counts"):
+        WordVocabulary(("a",), 1).unknown_probabilities(1.0)

@@ -47,7 +47,9 @@ def test_the_word_vocabulary_is_built_from_the_source_train_split_only(ud_datase
         w.casefold() for c in bundle.sources for r in bundle.index.rows(c, "train") for w in words[r]
     )
     vocab = bundle.tokenizer.words
-    assert vocab is not None and set(vocab.forms) == {w for w, n in source_train.items() if n >= 2}
+    kept = {w for w, n in source_train.items() if n >= cfg.tokenizer.word_min_count}
+    assert vocab is not None and set(vocab.forms) == kept
+    assert vocab.counts == tuple(source_train[w] for w in vocab.forms)  # what frequency-aware dropout reads
     target_only = {w for c in bundle.targets for r in bundle.index.rows(c, "train") for w in words[r]}
     target_only = [w for w in sorted(target_only) if w.casefold() not in source_train][:50]
     assert len(target_only) == 50 and all(bundle.tokenizer.word_bucket(w) == 0 for w in target_only)
@@ -56,3 +58,28 @@ def test_the_word_vocabulary_is_built_from_the_source_train_split_only(ud_datase
     assert hashed.words is None and all(hashed.word_bucket(w) > 0 for w in target_only)
     # the rows mean other words: another backbone (hashed forms key as before the vocabulary existed)
     assert backbone_key(cfg, bundle) != backbone_key(hashed_cfg, hashed_bundle)
+
+
+def test_frequency_aware_word_dropout_is_keyed_and_needs_the_vocabulary(ud_dataset):
+    """``pretrain.word_dropout_alpha`` changes training, so the backbone key (0 keeps older keys); with hashed
+    forms (no counts) pretraining refuses it, naming the keys, before any step."""
+    import pytest
+
+    from metasparse.errors import ConfigValueError
+    from metasparse.train.pretraining import _unknown_probabilities
+
+    overrides = ["+domain=legal", "tokenizer.vocab_size=3000", "tokenizer.sentences_per_language=100"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("meta_train", overrides=[*overrides, "pretrain.word_dropout_alpha=0"]))
+        freq = OmegaConf.to_object(compose("meta_train", overrides=[*overrides, "pretrain.word_dropout_alpha=1"]))
+        hashed = OmegaConf.to_object(
+            compose("meta_train", overrides=[*overrides, "pretrain.word_dropout_alpha=1", "tokenizer.word_min_count=0"])
+        )
+    bundle = prepare(cfg)
+    assert backbone_key(freq, bundle) != backbone_key(cfg, bundle)
+    assert _unknown_probabilities(cfg, bundle) is None
+    probs = _unknown_probabilities(freq, bundle)
+    counts = bundle.tokenizer.words.counts
+    assert probs[0] == 0 and probs[1:].tolist() == pytest.approx([1 / (1 + c) for c in counts])
+    with pytest.raises(ConfigValueError, match=r"pretrain.word_dropout_alpha=1.0 needs the word vocabulary"):
+        _unknown_probabilities(hashed, prepare(hashed))

@@ -52,6 +52,9 @@ class PretrainOptimConfig:
         threads: torch threads (null: leave torch's default).
         word_dropout: share of word-form buckets replaced by the unknown id per training step, so the
             model also learns from subwords and suffixes (it otherwise nearly memorises its train split).
+        word_dropout_alpha: frequency-aware word dropout on top of ``word_dropout`` (0: off): a form seen
+            ``c`` times in the source train split is also replaced by the unknown id with probability
+            ``alpha / (alpha + c)``; needs the word vocabulary (``tokenizer.word_min_count >= 1``).
         max_nonfinite: steps with a NaN or infinite gradient skipped (the last good state kept) before the
             run stops.
     """
@@ -68,6 +71,7 @@ class PretrainOptimConfig:
     max_minutes: float = 30.0
     threads: int | None = None
     word_dropout: float = 0.25
+    word_dropout_alpha: float = 1.0
     max_nonfinite: int = 10
 
     def __post_init__(self) -> None:
@@ -79,6 +83,7 @@ class PretrainOptimConfig:
         require(self.max_minutes > 0, "pretrain.max_minutes", "> 0", self.max_minutes)
         require(self.checkpoint_every >= 1, "pretrain.checkpoint_every", ">= 1", self.checkpoint_every)
         require(0 <= self.word_dropout < 1, "pretrain.word_dropout", "[0, 1)", self.word_dropout)
+        require(self.word_dropout_alpha >= 0, "pretrain.word_dropout_alpha", ">= 0", self.word_dropout_alpha)
 
 
 @dataclass

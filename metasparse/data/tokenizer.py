@@ -56,7 +56,7 @@ class TokenizerConfig:
     character_coverage: float = 0.9995
     byte_fallback: bool = True
     hash_buckets: int = 65536
-    word_min_count: int = 2
+    word_min_count: int = 1
 
     def __post_init__(self) -> None:
         require(self.vocab_size >= 300, "tokenizer.vocab_size", ">= 300", self.vocab_size)

@@ -29,10 +29,13 @@ class WordVocabulary:
     Attributes:
         forms: the kept forms in id order (``forms[0]`` has id 1).
         min_count: a form was kept when it occurred at least this often.
+        counts: how often each kept form occurred, in id order (not part of the fingerprint: the rows'
+            meaning does not depend on it; frequency-aware word dropout reads it).
     """
 
     forms: tuple[str, ...]
     min_count: int
+    counts: tuple[int, ...] = field(default=(), compare=False)
     _ids: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -43,7 +46,7 @@ class WordVocabulary:
         """The forms (case-folded) of ``sentences`` that occur at least ``min_count`` times."""
         counts = Counter(w.casefold() for s in sentences for w in s)
         kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
-        return cls(tuple(kept), min_count)
+        return cls(tuple(kept), min_count, tuple(counts[w] for w in kept))
 
     def __len__(self) -> int:
         return len(self.forms)
@@ -56,6 +59,14 @@ class WordVocabulary:
     def id(self, word: str) -> int:
         """The form's id, or 0 when it was not kept."""
         return self._ids.get(word.casefold(), 0)
+
+    def unknown_probabilities(self, alpha: float) -> list[float]:
+        """Per id, ``alpha / (alpha + count)`` (id 0: 0, it is already unknown): frequency-aware word dropout
+        (Kiperwasser and Goldberg 2016) replaces rare forms by the unknown row more often than frequent
+        ones, so the model learns to tag from subwords and affixes the forms that look like unseen ones."""
+        if len(self.counts) != len(self.forms):
+            raise ValueError("this vocabulary has no counts (build it with WordVocabulary.build)")
+        return [0.0] + [alpha / (alpha + c) for c in self.counts]
 
     def fingerprint(self) -> str:
         """sha256 of the kept forms in id order and the threshold: what a backbone's word rows mean."""

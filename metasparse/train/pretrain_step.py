@@ -34,19 +34,38 @@ def _random_plan_policy(model: GatedEncoder, step: int, seed: int, B: int, T: in
     return policy
 
 
-def _step_loss(cfg: PretrainConfig, model: GatedEncoder, batch, step: int, rank: int = 0, world: int = 1):
+def drop_words(word_ids: torch.Tensor, rate: float, unknown: torch.Tensor | None = None) -> torch.Tensor:
+    """``word_ids`` with each form replaced by the unknown id 0 with probability ``rate``, or, given
+    ``unknown`` (per id), ``1 - (1 - rate) * (1 - unknown[id])``: kept only if neither dropout takes it.
+    Draws from torch's global generator (the caller seeds it per step)."""
+    u = torch.rand(word_ids.shape)
+    # without ``unknown``: the draw and comparison from before the frequency-aware option, so cached
+    # backbones stay reproducible
+    p_drop = rate if unknown is None else 1 - (1 - rate) * (1 - unknown[word_ids])
+    return word_ids.masked_fill(u < p_drop, 0)
+
+
+def _step_loss(
+    cfg: PretrainConfig,
+    model: GatedEncoder,
+    batch,
+    step: int,
+    rank: int = 0,
+    world: int = 1,
+    unknown: torch.Tensor | None = None,
+):
     """Dense loss plus the loss under a random pattern per layer, with seeded word dropout and dropout.
 
     Under data parallelism a rank computes this on its sentences of the batch (every ``world``-th from
     ``rank``) with the word dropout and random pattern drawn for the whole batch and the whole batch's token
     counts as the normaliser, so the ranks' gradients sum to the one-process gradient (model dropout aside,
-    whose masks depend on the sub-batch's shape).
+    whose masks depend on the sub-batch's shape). ``unknown``: per word id, an extra probability of
+    replacing the form by the unknown id (frequency-aware word dropout).
     """
     p = cfg.pretrain
     torch.manual_seed(cfg.seed * 7919 + step)  # dropout: a function of the step, so resume is exact
-    if p.word_dropout > 0:
-        drop = torch.rand(batch.word_hash.shape) < p.word_dropout
-        batch.word_hash = batch.word_hash.masked_fill(drop, 0)
+    if p.word_dropout > 0 or unknown is not None:
+        batch.word_hash = drop_words(batch.word_hash, p.word_dropout, unknown)
     B, T = batch.word_mask.shape
     counts = {t: int((y != IGNORE_INDEX).sum()) for t, y in batch.labels.items()}
     rows = torch.arange(rank, B, world) if world > 1 else None
@@ -84,10 +103,11 @@ def optimise(
     nonfinite: list[dict],
     rank: int = 0,
     world: int = 1,
+    unknown: torch.Tensor | None = None,
 ) -> float | None:
     """One step on ``batch``: loss, backward, all-reduce, clipped; the optimiser steps at ``lr`` only on a
     finite gradient. Returns the whole batch's loss, or None for a skipped step."""
-    loss = _step_loss(cfg, model, batch, step, rank, world)
+    loss = _step_loss(cfg, model, batch, step, rank, world, unknown)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     all_reduce_grads(model.parameters())  # data parallel: every rank now holds the whole batch's gradient

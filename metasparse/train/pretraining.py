@@ -32,6 +32,7 @@ from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import DataBundle
 from metasparse.data.registry import load_registry
 from metasparse.distributed import is_main, rank_and_size
+from metasparse.errors import ConfigValueError
 from metasparse.io import atomic_write
 from metasparse.model.adapters import AdapterConfig
 from metasparse.model.corpus import EncodedCorpus
@@ -93,7 +94,8 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
             k: v
             for k, v in dataclasses.asdict(cfg.pretrain).items()
             if k not in ("eval_every", "threads", "max_minutes", "checkpoint_every", "max_nonfinite")
-            and not (k == "word_dropout" and v == 0.0)  # added later: absent at 0 keeps older cache keys valid
+            and not (k in ("word_dropout", "word_dropout_alpha") and v == 0.0)  # added later: absent at 0 keeps
+            # older cache keys valid
         },
         "tasks": sorted(bundle.tasks),
         "seed": cfg.seed,
@@ -197,6 +199,7 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
     dev = EncodedCorpus.build(bundle.dataset, _rows(bundle, "dev"), bundle.tokenizer, bundle.tasks, sb)
     log.info("encoded %d train / %d dev sentences in %.1fs", len(train), len(dev), time.time() - t0)
     opt = build_optimizer(model, p, cfg.model.finetune_lr)
+    unknown = _unknown_probabilities(cfg, bundle)
     per_epoch = len(train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=0))
     total = max(1, int(p.epochs * per_epoch))
     warm = max(1, int(p.warmup * total))
@@ -222,7 +225,7 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
         if epoch not in batches:
             batches = {epoch: train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=epoch)}
         batch = train.batch(batches[epoch][pos % len(batches[epoch])])
-        value = optimise(cfg, model, opt, batch, step, lr_at(step), nonfinite, rank, world)
+        value = optimise(cfg, model, opt, batch, step, lr_at(step), nonfinite, rank, world, unknown)
         if value is not None:
             loss_ema = value if loss_ema is None else 0.98 * loss_ema + 0.02 * value
         bar.update(1)
@@ -245,6 +248,20 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
     minutes = round((time.time() - t_start) / 60, 2)
     progress = {"steps": done, "planned_steps": total, "train_minutes": minutes, "stopped_early": stopped_early}
     return {**progress, "nonfinite_steps": nonfinite, "data_parallel_ranks": world}
+
+
+def _unknown_probabilities(cfg: PretrainConfig, bundle: DataBundle) -> torch.Tensor | None:
+    """Per word id, the extra word-dropout probability of ``pretrain.word_dropout_alpha`` (None: off)."""
+    alpha = cfg.pretrain.word_dropout_alpha
+    if not alpha:
+        return None
+    words = bundle.tokenizer.words
+    if words is None:
+        raise ConfigValueError(
+            f"pretrain.word_dropout_alpha={alpha} needs the word vocabulary: set tokenizer.word_min_count >= 1"
+            " (0 hashes word forms, whose counts are unknown)"
+        )
+    return torch.tensor(words.unknown_probabilities(alpha))
 
 
 def _save_partial(folder: Path, model, opt, step: int, total: int) -> None:

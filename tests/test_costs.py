@@ -298,3 +298,30 @@ def ud_free_corpus():
 
     corpus = EncodedCorpus(np.arange(40), items, labels, ["x"] * 40, ["x"] * 40)
     return tiny_model(), corpus
+
+
+def test_a_runs_latency_budget_prices_the_backbone_with_its_adapters(tmp_path, monkeypatch):
+    """The run's cost table is for the architecture that runs: measured after the pathway adapters are
+    attached (they add matmuls to every unit). Measuring it leaves the global random state as loading a
+    cached one does, so a run's results do not depend on whether its table was cached."""
+    from metasparse.config import MetaTrainConfig
+    from metasparse.meta.load import new_system
+
+    cfg = MetaTrainConfig()
+    cfg.budget.unit, cfg.budget.threads, cfg.meta.adapt = "latency", 1, "light"
+    priced = []
+
+    def fake_measure(m, **kw):
+        priced.append(costs.backbone_identity(m))
+        torch.rand(1000)  # a measurement that draws random inputs from the global generator
+        return _synthetic_table(m)
+
+    monkeypatch.setattr(costs, "measure", fake_measure)
+    states = []
+    for _ in range(2):  # measured, then loaded from the backbone folder
+        system = new_system(tiny_model(), cfg, tmp_path)
+        states.append(torch.rand(3))
+    assert system.backbone.spec.adapter is not None and len(priced) == 1
+    assert priced[0] == costs.backbone_identity(system.backbone)  # adapters included
+    assert priced[0] != costs.backbone_identity(tiny_model())
+    assert torch.equal(states[0], states[1])

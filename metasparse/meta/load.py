@@ -102,11 +102,18 @@ def new_system(
     """A fresh controller (seeded by ``cfg.seed``) on ``backbone``, with pathway adapters at their initial
     values attached when the adapt set includes them (seeded apart, so the controller's initialisation is
     the same with or without adapters), and the budget's cost model: ``cost`` if given, else the run's
-    (``backbone_dir``: where a latency table lives)."""
-    cost = cost if cost is not None else system_cost(backbone, cfg, backbone_dir)
+    (``backbone_dir``: where a latency table lives).
+
+    The cost model is built after the adapters are attached: a latency table times the architecture that
+    runs, and pathway adapters add small matmuls to every unit (priced without them, a run met its
+    0.5 budget on paper and ran at 0.55 of dense at batch 1). Measuring or loading a table leaves the
+    global random state as it found it, so a run does not depend on whether its table was cached.
+    """
     torch.manual_seed(cfg.seed)
-    system = GatedSystem(backbone, new_controller(backbone, cfg), cost)
+    system = GatedSystem(backbone, new_controller(backbone, cfg))
     attach_initial_adapters(backbone, cfg, cfg.seed)
+    with torch.random.fork_rng():
+        system.cost = cost if cost is not None else system_cost(backbone, cfg, backbone_dir)
     return system
 
 

@@ -199,7 +199,7 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
     dev = EncodedCorpus.build(bundle.dataset, _rows(bundle, "dev"), bundle.tokenizer, bundle.tasks, sb)
     log.info("encoded %d train / %d dev sentences in %.1fs", len(train), len(dev), time.time() - t0)
     opt = build_optimizer(model, p, cfg.model.finetune_lr)
-    unknown = _unknown_probabilities(cfg, bundle)
+    unknown = _unknown_probabilities(cfg, bundle) if model.spec.lexical else None  # else no word-form table
     per_epoch = len(train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=0))
     total = max(1, int(p.epochs * per_epoch))
     warm = max(1, int(p.warmup * total))
@@ -251,7 +251,9 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
 
 
 def _unknown_probabilities(cfg: PretrainConfig, bundle: DataBundle) -> torch.Tensor | None:
-    """Per word id, the extra word-dropout probability of ``pretrain.word_dropout_alpha`` (None: off)."""
+    """Per word id, the extra word-dropout probability of ``pretrain.word_dropout_alpha`` (None: off).
+    Only asked for a backbone with a word-form table: a converted pretrained encoder has none, and word
+    dropout then changes nothing."""
     alpha = cfg.pretrain.word_dropout_alpha
     if not alpha:
         return None

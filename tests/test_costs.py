@@ -325,3 +325,25 @@ def test_a_runs_latency_budget_prices_the_backbone_with_its_adapters(tmp_path, m
     assert priced[0] == costs.backbone_identity(system.backbone)  # adapters included
     assert priced[0] != costs.backbone_identity(tiny_model())
     assert torch.equal(states[0], states[1])
+
+
+@pytest.mark.parametrize("placement", ["per_layer", "upfront"])
+def test_the_speed_prediction_counts_the_decisions_a_controller_makes(placement):
+    """evaluate's predicted latency counts a controller's decision as the budget does: once per layer for
+    per-layer controllers, once per forward for an upfront one (the table holds one decision)."""
+    from metasparse.control.controller import ControllerSpec, controlled
+    from metasparse.protocol.speed import predicted_ratio
+    from metasparse.scoring.methods import Dense
+
+    model = tiny_model()
+    ctrl = Controller(model, ControllerSpec(uncertainty_task=None, placement=placement))
+    with_ctrl = hand_made_table(model, lambda p, n, b: 1.0, lengths=(4, 8), controller_ms=0.25)
+    without = hand_made_table(model, lambda p, n, b: 1.0, lengths=(4, 8), controller_ms=0.0)
+    batches = [random_batch([6]), random_batch([5])]
+    method, dense = controlled(model, ctrl), Dense(model)
+    L = len(model.blocks)
+    # every pattern costs 1 ms a layer here, so the decisions' price is the whole difference
+    extra = predicted_ratio(method, dense, batches, with_ctrl, 1) - predicted_ratio(method, dense, batches, without, 1)
+    dense_ms = L * 1.0 + 0.5  # layers plus the fixed part, per sentence
+    decisions = 1 if placement == "upfront" else L
+    assert extra == pytest.approx(decisions * 0.25 / dense_ms)

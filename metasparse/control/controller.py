@@ -171,5 +171,9 @@ def controlled(model: GatedEncoder, ctrl: Controller, name: str = "meta") -> Pol
     probabilities recorded for diagnostics."""
     ctrl.eval()
     return PolicyMethod(
-        model, lambda record: ctrl.policy(model, record=record), lambda n: ctrl.flops_per_layer(model, n), name
+        model,
+        lambda record: ctrl.policy(model, record=record),
+        lambda n: ctrl.flops_per_layer(model, n),
+        name,
+        decisions_per_forward=1 if ctrl.upfront else None,
     )

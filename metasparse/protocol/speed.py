@@ -64,8 +64,11 @@ def predicted_ratio(method: Method, dense: Method, batches: list, table: CostTab
             return None
         T = [int(b.word_mask.shape[1])] * b.size
         decides = method.family == "per-input" and bool(getattr(method, "controller_flops", lambda n: 0)(T[0]))
-        used += table.predict_ms(levels.T.tolist(), T, batch, with_controller=decides)
-        ref += table.predict_ms(full.T.tolist(), T, batch, with_controller=False)
+        # the table holds one decision: per layer, or per forward for an upfront controller (as the budget
+        # prices it, metasparse.control.budget.LatencyCost)
+        n = (getattr(method, "decisions_per_forward", None) or levels.shape[1]) if decides else 0
+        used += table.predict_ms(levels.T.tolist(), T, batch, decisions=n)
+        ref += table.predict_ms(full.T.tolist(), T, batch)
     return used / ref
 
 

@@ -171,13 +171,13 @@ class CostTable:
         ]
         return full[0] if full else widest
 
-    def predict_ms(self, patterns_per_layer: list[list[int]], lengths, batch: int, with_controller: bool) -> float:
-        """Predicted milliseconds of a batch: ``patterns_per_layer[l][i]`` is sentence i's pattern at layer l."""
+    def predict_ms(self, patterns_per_layer: list[list[int]], lengths, batch: int, decisions: int = 0) -> float:
+        """Predicted milliseconds of a batch: ``patterns_per_layer[l][i]`` is sentence i's pattern at layer l,
+        plus ``decisions`` controller decisions per forward (one per layer for per-layer controllers, one
+        for an upfront controller, 0 for none)."""
         c = self.per_example(lengths, batch)
         idx = torch.as_tensor(patterns_per_layer, dtype=torch.long)  # [L, N]
-        t = c["layers"].gather(2, idx[..., None]).squeeze(-1).sum(0) + c["fixed"]
-        if with_controller:
-            t = t + c["controller"] * len(patterns_per_layer)
+        t = c["layers"].gather(2, idx[..., None]).squeeze(-1).sum(0) + c["fixed"] + c["controller"] * decisions
         return float(t.sum())
 
 

@@ -137,6 +137,8 @@ class PolicyMethod(Method):
             pattern probabilities appends them to ``record`` (a list), one ``[B, patterns]`` per layer.
         controller_flops: ``n_words -> FLOPs`` the decision costs per layer.
         name: method name.
+        decisions_per_forward: controller decisions one forward makes (None: one per layer; 1 for an
+            upfront controller), what a latency prediction counts.
     """
 
     family = "per-input"
@@ -147,8 +149,10 @@ class PolicyMethod(Method):
         policy_fn: Callable[[list], Policy],
         controller_flops: Callable[[int], int],
         name: str,
+        decisions_per_forward: int | None = None,
     ) -> None:
         self.model, self.policy_fn, self.controller_flops, self.name = model, policy_fn, controller_flops, name
+        self.decisions_per_forward = decisions_per_forward
         self._probs: list[torch.Tensor] = []
 
     def forward(self, batch: Batch) -> EncoderOutput:

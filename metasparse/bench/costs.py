@@ -70,7 +70,7 @@ def _predict(table: CostTable, batches: list, levels: list[torch.Tensor], batch:
     total = 0.0
     for b, lv in zip(batches, levels, strict=True):
         T = int(b.word_mask.shape[1])
-        total += table.predict_ms(lv.T.tolist(), [T] * b.size, batch, with_controller=False)
+        total += table.predict_ms(lv.T.tolist(), [T] * b.size, batch)
     return total
 
 

@@ -66,7 +66,7 @@ def test_frequency_aware_word_dropout_is_keyed_and_needs_the_vocabulary(ud_datas
     import pytest
 
     from metasparse.errors import ConfigValueError
-    from metasparse.train.pretraining import _unknown_probabilities
+    from metasparse.train.pretrain_step import unknown_probabilities
 
     overrides = ["+domain=legal", "tokenizer.vocab_size=3000", "tokenizer.sentences_per_language=100"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -77,9 +77,9 @@ def test_frequency_aware_word_dropout_is_keyed_and_needs_the_vocabulary(ud_datas
         )
     bundle = prepare(cfg)
     assert backbone_key(freq, bundle) != backbone_key(cfg, bundle)
-    assert _unknown_probabilities(cfg, bundle) is None
-    probs = _unknown_probabilities(freq, bundle)
+    assert unknown_probabilities(cfg, bundle.tokenizer) is None
+    probs = unknown_probabilities(freq, bundle.tokenizer)
     counts = bundle.tokenizer.words.counts
     assert probs[0] == 0 and probs[1:].tolist() == pytest.approx([1 / (1 + c) for c in counts])
     with pytest.raises(ConfigValueError, match=r"pretrain.word_dropout_alpha=1.0 needs the word vocabulary"):
-        _unknown_probabilities(hashed, prepare(hashed))
+        unknown_probabilities(hashed, prepare(hashed).tokenizer)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from metasparse.config import PretrainConfig
 from metasparse.distributed import all_reduce_grads, all_reduce_sum
-from metasparse.errors import NonFiniteError
+from metasparse.errors import ConfigValueError, NonFiniteError
 from metasparse.model.encoder import Decision, GatedEncoder
 from metasparse.model.features import IGNORE_INDEX
 from metasparse.model.loss import task_loss
@@ -32,6 +32,25 @@ def _random_plan_policy(model: GatedEncoder, step: int, seed: int, B: int, T: in
         return Decision(F.one_hot(levels[i].expand(B), model.n_patterns).to(x.dtype), scores[i])
 
     return policy
+
+
+def unknown_probabilities(cfg: PretrainConfig, tokenizer) -> torch.Tensor | None:
+    """Per word id, the extra word-dropout probability of ``pretrain.word_dropout_alpha`` (None: off).
+    Only asked for a backbone with a word-form table: a converted pretrained encoder has none, and word
+    dropout then changes nothing.
+
+    Raises:
+        ConfigValueError: alpha > 0 with hashed word forms (``tokenizer.word_min_count=0``: no counts).
+    """
+    alpha = cfg.pretrain.word_dropout_alpha
+    if not alpha:
+        return None
+    if tokenizer.words is None:
+        raise ConfigValueError(
+            f"pretrain.word_dropout_alpha={alpha} needs the word vocabulary: set tokenizer.word_min_count >= 1"
+            " (0 hashes word forms, whose counts are unknown)"
+        )
+    return torch.tensor(tokenizer.words.unknown_probabilities(alpha))
 
 
 def drop_words(word_ids: torch.Tensor, rate: float, unknown: torch.Tensor | None = None) -> torch.Tensor:

@@ -32,7 +32,6 @@ from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import DataBundle
 from metasparse.data.registry import load_registry
 from metasparse.distributed import is_main, rank_and_size
-from metasparse.errors import ConfigValueError
 from metasparse.io import atomic_write
 from metasparse.model.adapters import AdapterConfig
 from metasparse.model.corpus import EncodedCorpus
@@ -43,7 +42,7 @@ from metasparse.scoring import Dense, PlanMethod, score
 from metasparse.scoring.lookup import LookupTagger
 from metasparse.scoring.metrics import AccuracyTable
 from metasparse.tracking import log_scalars
-from metasparse.train.pretrain_step import build_optimizer, optimise
+from metasparse.train.pretrain_step import build_optimizer, optimise, unknown_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +93,8 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
             k: v
             for k, v in dataclasses.asdict(cfg.pretrain).items()
             if k not in ("eval_every", "threads", "max_minutes", "checkpoint_every", "max_nonfinite")
-            and not (k in ("word_dropout", "word_dropout_alpha") and v == 0.0)  # added later: absent at 0 keeps
-            # older cache keys valid
+            # added later: absent at 0, so older cache keys stay valid
+            and not (k in ("word_dropout", "word_dropout_alpha") and v == 0.0)
         },
         "tasks": sorted(bundle.tasks),
         "seed": cfg.seed,
@@ -194,12 +193,13 @@ def _plain(cfg: PretrainConfig) -> dict:
 def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial: Path) -> dict:
     """The training loop (resumed from ``partial`` when it exists); returns steps and minutes."""
     p, sb = cfg.pretrain, model.spec.suffix_buckets
+    # checked before the minutes of encoding: a refused alpha fails at once
+    unknown = unknown_probabilities(cfg, bundle.tokenizer) if model.spec.lexical else None  # else no word table
     t0 = time.time()
     train = EncodedCorpus.build(bundle.dataset, _rows(bundle, "train"), bundle.tokenizer, bundle.tasks, sb)
     dev = EncodedCorpus.build(bundle.dataset, _rows(bundle, "dev"), bundle.tokenizer, bundle.tasks, sb)
     log.info("encoded %d train / %d dev sentences in %.1fs", len(train), len(dev), time.time() - t0)
     opt = build_optimizer(model, p, cfg.model.finetune_lr)
-    unknown = _unknown_probabilities(cfg, bundle) if model.spec.lexical else None  # else no word-form table
     per_epoch = len(train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=0))
     total = max(1, int(p.epochs * per_epoch))
     warm = max(1, int(p.warmup * total))
@@ -248,22 +248,6 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
     minutes = round((time.time() - t_start) / 60, 2)
     progress = {"steps": done, "planned_steps": total, "train_minutes": minutes, "stopped_early": stopped_early}
     return {**progress, "nonfinite_steps": nonfinite, "data_parallel_ranks": world}
-
-
-def _unknown_probabilities(cfg: PretrainConfig, bundle: DataBundle) -> torch.Tensor | None:
-    """Per word id, the extra word-dropout probability of ``pretrain.word_dropout_alpha`` (None: off).
-    Only asked for a backbone with a word-form table: a converted pretrained encoder has none, and word
-    dropout then changes nothing."""
-    alpha = cfg.pretrain.word_dropout_alpha
-    if not alpha:
-        return None
-    words = bundle.tokenizer.words
-    if words is None:
-        raise ConfigValueError(
-            f"pretrain.word_dropout_alpha={alpha} needs the word vocabulary: set tokenizer.word_min_count >= 1"
-            " (0 hashes word forms, whose counts are unknown)"
-        )
-    return torch.tensor(words.unknown_probabilities(alpha))
 
 
 def _save_partial(folder: Path, model, opt, step: int, total: int) -> None:

@@ -80,6 +80,7 @@ def hand_made_table(model: GatedEncoder, cell_ms, *, lengths=(4, 8), batches=(1,
         layer_ms=[[[[cell_ms(p, n, b) for p in model.codebook] for n in lengths] for b in batches]] * len(model.blocks),
         fixed_ms=[[b * fixed_ms for _ in lengths] for b in batches],
         controller_ms=[[b * controller_ms for _ in lengths] for b in batches],
+        timing=costs.TIMING,
         format=costs.FORMAT,
     )
 

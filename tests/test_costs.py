@@ -82,6 +82,26 @@ def test_interpolation_between_buckets_and_beyond():
     assert t.batch_bucket(32) == 1 and t.batch_bucket(2) == 0
 
 
+def test_a_batch_is_priced_by_the_groups_that_run_together():
+    """Sentences of one batch that chose different patterns run as separate calls (model.grouped), each
+    priced at its own size, interpolated between batch buckets; a skipped layer costs its skip cell."""
+    model = tiny_model()
+    skip = next(i for i, p in enumerate(model.codebook) if p.skip)
+    full = model.codebook.index(model.full)
+    narrow = next(i for i, p in enumerate(model.codebook) if not p.skip and i != full)
+    # 1 ms a call plus 0.1 ms a sentence; a skip costs nothing
+    t = hand_made_table(model, lambda p, n, b: 0.0 if p.skip else 1.0 + 0.1 * b, batches=(1, 8), controller_ms=0.25)
+    L = len(model.blocks)
+    dense = t.predict_ms([[full] * 8] * L, 8)
+    assert dense == pytest.approx(L * 1.8 + 8 * 0.5)  # one call of 8 per layer, plus the fixed part
+    split = [[full] * 4 + [narrow] * 4] + [[full] * 8] * (L - 1)
+    assert t.predict_ms(split, 8) == pytest.approx(dense - 1.8 + 2 * 1.4)  # two calls of 4 at layer 0
+    skipped = [[full] * 4 + [skip] * 4] + [[full] * 8] * (L - 1)
+    assert t.predict_ms(skipped, 8) == pytest.approx(dense - 1.8 + 1.4)
+    assert t.predict_ms([[full] * 16] * L, 8) == pytest.approx(2 * dense)  # past the largest: proportional
+    assert t.predict_ms([[full]] * L, 8, decisions=2) == pytest.approx(L * 1.1 + 0.5 + 2 * 0.25)
+
+
 def test_a_latency_cannot_fall_with_length():
     model = tiny_model()
     t = _synthetic_table(model)
@@ -97,6 +117,7 @@ def test_a_latency_cannot_fall_with_length():
         ({"threads": 7}, "7 threads"),
         ({"backbone": "0000"}, "backbone 0000"),
         ({"codebook": "every top-k changed"}, "another codebook"),
+        ({"timing": "warm"}, "timed on 'warm' caches"),  # a table from before cold-cache timing
     ],
 )
 def test_a_stale_table_is_remeasured_not_used(tmp_path, monkeypatch, caplog, change, reason):
@@ -343,7 +364,19 @@ def test_the_speed_prediction_counts_the_decisions_a_controller_makes(placement)
     method, dense = controlled(model, ctrl), Dense(model)
     L = len(model.blocks)
     # every pattern costs 1 ms a layer here, so the decisions' price is the whole difference
-    extra = predicted_ratio(method, dense, batches, with_ctrl, 1) - predicted_ratio(method, dense, batches, without, 1)
+    extra = predicted_ratio(method, dense, batches, with_ctrl) - predicted_ratio(method, dense, batches, without)
     dense_ms = L * 1.0 + 0.5  # layers plus the fixed part, per sentence
     decisions = 1 if placement == "upfront" else L
     assert extra == pytest.approx(decisions * 0.25 / dense_ms)
+
+
+def test_each_timed_call_follows_a_cache_eviction():
+    """Cells are timed cold (as a real forward leaves the caches): the eviction buffer is rewritten before
+    every repetition, outside the timed part."""
+    from metasparse.runtime.latency import cold_call_ms, interleaved_samples
+
+    calls, evict = [], torch.zeros(8)
+    ms = cold_call_ms(lambda: calls.append(float(evict[0])), 3, evict)
+    assert calls == [1.0, 2.0, 3.0] and ms >= 0.0  # each call saw a fresh eviction
+    samples = interleaved_samples([lambda: None, lambda: None], rounds=4, min_ms=0.01)
+    assert [len(s) for s in samples] == [4, 4]

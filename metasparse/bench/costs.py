@@ -65,12 +65,11 @@ def _cases(model: GatedEncoder, batch: int, plans: int, seed: int) -> dict[str, 
     return cases
 
 
-def _predict(table: CostTable, batches: list, levels: list[torch.Tensor], batch: int) -> float:
+def _predict(table: CostTable, batches: list, levels: list[torch.Tensor]) -> float:
     """Predicted ms of running ``batches`` with ``levels`` (padded: every row costs the batch's length)."""
     total = 0.0
     for b, lv in zip(batches, levels, strict=True):
-        T = int(b.word_mask.shape[1])
-        total += table.predict_ms(lv.T.tolist(), [T] * b.size, batch)
+        total += table.predict_ms(lv.T.tolist(), int(b.word_mask.shape[1]))
     return total
 
 
@@ -116,10 +115,10 @@ def check_predictions(model: GatedEncoder, table: CostTable, corpus: EncodedCorp
         cases = _cases(model, bs, o.check_plans, cfg.seed)
         levels, fns = _case_runs(model, batches, cases, cfg.seed)
         times = interleaved(fns, repeats=o.check_repeats, warmup=1)
-        dense_pred = _predict(table, batches, levels["dense"], bs)
+        dense_pred = _predict(table, batches, levels["dense"])
         dense_med = quantiles(times["dense"])["median"]
         for name in cases:
-            pred = _predict(table, batches, levels[name], bs) / dense_pred
+            pred = _predict(table, batches, levels[name]) / dense_pred
             q = quantiles([t / d for t, d in zip(times[name], times["dense"], strict=True)])
             measured = quantiles(times[name])["median"] / dense_med
             flops = _flops_ratio(model, batches, levels[name])

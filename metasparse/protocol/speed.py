@@ -53,7 +53,7 @@ def codebook_levels(method: Method, batch) -> torch.Tensor | None:
     return method(batch).levels
 
 
-def predicted_ratio(method: Method, dense: Method, batches: list, table: CostTable, batch: int) -> float | None:
+def predicted_ratio(method: Method, dense: Method, batches: list, table: CostTable) -> float | None:
     """Latency of ``method`` over dense on ``batches`` as the cost table predicts it (every row at its
     batch's padded length, the controller's decisions included for per-input methods); None when the
     method's structure is not in the table."""
@@ -62,13 +62,13 @@ def predicted_ratio(method: Method, dense: Method, batches: list, table: CostTab
         levels, full = codebook_levels(method, b), codebook_levels(dense, b)
         if levels is None:
             return None
-        T = [int(b.word_mask.shape[1])] * b.size
-        decides = method.family == "per-input" and bool(getattr(method, "controller_flops", lambda n: 0)(T[0]))
+        T = int(b.word_mask.shape[1])
+        decides = method.family == "per-input" and bool(getattr(method, "controller_flops", lambda n: 0)(T))
         # the table holds one decision: per layer, or per forward for an upfront controller (as the budget
         # prices it, metasparse.control.budget.LatencyCost)
         n = (getattr(method, "decisions_per_forward", None) or levels.shape[1]) if decides else 0
-        used += table.predict_ms(levels.T.tolist(), T, batch, decisions=n)
-        ref += table.predict_ms(full.T.tolist(), T, batch)
+        used += table.predict_ms(levels.T.tolist(), T, decisions=n)
+        ref += table.predict_ms(full.T.tolist(), T)
     return used / ref
 
 
@@ -118,7 +118,7 @@ def measure_speed(
                     "wall_ratio_p75": q["p75"],
                     "predicted_ratio": None
                     if table is None or baseline not in methods
-                    else predicted_ratio(methods[n], methods[baseline], batches, table, bs),
+                    else predicted_ratio(methods[n], methods[baseline], batches, table),
                     "repeats": repeats,
                     "words": words,
                 }

@@ -25,9 +25,15 @@ from metasparse.model.encoder import GatedEncoder
 from metasparse.model.features import MAX_CHARS, Batch
 from metasparse.model.patterns import Pattern
 from metasparse.runtime.controller_timing import controller_signature, in_place_ms
+from metasparse.runtime.latency import interleaved_samples
 
 log = logging.getLogger(__name__)
 
+# How cells are timed (stored in each table; a table timed another way is re-measured): "cold-l2" times
+# every call after evicting the caches, as a real forward leaves them (each layer's weights follow other
+# layers' weights); tables before it ("warm") repeated each call on a warm cache, where a narrow slice fits
+# in L2 and looked cheaper than it runs (a quarter layer at batch 1: 0.57 of the full one warm, 0.69 cold)
+TIMING = "cold-l2"
 BATCH_BUCKETS = (1, 8, 32)
 LENGTH_BUCKETS = (8, 16, 32, 64)
 FORMAT = 1
@@ -84,6 +90,7 @@ class CostTable:
     rounds: int = 0
     measured_at: str = ""
     controller: str = ""
+    timing: str = "warm"
     format: int = FORMAT
     extra: dict = field(default_factory=dict)
 
@@ -119,6 +126,8 @@ class CostTable:
             return f"measured for backbone {self.backbone}, here {backbone}"
         if [list(c) for c in self.codebook] != [list(c) for c in codebook]:
             return "measured for another codebook"
+        if self.timing != TIMING:
+            return f"timed on {self.timing!r} caches, now {TIMING!r}"
         return None
 
     # ----- reading ------------------------------------------------------------------------------
@@ -171,14 +180,30 @@ class CostTable:
         ]
         return full[0] if full else widest
 
-    def predict_ms(self, patterns_per_layer: list[list[int]], lengths, batch: int, decisions: int = 0) -> float:
-        """Predicted milliseconds of a batch: ``patterns_per_layer[l][i]`` is sentence i's pattern at layer l,
-        plus ``decisions`` controller decisions per forward (one per layer for per-layer controllers, one
-        for an upfront controller, 0 for none)."""
-        c = self.per_example(lengths, batch)
-        idx = torch.as_tensor(patterns_per_layer, dtype=torch.long)  # [L, N]
-        t = c["layers"].gather(2, idx[..., None]).squeeze(-1).sum(0) + c["fixed"] + c["controller"] * decisions
-        return float(t.sum())
+    def sized_ms(self, values, size: int, length: float) -> float:
+        """Milliseconds of one call on ``size`` sentences of ``length`` words, from whole-call ``values``
+        ``[batch bucket][length bucket]``: read at the length (:meth:`_interp`), then linear in the size
+        between batch buckets (a call's overhead is shared by its sentences) and proportional past the largest."""
+        per_bucket = self._interp(np.asarray(values, dtype=float), np.asarray([length]))[:, 0]
+        top = self.batches[-1]
+        return float(per_bucket[-1] * size / top if size > top else np.interp(size, self.batches, per_bucket))
+
+    def predict_ms(self, patterns_per_layer: list[list[int]], length: float, decisions: int = 0) -> float:
+        """Predicted milliseconds of one batch padded to ``length`` words: ``patterns_per_layer[l][i]`` is
+        sentence i's pattern at layer l, plus ``decisions`` controller decisions per forward (one per layer
+        for per-layer controllers, one for an upfront controller, 0 for none).
+
+        At each layer the sentences that chose the same pattern run together (:mod:`metasparse.model.grouped`),
+        so each group is priced at its own size: a batch of 32 split into groups of 2 costs what 16 small
+        calls cost, not 32 shares of one full call (pricing shares predicted random per-input decisions at
+        batch 32 about half as slow as measured)."""
+        n = len(patterns_per_layer[0])
+        layers = np.asarray(self.layer_ms, dtype=float)  # [L, B, T, P]
+        total = self.sized_ms(self.fixed_ms, n, length) + decisions * self.sized_ms(self.controller_ms, n, length)
+        for li, row in enumerate(patterns_per_layer):
+            for p, k in zip(*np.unique(np.asarray(row), return_counts=True), strict=True):
+                total += self.sized_ms(layers[li, :, :, int(p)], int(k), length)
+        return total
 
 
 def backbone_identity(model: GatedEncoder) -> str:
@@ -206,13 +231,6 @@ def synthetic_batch(model: GatedEncoder, batch: int, length: int, seed: int = 0)
     return Batch(ids, word_index, word_hash, suffix, mask, {}, chars)
 
 
-def _time_call(fn, reps: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t0) * 1000 / reps
-
-
 def _timed_calls(model: GatedEncoder, grid: list[list[Batch]]) -> tuple[list[tuple], list]:
     """Every cell of the table, ``(kind, layer, batch bucket, length bucket, pattern)``, and the call that
     times it, on the synthetic batch of each (batch, length) bucket (``grid``, see :func:`_grid`)."""
@@ -231,24 +249,6 @@ def _timed_calls(model: GatedEncoder, grid: list[list[Batch]]) -> tuple[list[tup
                     cells.append(("layer", li, bi, ti, p))
                     fns.append(lambda b=block, x=x, m=m, q=pat, s=scores: b.forward_sliced(x, m, q, s))
     return cells, fns
-
-
-def _interleaved_samples(fns: list, rounds: int, min_ms: float, progress) -> list[list[float]]:
-    """Milliseconds per call of each function, once per round in a new random order, after an untimed
-    warm-up round that also sizes each call's repetitions (about ``min_ms`` a sample)."""
-    reps = []
-    with torch.no_grad():
-        for fn in fns:
-            fn()
-            reps.append(max(1, int(np.ceil(min_ms / max(_time_call(fn, 1), 1e-3)))))
-        samples: list[list[float]] = [[] for _ in fns]
-        rng = np.random.default_rng(0)
-        for r in range(rounds):
-            for i in rng.permutation(len(fns)).tolist():
-                samples[i].append(_time_call(fns[i], reps[i]))
-            if progress is not None:
-                progress(r + 1, rounds)
-    return samples
 
 
 def measure(
@@ -280,7 +280,7 @@ def measure(
     threads = torch.get_num_threads()
     model.eval()
     cells, fns = _timed_calls(model, _grid(model, batches, lengths))
-    samples = _interleaved_samples(fns, rounds, min_ms, progress)
+    samples = interleaved_samples(fns, rounds, min_ms, progress)
     med = [float(np.median(s)) for s in samples]
     iqr = [float(np.subtract(*np.percentile(s, [75, 25])) / max(np.median(s), 1e-9)) for s in samples]
     L, P = len(model.blocks), model.n_patterns
@@ -305,6 +305,7 @@ def measure(
         spread=float(np.median(iqr)),
         rounds=rounds,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        timing=TIMING,
     )
     return table if controller is None else retime_controller(table, model, controller, rounds=rounds)
 

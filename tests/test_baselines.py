@@ -180,6 +180,22 @@ def test_random_decisions_depend_on_the_sentence_not_the_batch(small_setup):
     assert not torch.equal(rows, other_seed)  # the seed, not the batch, is what changes the draw
 
 
+def test_random_draws_follow_their_distribution():
+    """The hashed draws are distributed as asked, per layer, and a pure function of (seed, key, layer)."""
+    import numpy as np
+
+    from metasparse.baselines.random_policy import random_levels
+
+    probs = np.array([0.1, 0.0, 0.2, 0.7])
+    keys = list(range(5000))
+    levels = random_levels(probs, keys, 4, seed=3)
+    assert levels.shape == (5000, 4) and not (levels == 1).any()  # a pattern of probability 0 never drawn
+    for layer in range(4):
+        freq = np.bincount(levels[:, layer].numpy(), minlength=4) / 5000
+        assert np.allclose(freq, probs, atol=0.02), freq
+    assert torch.equal(levels[17:19], random_levels(probs, keys[17:19], 4, seed=3))
+
+
 def test_static_patterns_may_drop_all_heads_of_a_layer():
     model = tiny_model()
     b = random_batch([4, 2])

@@ -152,7 +152,11 @@ def test_every_baseline_runs_and_meets_its_budget(small_setup, method):
     else:
         m = controlled(model, trained_controller(model, train, calib, target, steps=60, max_words=512), "multitask")
     s = score(m, calib)
-    assert abs(s.flops_fraction - target) <= BUDGET_TOLERANCE, (method, s.flops_fraction)
+    # random decisions meet the budget in expectation; their realised cost on these 200 sentences spreads
+    # around it with a standard deviation of 0.016 over draw seeds (measured on 12; seed 0: 0.529), so
+    # they get three of those
+    tolerance = 0.05 if method == "random" else BUDGET_TOLERANCE
+    assert abs(s.flops_fraction - target) <= tolerance, (method, s.flops_fraction)
     assert 0.0 < s.accuracy["upos"] <= 1.0 and set(s.macro_f1) == {"upos", "deprel"}
     assert [p.requires_grad for p in model.parameters()] == flags  # the backbone's flags as the caller left them
     model.word_emb.requires_grad_(True)

@@ -5,7 +5,8 @@ draw is seeded by the sentence itself, so a sentence gets the same decisions in 
 
 from __future__ import annotations
 
-import zlib
+from bisect import bisect_right
+from itertools import accumulate
 
 import numpy as np
 import torch
@@ -39,29 +40,43 @@ def pattern_probs(
     return torch.softmax(lo * share, 0).numpy()
 
 
+_MASK64 = (1 << 64) - 1
+
+
 def sentence_keys(batch) -> list[int]:
     """A stable integer per sentence of ``batch`` (its word-form hashes), independent of padding."""
-    return [zlib.crc32(row[: int(n)].numpy().tobytes()) for row, n in zip(batch.word_hash, batch.lengths, strict=True)]
+    keys = []
+    for row, n in zip(batch.word_hash.tolist(), batch.lengths.tolist(), strict=True):
+        h = 0xCBF29CE484222325  # FNV-1a over the word-form ids, in plain Python (see random_levels)
+        for v in row[:n]:
+            h = ((h ^ v) * 0x100000001B3) & _MASK64
+        keys.append(h)
+    return keys
 
 
-def _mix(z: np.ndarray) -> np.ndarray:
+def _mix(z: int) -> int:
     """splitmix64's finaliser: well-spread 64-bit values from consecutive integers."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
 
 
-def random_levels(probs: np.ndarray, keys: list[int], layers: int, seed: int = 0) -> torch.Tensor:
+def random_levels(probs, keys: list[int], layers: int, seed: int = 0) -> torch.Tensor:
     """``[B, layers]`` pattern draws from ``probs``, a pure function of (seed, sentence key, layer): one
-    hashed uniform per draw read through the cumulative distribution. Vectorised, because the draw is
-    timed with the method: a generator built per sentence cost 9% of dense latency at batch 1, which
-    random decisions, the reference for what a learned controller adds, should not pay."""
-    with np.errstate(over="ignore"):  # the hash wraps around on purpose
-        k = np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(layers + 1)
-        z = _mix(k + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.arange(layers, dtype=np.uint64)[None])
-    u = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)  # [B, layers] in [0, 1)
-    cdf = np.cumsum(probs)
-    return torch.from_numpy(np.minimum(np.searchsorted(cdf / cdf[-1], u, side="right"), len(probs) - 1))
+    hashed uniform per draw read through the cumulative distribution.
+
+    Plain Python on purpose, because the draw is timed with the method: a generator built per sentence
+    cost 9% of dense latency at batch 1, and even a few numpy calls between two forwards cost ~0.1 ms
+    there (about 5% of dense), time that random decisions, the reference for what a learned controller
+    adds, should not pay."""
+    cdf = list(accumulate(float(p) for p in probs))
+    cdf = [c / cdf[-1] for c in cdf]
+    base = (seed * 0x9E3779B97F4A7C15) & _MASK64
+    rows = []
+    for k in keys:
+        start = (k * (layers + 1) + base) & _MASK64
+        rows.append([min(bisect_right(cdf, (_mix(start + i) >> 11) / 2.0**53), len(cdf) - 1) for i in range(layers)])
+    return torch.tensor(rows, dtype=torch.long)
 
 
 def random_policy(model: GatedEncoder, levels: torch.Tensor):

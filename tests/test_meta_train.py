@@ -96,6 +96,8 @@ class _Killed(Exception):
 
 @pytest.mark.slow
 def test_no_legal_in_meta_training_and_resume_equals_uninterrupted(tmp_path, monkeypatch, ud_root):
+    """The main job's upfront placement end to end (the smoke experiment itself keeps per-layer)."""
+    upfront = "controller.placement=upfront"
     seen = []
     real_take = EpisodeSampler.take
 
@@ -105,7 +107,9 @@ def test_no_legal_in_meta_training_and_resume_equals_uninterrupted(tmp_path, mon
         return eps
 
     monkeypatch.setattr(EpisodeSampler, "take", spy)
-    full = run(_cfg(), tmp_path / "full")
+    full = run(_cfg(upfront), tmp_path / "full")
+    state = json.loads((tmp_path / "full" / "ckpt" / "final" / "state.json").read_text())
+    assert state["config"]["controller"]["placement"] == "upfront"
     assert seen and not [e for e in seen if e.cell.domain == "legal"]
     assert not [c for c in full["cells"]["train"] + full["cells"]["validation"] if "/legal/" in c]
 
@@ -119,9 +123,9 @@ def test_no_legal_in_meta_training_and_resume_equals_uninterrupted(tmp_path, mon
 
     monkeypatch.setattr(outer, "_save", save_then_die)
     with pytest.raises(_Killed):
-        run(_cfg(), tmp_path / "part")
+        run(_cfg(upfront), tmp_path / "part")
     monkeypatch.setattr(outer, "_save", real_save)
-    resumed = run(_cfg(f"resume={tmp_path / 'part'}"), tmp_path / "resumed")
+    resumed = run(_cfg(f"resume={tmp_path / 'part'}", upfront), tmp_path / "resumed")
     for key in ("targets", "source_test", "targets_macro", "validation"):
         assert resumed[key] == full[key], key
     assert os.path.exists(tmp_path / "resumed" / "ckpt" / "final" / "tensors.safetensors")

@@ -17,7 +17,7 @@ from metasparse.data.prepare import prepare
 from metasparse.data.splits import assign_split
 from metasparse.errors import ConfigValueError, ConlluFormatError, PathError
 
-BASE = ["data.treebanks=[UD_Turkish-PUD]", "tokenizer.vocab_size=2000"]
+BASE = ["data.treebanks=[UD_Turkish-PUD]", "tokenizer.vocab_size=2000", "joint.steps=0"]
 
 
 def _cfg(*extra):

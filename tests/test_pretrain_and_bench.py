@@ -19,6 +19,7 @@ from metasparse.data.prepare import prepare
 
 TINY = [
     "model=tiny",
+    "joint.steps=0",  # the jobs' default co-trains 300 steps; these tests time and cache the pretrained one
     "data.treebanks=[UD_Korean-PUD,UD_Turkish-PUD]",
     "tokenizer.vocab_size=2500",
     "pretrain.max_words=512",

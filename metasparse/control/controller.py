@@ -37,9 +37,9 @@ class ControllerSpec:
             decides every layer's pattern from the embeddings: one decision per forward instead of one
             per layer, which is what a controller costs at batch 1, where every small op is overhead).
 
-    The main job's config (``conf/meta_train.yaml``) sets ``placement: upfront`` and no uncertainty
-    feature, the values its measurements chose (README, "After the runtime fixes"); these defaults are
-    the Python API's, unchanged so that code written against it keeps its behaviour.
+    The jobs' config group (``conf/controller/default.yaml``) sets ``placement: upfront`` and no
+    uncertainty feature, the values the measurements chose (README, "After the runtime fixes"); these
+    defaults are the Python API's, unchanged so that code written against it keeps its behaviour.
     """
 
     hidden: int = 64

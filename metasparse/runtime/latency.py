@@ -63,7 +63,7 @@ def quantiles(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "p25": q[0], "p75": q[2]}
 
 
-def cold_call_ms(fn: Callable[[], object], reps: int, evict: torch.Tensor | None) -> float:
+def cold_call_ms(fn: Callable[[], object], reps: int, evict: torch.Tensor) -> float:
     """Milliseconds per call of ``fn`` over ``reps`` calls, each after ``evict`` is rewritten (untimed).
 
     A layer's call repeated on a warm cache keeps its weights in L2 when they fit: a narrow slice then
@@ -71,25 +71,24 @@ def cold_call_ms(fn: Callable[[], object], reps: int, evict: torch.Tensor | None
     come after other layers' (a quarter layer at batch 1: 0.57 of the full one warm, 0.69 cold)."""
     total = 0.0
     for _ in range(reps):
-        if evict is not None:
-            evict.add_(1.0)
+        evict.add_(1.0)
         t0 = time.perf_counter()
         fn()
         total += time.perf_counter() - t0
     return total * 1000 / reps
 
 
-def interleaved_samples(fns: list, rounds: int, min_ms: float, progress=None, cold: bool = True) -> list[list[float]]:
-    """Milliseconds per call of each function, once per round in a new random order, after an untimed
-    warm-up round that also sizes each call's repetitions (about ``min_ms`` of calls a sample); ``cold``:
-    every call after the caches are evicted (:func:`cold_call_ms`)."""
-    evict = torch.zeros(EVICT_BYTES // 4) if cold else None
+def interleaved_samples(fns: list, rounds: int, min_ms: float, progress=None) -> list[list[float]]:
+    """Milliseconds per call of each function, once per round in a new random order, every call after the
+    caches are evicted (:func:`cold_call_ms`), after an untimed warm-up round that also sizes each call's
+    repetitions (about ``min_ms`` of calls a sample, at most :data:`COLD_MAX_REPS`)."""
+    evict = torch.zeros(EVICT_BYTES // 4)
     reps = []
     with torch.no_grad():
         for fn in fns:
             fn()
-            n = max(1, int(np.ceil(min_ms / max(cold_call_ms(fn, 1, evict), 1e-3))))
-            reps.append(min(n, COLD_MAX_REPS) if cold else n)
+            n = int(np.ceil(min_ms / max(cold_call_ms(fn, 1, evict), 1e-3)))
+            reps.append(min(max(1, n), COLD_MAX_REPS))
         samples: list[list[float]] = [[] for _ in fns]
         rng = np.random.default_rng(0)
         for r in range(rounds):

@@ -166,3 +166,32 @@ def test_hard_decisions_are_the_argmax_of_the_probabilities_and_padding_changes_
         for i, n in enumerate(LENGTHS):
             alone, _ = ctrl.logits(model, 0, x[i : i + 1, :n], mask[i : i + 1, :n], need_tokens=False)
             torch.testing.assert_close(padded[i : i + 1], alone, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("lengths", [LENGTHS, [7]])
+def test_upfront_inference_path_decides_as_the_general_path(lengths):
+    """The main job's controller (upfront, no token routing, no uncertainty feature) decides through its own
+    inline closure at inference: the same levels and recorded probabilities as the general computation
+    (``logits`` on the embeddings, per-layer argmax and softmax), padded batches included."""
+    from model_utils import tiny_model as make
+
+    from metasparse.model.patterns import PatternSpec
+
+    model = make([PatternSpec(0, 0), PatternSpec(0.5, 0.5), PatternSpec(1, 1)])
+    ctrl = Controller(model, ControllerSpec(placement="upfront", uncertainty_task=None))
+    batch = random_batch(lengths)
+    with torch.no_grad():
+        for net in ctrl.nets:
+            net[2].weight.normal_(0, 1.0)
+        general, _ = ctrl.logits(model, 0, model.embed(batch), batch.word_mask, need_tokens=False)
+        general = general.view(len(lengths), len(model.blocks), model.n_patterns)
+        calls, logits = [], ctrl.logits
+        ctrl.logits = lambda *a, **k: calls.append(a[1]) or logits(*a, **k)
+        record: list = []
+        out = model(batch, ctrl.policy(model, record=record))
+    assert calls == []  # the inline path ran, not the general one
+    assert len(record) == len(out.decisions) == len(model.blocks)
+    for i, (decision, probs) in enumerate(zip(out.decisions, record, strict=True)):
+        assert torch.equal(decision.levels, general[:, i].argmax(-1))
+        torch.testing.assert_close(probs, torch.softmax(general[:, i], -1), atol=1e-6, rtol=0)
+    assert len({int(v) for d in out.decisions for v in d.levels}) > 1

@@ -191,13 +191,15 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
     )
     Path(table).write_text(hand.to_json())
     out = tmp_path / "speed_latency.json"
-    args = ["experiment=quick", "bench.batches=[1]", "bench.targets=[0.5]", "bench.repeats=3", "bench.int8=false"]
+    # 0.75: on this table the tiny model's fixed cost alone is about half of dense, so 0.5 cannot be met
+    # (calibration refuses it, where it once stopped at the edge of its bracket, over the target).
+    args = ["experiment=quick", "bench.batches=[1]", "bench.targets=[0.75]", "bench.repeats=3", "bench.int8=false"]
     args += ["bench.threads=1", "bench.unit=latency", f"out={out}", f"hydra.run.dir={tmp_path / 'bl'}"]
     run_module("metasparse.bench.speed", *TINY, *args, env=env)
     result = json.loads(out.read_text())
     (row,) = result["rows"]
     assert result["unit"] == "latency" and result["cost_table"] == table  # priced with the hand-made table
-    assert abs(row["predicted_latency_ratio"] - 0.5) < 0.15  # calibrated to the target on held-out sentences
+    assert abs(row["predicted_latency_ratio"] - 0.75) < 0.15  # calibrated to the target on held-out sentences
     assert CostTable.from_json(Path(table).read_text()) == hand  # its controller row was not re-timed
 
     # bench.exits: threshold 1.0 lets every word go after the first layer, 0.0 none.

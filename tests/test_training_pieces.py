@@ -120,6 +120,62 @@ def test_controller_learns_to_meet_a_budget(fi_corpus):
     assert 0.3 < r.flops_fraction <= 0.5 + 1e-9  # hard decisions meet the budget
 
 
+def _first(corpus: EncodedCorpus, n: int) -> EncodedCorpus:
+    labels = {t: v[:n] for t, v in corpus.labels.items()}
+    return EncodedCorpus(corpus.rows[:n], corpus.items[:n], labels, corpus.langs[:n], corpus.cells[:n])
+
+
+def test_calibration_meets_the_budget_whatever_the_logit_scale(fi_corpus):
+    """A controller whose patterns differ by more than the first bracket's shift moves them (as one trained
+    from scratch on the co-trained legal backbone did) still meets the target: the bracket widens. A target
+    below the cheapest decisions is refused with the reachable cost, the controller handed back unchanged."""
+    from metasparse.control.controller import ControllerSpec
+    from metasparse.model.encoder import EncoderSpec, GatedEncoder
+
+    full_corpus, tok = fi_corpus
+    corpus = _first(full_corpus, 300)  # enough sentences for a graded cost, few for two dozen calibration passes
+    torch.manual_seed(0)
+    spec = EncoderSpec(vocab_size=tok.vocab_size, tasks={"upos": 17}, word_buckets=tok.hash_buckets, layers=2)
+    model = GatedEncoder(spec).eval()
+    ctrl = Controller(model, ControllerSpec(placement="upfront", uncertainty_task=None, token_router=False))
+    full = model.codebook.index(model.full)
+    with torch.no_grad():  # input-dependent margins of hundreds of logits, the full pattern ahead
+        ctrl.nets[0][2].weight.normal_(0, 20.0)
+        ctrl.nets[0][2].bias.view(len(model.blocks), -1)[:, full] = 300.0
+    assert score(controlled(model, ctrl), corpus).flops_fraction > 0.9
+    calibrate_bias(model, ctrl, corpus, 0.5)
+    assert 0.3 < score(controlled(model, ctrl), corpus).flops_fraction <= 0.5 + 1e-9
+    before = ctrl.nets[0][2].bias.detach().clone()
+    with pytest.raises(ValueError, match=r"target 0.001 is below the cost of the cheapest decisions"):
+        calibrate_bias(model, ctrl, corpus, 0.001)
+    assert torch.equal(ctrl.nets[0][2].bias, before)
+
+
+def test_a_trained_controller_can_start_from_another_and_leaves_it_as_it_was(fi_corpus):
+    """bench.speed starts each target's controller from the joint phase's (same settings only)."""
+    from metasparse.baselines.controllers import trained_controller
+    from metasparse.bench.speed import _joint_start
+    from metasparse.control.controller import ControllerSpec
+    from metasparse.model.encoder import EncoderSpec, GatedEncoder
+
+    corpus, tok = fi_corpus
+    corpus = _first(corpus, 300)
+    torch.manual_seed(0)
+    spec = EncoderSpec(vocab_size=tok.vocab_size, tasks={"upos": 17}, word_buckets=tok.hash_buckets, layers=2)
+    model = GatedEncoder(spec).eval()
+    cspec = ControllerSpec(placement="upfront", uncertainty_task=None)
+    init = Controller(model, cspec)
+    with torch.no_grad():
+        init.nets[0][2].weight.normal_(0, 1.0)
+    before = {k: v.clone() for k, v in init.state_dict().items()}
+    ctrl = trained_controller(model, corpus, corpus, 0.5, spec=cspec, steps=0, init=init)
+    assert ctrl is not init and torch.equal(ctrl.nets[0][2].weight, init.nets[0][2].weight)
+    assert all(torch.equal(v, before[k]) for k, v in init.state_dict().items())  # calibration shifted the copy
+    assert _joint_start(init, cspec) is init
+    assert _joint_start(init, ControllerSpec(placement="per_layer", uncertainty_task=None)) is None
+    assert _joint_start(None, cspec) is None
+
+
 def test_int8_slices_follow_fp32_closely():
     model, batch = tiny_model(scale=0.1), random_batch([7, 3, 5, 6])
     q = QuantizedSlices.wrap(model)

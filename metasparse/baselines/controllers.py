@@ -32,11 +32,15 @@ def trained_controller(
     seed: int = 0,
     progress: bool = False,
     cost: CostModel | None = None,
+    init: Controller | None = None,
 ) -> Controller:
-    """A fresh controller trained on ``train`` toward ``target`` and calibrated on ``calib``, the budget
-    priced by ``cost`` (default analytic FLOPs)."""
+    """A controller trained on ``train`` toward ``target`` and calibrated on ``calib``, the budget priced by
+    ``cost`` (default analytic FLOPs): a fresh one, or a copy of ``init`` (e.g. the joint phase's
+    controller, which co-trained with the backbone) when given; ``init`` itself is left as it is."""
     torch.manual_seed(seed)
     ctrl = Controller(model, spec)
+    if init is not None:
+        ctrl.load_state_dict(init.state_dict())  # refuses another shape with the keys that differ
     cfg = ControllerTrainConfig(target=target, steps=steps, max_words=max_words)
     train_controller(model, ctrl, train, cfg, seed=seed, progress=progress, cost=cost)
     calibrate_bias(model, ctrl, calib, target, cost=cost)

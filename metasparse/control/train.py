@@ -34,6 +34,8 @@ from metasparse.model.loss import task_loss
 
 log = logging.getLogger(__name__)
 
+MAX_SHIFT = 20.0 * 4**4  # calibration's widest bias shift (logit units per unit of a pattern's width share)
+
 
 @dataclass
 class ControllerTrainConfig:
@@ -163,14 +165,42 @@ def calibrate_bias(
                 bias.copy_(b + s * share.repeat(b.numel() // share.numel()))  # upfront: L x P
 
     batches = padded_batches(corpus, max_words)  # padded once for every step of the bisection
-    lo, hi = -20.0, 20.0  # FLOPs grow with the shift: keep the largest shift that stays within target
+
+    def fraction(s: float) -> float:
+        shift(s)
+        return corpus_fraction(model, ctrl, corpus, cost, batches=batches)
+
+    try:
+        lo, hi = _bracket(fraction, target)  # the cost grows with the shift: keep the largest within target
+    except ValueError:
+        shift(0.0)  # hand the controller back as it came
+        raise
     for _ in range(iters):
         mid = (lo + hi) / 2
-        shift(mid)
-        frac = corpus_fraction(model, ctrl, corpus, cost, batches=batches)
-        lo, hi = (lo, mid) if frac > target else (mid, hi)
+        lo, hi = (lo, mid) if fraction(mid) > target else (mid, hi)
     shift(lo)
     return lo
+
+
+def _bracket(fraction, target: float) -> tuple[float, float]:
+    """Shifts ``(lo, hi)`` with ``fraction(lo) <= target`` (else ``hi`` is as wide as allowed), from
+    (-20, 20) widened by 4x while needed.
+
+    Why: a controller's logits can differ by more than a shift of 20 moves them (one trained from scratch
+    on the co-trained backbone gave every sentence the 0.75 pattern with margins of 5-31), and a fixed
+    bracket then ended the bisection at its edge, over the target, without a word.
+    """
+    lo, hi = -20.0, 20.0
+    while (low := fraction(lo)) > target:
+        if lo <= -MAX_SHIFT:
+            raise ValueError(
+                f"calibration: target {target:.3f} is below the cost of the cheapest decisions the controller "
+                f"can be shifted to ({low:.3f} at shift {lo:g}); raise the budget"
+            )
+        lo, hi = lo * 4, lo
+    while hi < MAX_SHIFT and fraction(hi) <= target:
+        lo, hi = hi, hi * 4
+    return lo, hi
 
 
 def corpus_fraction(

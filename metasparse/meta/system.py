@@ -18,13 +18,16 @@ from metasparse.model.features import Batch
 from metasparse.model.patterns import Pattern
 from metasparse.scoring import Dense, Method, Scores, StaticMethod, score
 
+EMBEDDING_TABLES = tuple(
+    f"backbone.{t}_emb." for t in ("subword", "word", "suffix", "first_piece", "last_piece")
+)  # the row-sparse tables (the last two only with ``model.piece_ends``)
 # What each adaptable part (config.ADAPT_PARTS) holds, by parameter name.
 ADAPT_PARTS: dict[str, Callable[[str], bool]] = {
     "controller": lambda n: n.startswith("controller."),
     "adapters": lambda n: ".adapter." in n,
     "heads": lambda n: n.startswith("backbone.heads."),
     "norms": lambda n: n.startswith(("backbone.emb_ln.", "backbone.final_ln.")) or n.split(".")[-2] in ("ln1", "ln2"),
-    "embeddings": lambda n: n.startswith(("backbone.subword_emb.", "backbone.word_emb.", "backbone.suffix_emb.")),
+    "embeddings": lambda n: n.startswith(EMBEDDING_TABLES),
 }
 # Adapted from the backbone's values in every inner loop, never meta-learned (see MAML's ``inner_only``).
 INNER_ONLY_PARTS = ("embeddings",)

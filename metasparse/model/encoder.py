@@ -92,6 +92,10 @@ class GatedEncoder(nn.Module):
             self.word_emb = nn.Embedding(spec.word_buckets, d, padding_idx=0)
             self.suffix_emb = nn.Embedding(spec.suffix_buckets, d, padding_idx=0)
             embeddings += [self.word_emb, self.suffix_emb]
+        if spec.piece_ends:
+            self.first_piece_emb = nn.Embedding(spec.vocab_size, d, padding_idx=0)
+            self.last_piece_emb = nn.Embedding(spec.vocab_size, d, padding_idx=0)
+            embeddings += [self.first_piece_emb, self.last_piece_emb]
         self.pos_emb = nn.Embedding(spec.max_positions, d)
         if spec.char_dim:
             self.char_emb = nn.Embedding(CHAR_BUCKETS, spec.char_dim, padding_idx=0)
@@ -164,6 +168,8 @@ class GatedEncoder(nn.Module):
         summed = sub.new_zeros(B * T, sub.shape[-1]).index_add(0, flat, sub[valid])
         counts = torch.zeros(B * T, dtype=sub.dtype).index_add(0, flat, torch.ones_like(flat, dtype=sub.dtype))
         x = (summed / counts.clamp(min=1)[:, None]).view(B, T, -1)
+        if self.spec.piece_ends:
+            x = x + self._piece_ends(batch, flat, valid)
         if self.spec.lexical:
             affixes = batch.suffix_hash[..., : self.spec.affixes]
             x = x + self.word_emb(batch.word_hash) + self.suffix_emb(affixes).sum(2)
@@ -174,6 +180,21 @@ class GatedEncoder(nn.Module):
         # at the cost of aliasing absolute positions 256 words apart.
         x = x + self.pos_emb(torch.arange(T) % self.spec.max_positions)[None]
         return self.emb_drop(self.emb_ln(x))
+
+    def _piece_ends(self, batch: Batch, flat: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``[B, T, d]``: each word's first and last subword through their own tables (padding words: 0).
+
+        ``flat``: the word slot (``b * T + t``) of each valid subword, in subword order."""
+        B, S = batch.input_ids.shape
+        T = batch.word_mask.shape[1]
+        where = (torch.arange(B)[:, None] * S + torch.arange(S)[None])[valid]  # each valid subword's slot
+        ids = batch.input_ids.reshape(-1)
+        out = []
+        for table, reduce, empty in ((self.first_piece_emb, "amin", B * S), (self.last_piece_emb, "amax", -1)):
+            at = torch.full((B * T,), empty, dtype=torch.long).scatter_reduce(0, flat, where, reduce)
+            has = (at >= 0) & (at < B * S)
+            out.append(table(torch.where(has, ids[at.clamp(0, B * S - 1)], 0)))
+        return (out[0] + out[1]).view(B, T, -1)
 
     def char_features(self, batch: Batch) -> torch.Tensor:
         """``[B, T, d]``: each real word's characters through the character encoder (padding words stay 0).

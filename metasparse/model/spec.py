@@ -33,6 +33,9 @@ class EncoderSpec:
         char_dim, char_channels: the character encoder (0: none): each word's characters embedded in
             ``char_dim``, one width-3 convolution to ``char_channels``, max-pooled over the word and
             projected to ``d_model``.
+        piece_ends: add an embedding of each word's first and of its last subword (own tables) to the
+            mean of its subwords, which is blind to their order: in agglutinative words the last piece
+            holds the case or tense ending, the first the stem.
         norm: ``pre`` (the package's backbones) or ``post`` (BERT-family checkpoints).
         lexical: hashed word-form and suffix embeddings beside the subwords (off for a pretrained
             encoder, whose layers were trained on its subword embeddings alone).
@@ -57,6 +60,7 @@ class EncoderSpec:
     adapter: AdapterConfig | None = None
     char_dim: int = 0
     char_channels: int = 0
+    piece_ends: bool = False
     norm: str = "pre"
     lexical: bool = True
     layer_norm_eps: float = 1e-5
@@ -86,6 +90,7 @@ class ModelConfig:
     affixes: int = 3
     char_dim: int = 0
     char_channels: int = 0
+    piece_ends: bool = False
     codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
     name_or_path: str | None = None
     finetune_lr: float = 3e-4
@@ -131,4 +136,5 @@ class ModelConfig:
             codebook=[PatternSpec(c.heads, c.ffn, c.tokens, c.topk, c.exit) for c in self.codebook],
             char_dim=self.char_dim,
             char_channels=self.char_channels,
+            piece_ends=self.piece_ends,
         )

@@ -211,6 +211,8 @@ def backbone_identity(model: GatedEncoder) -> str:
     s = model.spec
     shape = [s.layers, s.d_model, s.heads, s.d_ffn, s.ffn_groups, s.char_dim, s.char_channels, sorted(s.tasks.items())]
     shape.append(None if s.adapter is None else [s.adapter.kind, s.adapter.rank])
+    if s.piece_ends:  # added later: absent when off, so older tables keep their names
+        shape.append("piece_ends")
     return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
 

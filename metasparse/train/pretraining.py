@@ -78,7 +78,7 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
     """Hash of everything the trained weights depend on: model, optimisation, data, tokenizer, seed."""
     model = OmegaConf.to_container(OmegaConf.structured(cfg.model))
     # added later: absent at the first backbones' value, so older cache keys stay valid
-    for key, first in (("char_dim", 0), ("char_channels", 0), ("affixes", 3)):
+    for key, first in (("char_dim", 0), ("char_channels", 0), ("affixes", 3), ("piece_ends", False)):
         if model.get(key) == first:
             model.pop(key)
     if not model.get("name_or_path"):  # likewise: a backbone trained from scratch keys as before

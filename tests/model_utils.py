@@ -65,9 +65,12 @@ def random_batch(lengths: list[int], seed: int = 0) -> Batch:
     return Batch(ids, wi, wh, sh, mask)
 
 
-def hand_made_table(model: GatedEncoder, cell_ms, *, lengths=(4, 8), batches=(1,), fixed_ms=0.5, controller_ms=0.0):
+def hand_made_table(
+    model: GatedEncoder, cell_ms, *, lengths=(4, 8), batches=(1,), fixed_ms=0.5, controller_ms=0.0, grouping_ms=0.0
+):
     """A cost table for ``model`` with chosen times: ``cell_ms(pattern, length, batch)`` per layer cell
-    (the same on every layer), constant fixed and controller times (scaled by the batch)."""
+    (the same on every layer), constant fixed, controller and grouping times (scaled by the batch; no
+    grouping at batch 1)."""
     from metasparse.runtime import costs
 
     return costs.CostTable(
@@ -80,6 +83,7 @@ def hand_made_table(model: GatedEncoder, cell_ms, *, lengths=(4, 8), batches=(1,
         layer_ms=[[[[cell_ms(p, n, b) for p in model.codebook] for n in lengths] for b in batches]] * len(model.blocks),
         fixed_ms=[[b * fixed_ms for _ in lengths] for b in batches],
         controller_ms=[[b * controller_ms for _ in lengths] for b in batches],
+        grouping_ms=[[(b > 1) * b * grouping_ms for _ in lengths] for b in batches],
         timing=costs.TIMING,
         format=costs.FORMAT,
     )

@@ -22,6 +22,7 @@ from metasparse.control.controller import Controller
 from metasparse.runtime import cost_store, costs
 from metasparse.runtime.cost_store import load_or_measure
 from metasparse.runtime.costs import CostTable, machine_fingerprint, measure
+from metasparse.runtime.synthetic import synthetic_batch
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,8 @@ def test_measured_table_has_a_positive_time_for_every_cell(table):
     skip = [i for i, p in enumerate(model.codebook) if p.skip]
     live = [i for i in range(model.n_patterns) if i not in skip]
     assert (arr[..., live] > 0).all() and (np.asarray(table.fixed_ms) > 0).all()
+    split = np.asarray(table.grouping_ms)  # batch buckets (1, 8): nothing to split in a batch of one
+    assert split.shape == (2, 3) and (split[0] == 0).all() and (split[1] > 0).all()
     assert table.threads == 1 and table.machine == machine_fingerprint() and table.rounds == 2
 
 
@@ -84,20 +87,23 @@ def test_interpolation_between_buckets_and_beyond():
 
 def test_a_batch_is_priced_by_the_groups_that_run_together():
     """Sentences of one batch that chose different patterns run as separate calls (model.grouped), each
-    priced at its own size, interpolated between batch buckets; a skipped layer costs its skip cell."""
+    priced at its own size, interpolated between batch buckets; a skipped layer costs its skip cell; a
+    layer split into groups also pays the split (grouping row: 0.4 ms for a batch of 8, none for one group)."""
     model = tiny_model()
     skip = next(i for i, p in enumerate(model.codebook) if p.skip)
     full = model.codebook.index(model.full)
     narrow = next(i for i, p in enumerate(model.codebook) if not p.skip and i != full)
     # 1 ms a call plus 0.1 ms a sentence; a skip costs nothing
-    t = hand_made_table(model, lambda p, n, b: 0.0 if p.skip else 1.0 + 0.1 * b, batches=(1, 8), controller_ms=0.25)
+    t = hand_made_table(
+        model, lambda p, n, b: 0.0 if p.skip else 1.0 + 0.1 * b, batches=(1, 8), controller_ms=0.25, grouping_ms=0.05
+    )
     L = len(model.blocks)
     dense = t.predict_ms([[full] * 8] * L, 8)
     assert dense == pytest.approx(L * 1.8 + 8 * 0.5)  # one call of 8 per layer, plus the fixed part
     split = [[full] * 4 + [narrow] * 4] + [[full] * 8] * (L - 1)
-    assert t.predict_ms(split, 8) == pytest.approx(dense - 1.8 + 2 * 1.4)  # two calls of 4 at layer 0
+    assert t.predict_ms(split, 8) == pytest.approx(dense - 1.8 + 2 * 1.4 + 0.4)  # two calls of 4 at layer 0
     skipped = [[full] * 4 + [skip] * 4] + [[full] * 8] * (L - 1)
-    assert t.predict_ms(skipped, 8) == pytest.approx(dense - 1.8 + 1.4)
+    assert t.predict_ms(skipped, 8) == pytest.approx(dense - 1.8 + 1.4 + 0.4)
     assert t.predict_ms([[full] * 16] * L, 8) == pytest.approx(2 * dense)  # past the largest: proportional
     assert t.predict_ms([[full]] * L, 8, decisions=2) == pytest.approx(L * 1.1 + 0.5 + 2 * 0.25)
 
@@ -118,6 +124,7 @@ def test_a_latency_cannot_fall_with_length():
         ({"backbone": "0000"}, "backbone 0000"),
         ({"codebook": "every top-k changed"}, "another codebook"),
         ({"timing": "warm"}, "timed on 'warm' caches"),  # a table from before cold-cache timing
+        ({"grouping_ms": []}, "no grouping row"),  # a table from before the split was priced
     ],
 )
 def test_a_stale_table_is_remeasured_not_used(tmp_path, monkeypatch, caplog, change, reason):
@@ -204,7 +211,7 @@ def test_the_controller_is_timed_inside_dense_forwards(placement):
     ctrl.policy = lambda m, **k: (lambda d: lambda i, x, mask: calls.append(i) or d(i, x, mask))(decide(m, **k))
     for block in model.blocks:  # every layer runs, and runs its full width: the caches a real forward leaves
         block.forward_sliced = (lambda f: lambda x, m, p, *a: ran.append(p) or f(x, m, p, *a))(block.forward_sliced)
-    grid = [[costs.synthetic_batch(model, b, t, seed=0) for t in (4, 8)] for b in (1, 3)]
+    grid = [[synthetic_batch(model, b, t, seed=0) for t in (4, 8)] for b in (1, 3)]
     ms = in_place_ms(model, ctrl, grid, rounds=3, level=model.codebook.index(model.full))
     assert ms.shape == (2, 2) and (ms > 0).all()
     assert len(calls) == 4 * 4 * len(model.blocks)  # 4 buckets, 3 rounds after a warm-up, every layer asked

@@ -22,10 +22,12 @@ import numpy as np
 import torch
 
 from metasparse.model.encoder import GatedEncoder
-from metasparse.model.features import MAX_CHARS, Batch
+from metasparse.model.features import Batch
+from metasparse.model.grouped import run_grouped
 from metasparse.model.patterns import Pattern
 from metasparse.runtime.controller_timing import controller_signature, in_place_ms
 from metasparse.runtime.latency import interleaved_samples
+from metasparse.runtime.synthetic import bucket_grid
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,10 @@ log = logging.getLogger(__name__)
 # in L2 and looked cheaper than it runs (a quarter layer at batch 1: 0.57 of the full one warm, 0.69 cold)
 TIMING = "cold-l2"
 BATCH_BUCKETS = (1, 8, 32)
-LENGTH_BUCKETS = (8, 16, 32, 64)
+# 24 and 48 since the grouping row: a layer's time grows faster than linearly between 32 and 64 words at
+# batch 32 (attention, and an FFN activation past L2), so interpolating there priced a 45-word batch's dense
+# layer 16% high (11.3 ms predicted, 9.7 measured) and made every ratio against dense look too good
+LENGTH_BUCKETS = (8, 16, 24, 32, 48, 64)
 FORMAT = 1
 
 
@@ -73,6 +78,9 @@ class CostTable:
             per forward), timed inside dense forwards (:mod:`metasparse.runtime.controller_timing`).
         controller: :func:`controller_signature` of the controller timed in ``controller_ms`` ("": none,
             its row is zeros); a run with another controller re-times that row before pricing with it.
+        grouping_ms: ``[batch][length]``: splitting a batch by pattern at one layer and putting it back
+            together (sort, gathers, concatenation; 0 at batch 1), paid by every layer whose sentences chose
+            different patterns; empty in tables from before it (re-measured).
         spread: median over cells of the interquartile range relative to the median (measurement noise).
         rounds: timed rounds (every cell once per round, in a new random order each round).
     """
@@ -93,6 +101,7 @@ class CostTable:
     timing: str = "warm"
     format: int = FORMAT
     extra: dict = field(default_factory=dict)
+    grouping_ms: list[list[float]] = field(default_factory=list)
 
     # ----- storage ------------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -128,6 +137,8 @@ class CostTable:
             return "measured for another codebook"
         if self.timing != TIMING:
             return f"timed on {self.timing!r} caches, now {TIMING!r}"
+        if not self.grouping_ms:
+            return "it has no grouping row (a batch split by pattern was priced as if it ran whole)"
         return None
 
     # ----- reading ------------------------------------------------------------------------------
@@ -196,12 +207,16 @@ class CostTable:
         At each layer the sentences that chose the same pattern run together (:mod:`metasparse.model.grouped`),
         so each group is priced at its own size: a batch of 32 split into groups of 2 costs what 16 small
         calls cost, not 32 shares of one full call (pricing shares predicted random per-input decisions at
-        batch 32 about half as slow as measured)."""
+        batch 32 about half as slow as measured). A layer with more than one group also pays the split
+        itself (``grouping_ms``)."""
         n = len(patterns_per_layer[0])
         layers = np.asarray(self.layer_ms, dtype=float)  # [L, B, T, P]
         total = self.sized_ms(self.fixed_ms, n, length) + decisions * self.sized_ms(self.controller_ms, n, length)
+        split = self.sized_ms(self.grouping_ms, n, length) if self.grouping_ms else 0.0
         for li, row in enumerate(patterns_per_layer):
-            for p, k in zip(*np.unique(np.asarray(row), return_counts=True), strict=True):
+            patterns, counts = np.unique(np.asarray(row), return_counts=True)
+            total += split if len(patterns) > 1 else 0.0
+            for p, k in zip(patterns, counts, strict=True):
                 total += self.sized_ms(layers[li, :, :, int(p)], int(k), length)
         return total
 
@@ -217,25 +232,10 @@ def backbone_identity(model: GatedEncoder) -> str:
 
 
 # ----- measurement ----------------------------------------------------------------------------------
-def synthetic_batch(model: GatedEncoder, batch: int, length: int, seed: int = 0) -> Batch:
-    """A batch of ``batch`` sentences of ``length`` words with realistic input shapes (about 1.5
-    subwords and 8 characters a word); values are random, which is all a latency depends on."""
-    g = torch.Generator().manual_seed(seed)
-    s = model.spec
-    S = max(1, (3 * length) // 2)
-    word_index = (torch.arange(S) * length // S).expand(batch, S).clone()
-    ids = torch.randint(4, s.vocab_size, (batch, S), generator=g)
-    mask = torch.ones(batch, length, dtype=torch.bool)
-    word_hash = torch.randint(1, s.word_buckets, (batch, length), generator=g)
-    suffix = torch.randint(1, s.suffix_buckets, (batch, length, 3), generator=g)
-    chars = torch.zeros(batch, length, MAX_CHARS, dtype=torch.long)
-    chars[..., :8] = torch.randint(3, 1000, (batch, length, 8), generator=g)
-    return Batch(ids, word_index, word_hash, suffix, mask, {}, chars)
-
-
 def _timed_calls(model: GatedEncoder, grid: list[list[Batch]]) -> tuple[list[tuple], list]:
     """Every cell of the table, ``(kind, layer, batch bucket, length bucket, pattern)``, and the call that
-    times it, on the synthetic batch of each (batch, length) bucket (``grid``, see :func:`_grid`)."""
+    times it, on the synthetic batch of each (batch, length) bucket (``grid``: see
+    :func:`~metasparse.runtime.synthetic.bucket_grid`)."""
     cells: list[tuple] = []
     fns: list = []
     for bi, row in enumerate(grid):
@@ -246,11 +246,19 @@ def _timed_calls(model: GatedEncoder, grid: list[list[Batch]]) -> tuple[list[tup
             scores = torch.randn(m.shape)
             cells.append(("fixed", None, bi, ti, None))
             fns.append(lambda batch=batch: model.forward_with(batch, lambda i, block, h, mask: h))
+            if m.shape[0] > 1:  # the split alone: two groups, each passed through unchanged
+                half = (torch.arange(m.shape[0]) % 2).flip(0)  # interleaved, as sentences' choices are
+                cells.append(("grouping", None, bi, ti, None))
+                fns.append(lambda x=x, m=m, lv=half: run_grouped(_unchanged, x, m, lv, model.codebook[-2:], None))
             for li, block in enumerate(model.blocks):
                 for p, pat in enumerate(model.codebook):
                     cells.append(("layer", li, bi, ti, p))
                     fns.append(lambda b=block, x=x, m=m, q=pat, s=scores: b.forward_sliced(x, m, q, s))
     return cells, fns
+
+
+def _unchanged(x, mask, pattern, scores, active):
+    return x
 
 
 def measure(
@@ -281,17 +289,19 @@ def measure(
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     model.eval()
-    cells, fns = _timed_calls(model, _grid(model, batches, lengths))
+    cells, fns = _timed_calls(model, bucket_grid(model, batches, lengths))
     samples = interleaved_samples(fns, rounds, min_ms, progress)
     med = [float(np.median(s)) for s in samples]
     iqr = [float(np.subtract(*np.percentile(s, [75, 25])) / max(np.median(s), 1e-9)) for s in samples]
     L, P = len(model.blocks), model.n_patterns
     B, T = len(batches), len(lengths)
     layer_ms = np.zeros((L, B, T, P))
-    fixed_ms = np.zeros((B, T))
+    fixed_ms, grouping_ms = np.zeros((B, T)), np.zeros((B, T))
     for (kind, li, bi, ti, p), m in zip(cells, med, strict=True):
         if kind == "fixed":
             fixed_ms[bi, ti] = m
+        elif kind == "grouping":
+            grouping_ms[bi, ti] = m
         else:
             layer_ms[li, bi, ti, p] = m
     table = CostTable(
@@ -304,6 +314,7 @@ def measure(
         layer_ms=layer_ms.tolist(),
         fixed_ms=fixed_ms.tolist(),
         controller_ms=np.zeros((B, T)).tolist(),
+        grouping_ms=grouping_ms.tolist(),
         spread=float(np.median(iqr)),
         rounds=rounds,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -318,16 +329,8 @@ def retime_controller(table: CostTable, model: GatedEncoder, controller, *, roun
     old = torch.get_num_threads()
     torch.set_num_threads(table.threads)
     try:
-        grid = _grid(model, table.batches, table.lengths)
+        grid = bucket_grid(model, table.batches, table.lengths)
         ms = in_place_ms(model, controller, grid, rounds, level=table.full_index())
     finally:
         torch.set_num_threads(old)
     return replace(table, controller_ms=ms.tolist(), controller=controller_signature(controller))
-
-
-def _grid(model: GatedEncoder, batches, lengths) -> list[list[Batch]]:
-    """The synthetic batch of each (batch, length) bucket, the same ones the layer cells are timed on."""
-    return [
-        [synthetic_batch(model, b, t, seed=bi * 100 + ti) for ti, t in enumerate(lengths)]
-        for bi, b in enumerate(batches)
-    ]

@@ -96,10 +96,8 @@ def _joint_start(joint_ctrl, spec: ControllerSpec):
     """
     if joint_ctrl is None:
         return None
-    js = joint_ctrl.spec
-    same = (js.placement, js.uncertainty_task, js.hidden) == (spec.placement, spec.uncertainty_task, spec.hidden)
-    if not same:
-        log.info("bench controllers start fresh: the joint phase's controller has other settings (%s)", js)
+    if joint_ctrl.spec != spec:
+        log.info("bench controllers start fresh: the joint phase's controller has other settings (%s)", joint_ctrl.spec)
         return None
     return joint_ctrl
 
@@ -155,7 +153,10 @@ def run(cfg: SpeedBenchConfig, out_dir: Path) -> dict:
     timing_batches = {bs: _batches(test, bs, per_round[bs], cfg.seed) for bs in b.batches}
     rows, controllers = [], {}
     cost = None
-    spec = ControllerSpec(placement=b.placement, uncertainty_task=b.uncertainty_task, hidden=cfg.controller.hidden)
+    c = cfg.controller
+    spec = ControllerSpec(
+        hidden=c.hidden, uncertainty_task=b.uncertainty_task, token_router=c.token_router, placement=b.placement
+    )
     if b.unit == "latency":
         cost = budget_cost("latency", model, folder, batch=b.cost_batch, threads=b.threads, controller=spec)
     init = _joint_start(joint_ctrl, spec)

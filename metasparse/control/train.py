@@ -183,8 +183,8 @@ def calibrate_bias(
 
 
 def _bracket(fraction, target: float) -> tuple[float, float]:
-    """Shifts ``(lo, hi)`` with ``fraction(lo) <= target`` (else ``hi`` is as wide as allowed), from
-    (-20, 20) widened by 4x while needed.
+    """Shifts ``(lo, hi)`` around the target, ``fraction(lo) <= target < fraction(hi)`` (or ``hi`` at
+    :data:`MAX_SHIFT` when even it stays within target), from (-20, 20) widened 4x at a time while needed.
 
     Why: a controller's logits can differ by more than a shift of 20 moves them (one trained from scratch
     on the co-trained backbone gave every sentence the 0.75 pattern with margins of 5-31), and a fixed

@@ -59,7 +59,7 @@ class PretrainOptimConfig:
             run stops.
     """
 
-    epochs: float = 7.0
+    epochs: float = 6.0
     max_words: int = 2048
     lr: float = 2e-3
     warmup: float = 0.05

@@ -69,6 +69,10 @@ def test_a_broken_table_names_its_file(tmp_path):
     path.write_text(json.dumps({"format": 99}))
     with pytest.raises(ValueError, match="bad.json: not a metasparse cost table"):
         CostTable.from_json(path.read_text(), str(path))
+    good = json.loads(_synthetic_table(tiny_model()).to_json())
+    path.write_text(json.dumps({**good, "grouping_ms": [[0.1]]}))  # a grouping row of the wrong shape
+    with pytest.raises(ValueError, match="bad.json: .*grouping_ms"):
+        CostTable.from_json(path.read_text(), str(path))
 
 
 def test_interpolation_between_buckets_and_beyond():

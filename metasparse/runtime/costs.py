@@ -114,9 +114,9 @@ class CostTable:
             if d.get("format") != FORMAT:
                 raise ValueError(f"format {d.get('format')!r}, expected {FORMAT}")
             table = cls(**d)
+            table.check_shape()  # inside: a shape error names the file too
         except (ValueError, TypeError) as e:
             raise ValueError(f"{source}: not a metasparse cost table ({e})") from e
-        table.check_shape()
         return table
 
     def check_shape(self) -> None:
@@ -124,6 +124,10 @@ class CostTable:
         arr = np.asarray(self.layer_ms, dtype=float)
         if arr.shape != (L, B, T, P) or np.asarray(self.fixed_ms).shape != (B, T):
             raise ValueError(f"cost table shapes disagree: layer_ms {arr.shape}, buckets {B}x{T}, patterns {P}")
+        if self.grouping_ms and np.asarray(self.grouping_ms).shape != (B, T):  # empty: an older table
+            raise ValueError(
+                f"cost table shapes disagree: grouping_ms {np.asarray(self.grouping_ms).shape}, buckets {B}x{T}"
+            )
 
     def stale_reason(self, machine: str, threads: int, backbone: str, codebook: list[list]) -> str | None:
         """Why this table does not describe the current setting (None: it does)."""
@@ -238,6 +242,7 @@ def _timed_calls(model: GatedEncoder, grid: list[list[Batch]]) -> tuple[list[tup
     :func:`~metasparse.runtime.synthetic.bucket_grid`)."""
     cells: list[tuple] = []
     fns: list = []
+    two_groups = [model.full, model.full]  # for the split's cell: any two non-skip patterns (identity step)
     for bi, row in enumerate(grid):
         for ti, batch in enumerate(row):
             with torch.no_grad():
@@ -249,7 +254,7 @@ def _timed_calls(model: GatedEncoder, grid: list[list[Batch]]) -> tuple[list[tup
             if m.shape[0] > 1:  # the split alone: two groups, each passed through unchanged
                 half = (torch.arange(m.shape[0]) % 2).flip(0)  # interleaved, as sentences' choices are
                 cells.append(("grouping", None, bi, ti, None))
-                fns.append(lambda x=x, m=m, lv=half: run_grouped(_unchanged, x, m, lv, model.codebook[-2:], None))
+                fns.append(lambda x=x, m=m, lv=half: run_grouped(_unchanged, x, m, lv, two_groups, None))
             for li, block in enumerate(model.blocks):
                 for p, pat in enumerate(model.codebook):
                     cells.append(("layer", li, bi, ti, p))

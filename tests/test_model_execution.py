@@ -195,3 +195,39 @@ def test_upfront_inference_path_decides_as_the_general_path(lengths):
         assert torch.equal(decision.levels, general[:, i].argmax(-1))
         torch.testing.assert_close(probs, torch.softmax(general[:, i], -1), atol=1e-6, rtol=0)
     assert len({int(v) for d in out.decisions for v in d.levels}) > 1
+
+
+def test_a_batch_known_unpadded_spares_the_controller_its_padding_check():
+    """``pad`` marks a batch whose rows all have ``T`` words (``Batch.unpadded``); the encoder then hands the
+    policy no mask, so a controller pools without asking the mask, and decides exactly as with it. Rows
+    selected from an unpadded batch stay marked; a ragged batch, or rows selected from one, are not."""
+    from model_utils import tiny_model as make
+
+    from metasparse.model.features import EncodedSentence, pad
+    from metasparse.model.patterns import PatternSpec
+
+    def sentence(n: int) -> EncodedSentence:
+        return EncodedSentence(list(range(5, 5 + n)), list(range(n)), [1] * n, [[1, 2, 3]] * n)
+
+    even, ragged = pad([sentence(2), sentence(2)]), pad([sentence(3), sentence(1)])
+    assert even.unpadded and even.select([1]).unpadded
+    assert not ragged.unpadded and not ragged.select([1]).unpadded
+    assert not ragged.select([0]).unpadded  # no padding, but not known without asking the mask
+
+    model = make([PatternSpec(0, 0), PatternSpec(0.5, 0.5), PatternSpec(1, 1)])
+    ctrl = Controller(model, ControllerSpec(placement="upfront", uncertainty_task=None))
+    batch = random_batch([6, 6, 6])
+    seen: list = []
+    with torch.no_grad():
+        for net in ctrl.nets:
+            net[2].weight.normal_(0, 1.0)
+        for unpadded in (False, True):
+            batch.unpadded = unpadded
+            policy = ctrl.policy(model)
+            out = model(batch, lambda i, x, mask, p=policy: seen.append(mask) or p(i, x, mask))
+            levels = torch.stack([d.levels for d in out.decisions], 1)
+            if not unpadded:
+                reference = levels
+    assert all(m is not None for m in seen[: len(model.blocks)])
+    assert all(m is None for m in seen[len(model.blocks) :])
+    assert torch.equal(levels, reference) and len(set(reference.flatten().tolist())) > 1

@@ -94,7 +94,9 @@ class Controller(nn.Module):
             return f / self.n_layers + router
         return f + router  # the router runs only when some pattern routes tokens
 
-    def logits(self, model: GatedEncoder, layer: int, x: torch.Tensor, mask: torch.Tensor, need_tokens: bool = True):
+    def logits(
+        self, model: GatedEncoder, layer: int, x: torch.Tensor, mask: torch.Tensor | None, need_tokens: bool = True
+    ):
         """Pattern logits ``[B, P]`` and token scores ``[B, T]`` (or None) for one layer's input.
 
         Token scores are only computed when ``need_tokens`` (some pattern routes tokens): at batch 1
@@ -105,7 +107,7 @@ class Controller(nn.Module):
             ent = normalized_entropy(model.heads[self.spec.uncertainty_task](x))  # [B, T] in [0, 1]
             per_word = torch.cat([x, ent.unsqueeze(-1)], dim=-1)  # one pooling for both features
             tok_scores = ent
-        feats = per_word.mean(1) if bool(mask.all()) else _masked_mean(per_word, mask)  # no padding: plain mean
+        feats = _pool(per_word, mask)
         if need_tokens and self.routers is not None:
             r = self.routers[layer](x).squeeze(-1)
             tok_scores = r if tok_scores is None else tok_scores + r
@@ -132,9 +134,9 @@ class Controller(nn.Module):
         L, P = self.n_layers, self.n_patterns
         levels: list[torch.Tensor] = []
 
-        def decide(layer: int, x: torch.Tensor, mask: torch.Tensor) -> Decision:
+        def decide(layer: int, x: torch.Tensor, mask: torch.Tensor | None) -> Decision:
             if layer == 0:
-                feats = x.mean(1) if bool(mask.all()) else _masked_mean(x, mask)
+                feats = _pool(x, mask)
                 logits = F.linear(torch.relu(F.linear(feats, first.weight, first.bias)), last.weight, last.bias)
                 logits = logits.view(-1, L, P)
                 levels[:] = logits.argmax(-1).unbind(1)
@@ -164,7 +166,7 @@ class Controller(nn.Module):
 
         cache: dict = {}
 
-        def decide(layer: int, x: torch.Tensor, mask: torch.Tensor) -> Decision:
+        def decide(layer: int, x: torch.Tensor, mask: torch.Tensor | None) -> Decision:
             if self.upfront:
                 if layer == 0:  # one pass over the layer-0 input decides every layer
                     logits, _ = self.logits(model, 0, x, mask, False)
@@ -193,6 +195,12 @@ class Controller(nn.Module):
             return Decision(w, tok, gate)
 
         return decide
+
+
+def _pool(per_word: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over each row's real words; ``mask`` None (a batch known to have no padding) or without
+    padding: the plain mean, one op instead of four."""
+    return per_word.mean(1) if mask is None or bool(mask.all()) else _masked_mean(per_word, mask)
 
 
 def _masked_mean(per_word: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -54,8 +54,9 @@ class Decision:
         return self.weights if self.weights is not None else F.one_hot(self.hard_levels, n_patterns).to(dtype)
 
 
-# A policy sees (layer index, layer input [B, T, d], word mask [B, T]) and decides.
-Policy = Callable[[int, torch.Tensor, torch.Tensor], Decision]
+# A policy sees (layer index, layer input [B, T, d], word mask [B, T]) and decides. The mask is None when
+# the batch is known to have no padding (``Batch.unpadded``): a policy that pools over words need not ask.
+Policy = Callable[[int, torch.Tensor, torch.Tensor | None], Decision]
 
 
 @dataclass
@@ -242,13 +243,14 @@ class GatedEncoder(nn.Module):
         if mode not in ("sliced", "masked"):
             raise ValueError(f"mode={mode!r}; allowed: sliced, masked")
         x, mask = self.embed(batch), batch.word_mask
+        policy_mask = None if batch.unpadded else mask
         decisions: list[Decision | None] = []
         active, exited_at, counts = None, None, []
         for i, block in enumerate(self.blocks):
             dec = None
             if policy is not None:
                 with region("controller"):
-                    dec = policy(i, x, mask)
+                    dec = policy(i, x, policy_mask)
             elif plan is not None:
                 routed = self.codebook[plan[i]].tokens < 1.0
                 # hard levels only (the masked path builds its one-hot from them): no one-hot and argmax per

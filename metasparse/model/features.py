@@ -41,6 +41,10 @@ class Batch:
         word_mask: ``[B, T]`` True for real words.
         labels: task name -> ``[B, T]`` label ids (-100 = padding).
         char_ids: ``[B, T, MAX_CHARS]`` character ids of each word (0 = padding), or None.
+        unpadded: True when every row is known to have ``T`` real words (set where the lengths are Python
+            ints anyway, as in :func:`pad`); False means padded or not known. Why: a controller pools over
+            real words, and asking the mask whether it has padding (``bool(mask.all())``) costs a reduction
+            and a sync, about 9 us, a tenth of a decision at batch 1.
     """
 
     input_ids: torch.Tensor
@@ -50,6 +54,7 @@ class Batch:
     word_mask: torch.Tensor
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     char_ids: torch.Tensor | None = None
+    unpadded: bool = False
 
     @property
     def size(self) -> int:
@@ -70,6 +75,7 @@ class Batch:
             self.word_mask[idx],
             {k: v[idx] for k, v in self.labels.items()},
             None if self.char_ids is None else self.char_ids[idx],
+            self.unpadded,  # rows of an unpadded batch have no padding; of a padded one: not known
         )
 
 
@@ -154,8 +160,9 @@ def pad(items: Sequence[EncodedSentence], labels: Mapping[str, Sequence[Sequence
     land in order): one tensor per field and batch, not one per sentence; scoring pads every batch.
     """
     B = len(items)
+    n_words = [x.n_words for x in items]
     sub_len = torch.tensor([len(x.input_ids) for x in items], dtype=torch.long)
-    word_len = torch.tensor([x.n_words for x in items], dtype=torch.long)
+    word_len = torch.tensor(n_words, dtype=torch.long)
     S = max(int(sub_len.max()), 1) if B else 1
     T = max(int(word_len.max()), 1) if B else 1
     sub_mask = torch.arange(S) < sub_len[:, None]
@@ -179,7 +186,8 @@ def pad(items: Sequence[EncodedSentence], labels: Mapping[str, Sequence[Sequence
         t = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
         t[torch.arange(T) < torch.tensor([len(q) for q in seqs], dtype=torch.long)[:, None]] = _flat(seqs)
         out[task] = t
-    return Batch(input_ids, word_index, word_hash, suffix, mask, out, chars)
+    unpadded = B > 0 and min(n_words) == T
+    return Batch(input_ids, word_index, word_hash, suffix, mask, out, chars, unpadded)
 
 
 def _flat(rows: Sequence[Sequence]) -> torch.Tensor:

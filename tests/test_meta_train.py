@@ -242,3 +242,34 @@ def test_light_adaptation_saves_each_target_and_reloads_to_identical_predictions
         assert not torch.equal(moved[n], before[n]), n
     assert torch.equal(moved["backbone.blocks.0.q.weight"], before["backbone.blocks.0.q.weight"])  # never adapted
     assert torch.equal(dense.backbone.heads.upos.weight, loaded.pretrained.heads.upos.weight)  # the start is intact
+
+
+@pytest.mark.slow
+def test_meta_seed_redraws_the_training_episodes_and_keeps_splits_and_validation(tmp_path, monkeypatch, ud_root):
+    """``meta.seed`` repeats meta-training on the same backbone: other training episodes, the same
+    validation cells, validation episodes and scored sentences; unset, the run's seed decides as before."""
+    draws: list = []
+    real_take = EpisodeSampler.take
+
+    def spy(self, n, start=0):
+        eps = real_take(self, n, start)
+        draws.append([(e.cell.name, tuple(e.support), tuple(e.query)) for e in eps])
+        return eps
+
+    monkeypatch.setattr(EpisodeSampler, "take", spy)
+    import metasparse.meta.run as meta_run
+
+    scored, real_rows = [], meta_run.evaluation_rows
+    monkeypatch.setattr(meta_run, "evaluation_rows", lambda *a: scored.append(real_rows(*a)) or scored[-1])
+    runs = {}
+    for name, extra in (("run_seed", []), ("explicit_0", ["meta.seed=0"]), ("meta_seed_1", ["meta.seed=1"])):
+        draws.clear()
+        m = run(_cfg("meta.steps=2", "meta.val_every=1", "meta.checkpoint_every=1", *extra), tmp_path / name)
+        runs[name] = (list(draws), m)
+    (a, ma), (b, mb), (c, mc) = runs["run_seed"], runs["explicit_0"], runs["meta_seed_1"]
+    assert a == b and ma["targets"] == mb["targets"]  # meta.seed=0 is the run's seed 0
+    assert a[0] == c[0]  # the validation episodes, drawn first, are the run's
+    assert a[1:] != c[1:]  # the training episodes are not
+    assert ma["cells"] == mc["cells"]
+    assert scored[0] == scored[1] == scored[2]  # the same source test and calibration sentences
+    assert ma["source_test"]["zero_shot_acc"] != mc["source_test"]["zero_shot_acc"]

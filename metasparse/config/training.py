@@ -180,6 +180,10 @@ class MetaConfig:
         mask_init: sparse_maml's initial mask score (> 0: every element adapts at first).
         max_nonfinite: outer steps with a NaN or infinite loss or gradient that are skipped (the last good
             state kept) before the run stops with an error.
+        seed: the outer loop's own random state (training episodes, Gumbel noise, a fresh controller's and
+            adapters' initialisation); None: the run's ``seed``. Why: the run's seed also keys the cached
+            backbone and fixes the data splits, validation and scoring, so repeating meta-training on one
+            backbone to see its spread needs a seed of its own.
     """
 
     algorithm: str = "fomaml"
@@ -204,6 +208,7 @@ class MetaConfig:
     tau_end: float = 0.3
     mask_init: float = 0.01
     max_nonfinite: int = 10
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         require(self.mask_init > 0, "meta.mask_init", "> 0", self.mask_init)
@@ -288,6 +293,11 @@ class MetaTrainConfig(PretrainConfig):
     adapters: AdapterConfig = field(default_factory=AdapterConfig)
     resume: str | None = None
     max_source_test_sentences: int | None = None
+
+
+def outer_seed(cfg: MetaTrainConfig) -> int:
+    """The seed of everything meta-training draws (``meta.seed``, else the run's ``seed``)."""
+    return cfg.seed if cfg.meta.seed is None else cfg.meta.seed
 
 
 @dataclass

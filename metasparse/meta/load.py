@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from metasparse.checkpoint import load_checkpoint
 from metasparse.config import MetaTrainConfig, adapt_parts
+from metasparse.config.training import outer_seed
 from metasparse.control.budget import CostModel, budget_cost
 from metasparse.control.controller import Controller
 from metasparse.data.prepare import DataBundle, prepare
@@ -99,7 +100,7 @@ def new_system(
     *,
     cost: CostModel | None = None,
 ) -> GatedSystem:
-    """A fresh controller (seeded by ``cfg.seed``) on ``backbone``, with pathway adapters at their initial
+    """A fresh controller (seeded by ``meta.seed``, else ``cfg.seed``) on ``backbone``, with pathway adapters at their initial
     values attached when the adapt set includes them (seeded apart, so the controller's initialisation is
     the same with or without adapters), and the budget's cost model: ``cost`` if given, else the run's
     (``backbone_dir``: where a latency table lives).
@@ -109,9 +110,9 @@ def new_system(
     0.5 budget on paper and ran at 0.55 of dense at batch 1). Measuring or loading a table leaves the
     global random state as it found it, so a run does not depend on whether its table was cached.
     """
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(outer_seed(cfg))
     system = GatedSystem(backbone, new_controller(backbone, cfg))
-    attach_initial_adapters(backbone, cfg, cfg.seed)
+    attach_initial_adapters(backbone, cfg, outer_seed(cfg))
     with torch.random.fork_rng():
         system.cost = cost if cost is not None else system_cost(backbone, cfg, backbone_dir)
     return system

@@ -28,7 +28,7 @@ from metasparse.checkpoint import (
     save_checkpoint,
 )
 from metasparse.config import MetaTrainConfig
-from metasparse.config.training import adapt_parts
+from metasparse.config.training import adapt_parts, outer_seed
 from metasparse.control.budget import annealed_target
 from metasparse.control.relax import anneal_temperature
 from metasparse.data.cells import Cell
@@ -192,7 +192,7 @@ def meta_gradient(
     m = cfg.meta
     learners, stats = [], []
     for i, ep in episodes:
-        torch.manual_seed(cfg.seed * 100_003 + i)  # Gumbel noise of episode i: the same on any rank, and on resume
+        torch.manual_seed(outer_seed(cfg) * 100_003 + i)  # Gumbel noise of episode i: the same on any rank, and on resume
         learner = adapt_learner(algo, data, ep, cfg, steps=m.inner_steps, target=target, tau=tau, system=system)
         if isinstance(algo, Reptile):
             learners.append(learner)
@@ -307,7 +307,8 @@ def meta_train(
     m = cfg.meta
     algo = build_algorithm(system, cfg)
     opt = torch.optim.Adam([p for p in algo.parameters() if p.requires_grad], lr=m.outer_lr)
-    sampler = bundle.sampler(train_cells, cfg.episodes, cfg.seed)
+    sampler = bundle.sampler(train_cells, cfg.episodes, outer_seed(cfg))
+    # validation episodes stay the run's: runs of several meta.seed values are validated alike
     val_eps = bundle.sampler(val_cells, cfg.episodes, cfg.seed, validation=True).take(m.val_episodes)
     state, ckpt = MetaState(outer_lr=m.outer_lr), out_dir / "ckpt"
     if resume is not None:

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from metasparse.checkpoint import save_checkpoint
 from metasparse.config import MetaTrainConfig
+from metasparse.config.training import outer_seed
 from metasparse.control.train import calibrate_bias
 from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import prepare
@@ -112,7 +113,7 @@ def run(cfg: MetaTrainConfig, out_dir: Path) -> dict:
     t0 = time.time()
     if is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(outer_seed(cfg))
     bundle, backbone, backbone_metrics, backbone_dir, joint_ctrl = backbone_for(cfg)
     e, idx = cfg.episodes, bundle.index
     train_cells, val_cells = split_validation_cells(

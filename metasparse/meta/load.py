@@ -100,10 +100,10 @@ def new_system(
     *,
     cost: CostModel | None = None,
 ) -> GatedSystem:
-    """A fresh controller (seeded by ``meta.seed``, else ``cfg.seed``) on ``backbone``, with pathway adapters at their initial
-    values attached when the adapt set includes them (seeded apart, so the controller's initialisation is
-    the same with or without adapters), and the budget's cost model: ``cost`` if given, else the run's
-    (``backbone_dir``: where a latency table lives).
+    """A fresh controller (seeded by ``meta.seed``, else ``cfg.seed``) on ``backbone``, with pathway
+    adapters at their initial values attached when the adapt set includes them (seeded apart, so the
+    controller's initialisation is the same with or without adapters), and the budget's cost model:
+    ``cost`` if given, else the run's (``backbone_dir``: where a latency table lives).
 
     The cost model is built after the adapters are attached: a latency table times the architecture that
     runs, and pathway adapters add small matmuls to every unit (priced without them, a run met its

@@ -192,7 +192,8 @@ def meta_gradient(
     m = cfg.meta
     learners, stats = [], []
     for i, ep in episodes:
-        torch.manual_seed(outer_seed(cfg) * 100_003 + i)  # Gumbel noise of episode i: the same on any rank, and on resume
+        # Gumbel noise of episode i: the same on any rank, and on resume
+        torch.manual_seed(outer_seed(cfg) * 100_003 + i)
         learner = adapt_learner(algo, data, ep, cfg, steps=m.inner_steps, target=target, tau=tau, system=system)
         if isinstance(algo, Reptile):
             learners.append(learner)

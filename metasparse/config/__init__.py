@@ -24,6 +24,7 @@ from metasparse.config.evaluation import (
     EvaluateConfig,
     ExitBenchConfig,
     ExitBenchOptions,
+    HeadroomConfig,
     LatencyOptions,
     SpeedBenchConfig,
     SpeedBenchOptions,
@@ -63,6 +64,7 @@ __all__ = [
     "CostBenchConfig",
     "CostBenchOptions",
     "ExitBenchConfig",
+    "HeadroomConfig",
     "ExitBenchOptions",
     "DataConfig",
     "DiagnoseConfig",
@@ -98,6 +100,7 @@ def register_configs() -> None:
     cs.store(name="bench_speed_schema", node=SpeedBenchConfig)
     cs.store(name="bench_costs_schema", node=CostBenchConfig)
     cs.store(name="bench_exits_schema", node=ExitBenchConfig)
+    cs.store(name="bench_headroom_schema", node=HeadroomConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="bench_transfer_schema", node=TransferBenchConfig)
     cs.store(name="diagnose_schema", node=DiagnoseConfig)

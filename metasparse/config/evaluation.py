@@ -302,3 +302,38 @@ class TransferBenchConfig:
         require(
             self.converge_steps >= 0, "converge_steps", ">= 0 (0: no converged-scratch ceiling)", self.converge_steps
         )
+
+
+@dataclass
+class HeadroomConfig:
+    """Schema of ``conf/bench_headroom.yaml``: what per-input choices could gain over the static structure.
+
+    Attributes:
+        run_dir: a finished meta_train run (its backbone, cost table and controller).
+        target: average predicted latency at batch 1, as a fraction of dense, every row meets.
+        budgets: the static structures scored (latency budgets), besides ``target`` and ``pair``.
+        pair: the lean and broad structure the sentences are split between (lean < target < broad).
+        test_sentences: source test sentences scored (null: all).
+        calib_sentences: source dev sentences the structures' latency is fitted on.
+        select_per_cell: other source dev sentences per cell a per-cell structure is chosen on.
+        out: also write the JSON result here.
+        seed: fixes the sentence samples and the random split.
+    """
+
+    run_dir: str = MISSING
+    target: float = 0.5
+    budgets: list[float] = field(default_factory=lambda: [0.25, 0.3, 0.35, 0.4, 0.6, 0.65, 0.7, 0.75])
+    pair: list[float] = field(default_factory=lambda: [0.35, 0.65])
+    test_sentences: int | None = 2000
+    calib_sentences: int = 1500
+    select_per_cell: int = 40
+    out: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.select_per_cell >= 1, "select_per_cell", ">= 1", self.select_per_cell)
+        require(0 < self.target <= 1, "target", "(0, 1]", self.target)
+        require(all(0 < b <= 1 for b in self.budgets), "budgets", "values in (0, 1]", self.budgets)
+        ok = len(self.pair) == 2 and 0 < self.pair[0] < self.target < self.pair[1] <= 1
+        require(ok, "pair", "[lean, broad] with 0 < lean < target < broad <= 1", self.pair)
+        require(self.test_sentences is None or self.test_sentences >= 1, "test_sentences", ">= 1", self.test_sentences)

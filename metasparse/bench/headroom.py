@@ -6,7 +6,8 @@
 The latency-aware static structure (HALP-style knapsack under the run's cost table, as evaluate's
 ``latency``) is scored at several budgets on the same source test sentences. Every structure keeps, on
 each layer, a prefix of one importance ranking of its units, so a per-sentence choice among them runs on
-one reordered model as prefix patterns. At the ``target`` (an average predicted latency at batch 1, the budget every row meets):
+one reordered model as prefix patterns. At the ``target`` (an average predicted latency at batch 1, the
+budget every row meets):
 
 - **oracle over all structures**: each sentence takes the structure that maximises its correct tags (UPOS +
   DEPREL), under the budget (the multiple-choice knapsack over sentences, solved by its Lagrangian). A

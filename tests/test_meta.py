@@ -235,3 +235,23 @@ def test_sparse_maml_runs_in_meta_training_and_its_mask_survives_a_reload(tmp_pa
         torch.testing.assert_close(fresh.mask_scores[k], v)
     with pytest.raises(KeyError, match="no meta-parameter"):
         load_algorithm_state(fresh, {"algo.rates.x": torch.zeros(())}, tmp_path)
+
+
+def test_validation_dips_are_judged_at_one_budget_target_only(tmp_path, monkeypatch):
+    """While the budget anneals, a lower validation accuracy at a lower target is the budget biting, not a
+    dip: it becomes the best at its target. At the same target a fall past the margin restores the best."""
+    import metasparse.meta.outer as outer
+    from metasparse.config import MetaTrainConfig
+
+    saved, loaded = [], []
+    monkeypatch.setattr(outer, "_save", lambda folder, *a: saved.append(a[-1].step) or folder.mkdir(exist_ok=True))
+    monkeypatch.setattr(outer, "_load", lambda folder, algo, opt: loaded.append(folder) or outer.MetaState(best_step=7))
+    cfg, opt = MetaTrainConfig(), torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    state = outer.MetaState(outer_lr=1.0)
+    for step, target, acc in ((25, 0.7, 0.85), (50, 0.5, 0.80), (75, 0.5, 0.81), (100, 0.5, 0.78)):
+        state.step = step
+        rec = {"target": target, "val_acc": acc}
+        outer._keep_best_or_restore(rec, None, None, opt, state, cfg, tmp_path)
+    assert saved == [25, 50, 75]  # step 50: a new target, not a fall from 0.85
+    assert len(loaded) == 1 and state.restorations == 1 and rec["restored_from"] == 7  # step 100: 0.78 < 0.81 - 0.02
+    assert state.best_target == 0.5 and state.outer_lr == cfg.meta.restore_lr_factor

@@ -90,3 +90,65 @@ def test_latency_pruned_keeps_the_most_important_units(monkeypatch):
     plan = model.forward_with(b, lambda i, blk, x, mask: x if i == 2 else blk.forward_sliced(x, mask, model.full, None))
     for t in out.logits:  # reordering inside full layers changes nothing: the same as skipping layer 2
         torch.testing.assert_close(out.logits[t][b.word_mask], plan.logits[t][b.word_mask], atol=1e-5, rtol=1e-5)
+
+
+def _mix_setup(monkeypatch, target):
+    import metasparse.baselines.latency_mix as LM
+
+    model = tiny_model(CODEBOOK)
+    head_imp = torch.tensor([[1.0, 9.0, 2.0, 8.0], [5.0, 4.0, 3.0, 2.0], [1.0, 6.0, 1.5, 1.0]])
+    group_imp = torch.tensor([[3.0, 1.0, 7.0, 2.0], [1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 1.0, 5.0]])
+    monkeypatch.setattr(LM, "unit_importance", lambda m, corpus: (head_imp, group_imp))
+
+    class Lengths:
+        def lengths(self):
+            return np.array([8, 8])
+
+    table = _table(model, skip_ms=0.0, layer_ms=1.0)
+    return model, LM.latency_mixed(model, None, Lengths(), target, table), table, (head_imp, group_imp)
+
+
+def test_latency_mix_spends_the_budget_between_two_knapsack_steps(monkeypatch):
+    """At a budget between two structures the knapsack can reach, the mix draws the broad one for the share
+    of sentences that brings the expected predicted latency to the budget."""
+    model, mix, table, _ = _mix_setup(monkeypatch, 0.5)
+    lean, broad = mix.plans.tolist()
+    c = table.per_example([8, 8], 1)
+    dense, fixed = float(c["dense"].sum()), float(c["fixed"].sum())
+    cost = lambda plan: (fixed + sum(float(c["layers"][li, :, p].sum()) for li, p in enumerate(plan))) / dense  # noqa: E731
+    assert cost(lean) <= 0.5 < cost(broad)
+    assert (1 - mix.share) * cost(lean) + mix.share * cost(broad) == pytest.approx(0.5, abs=1e-6)
+    assert 0 < mix.share < 1
+
+
+def test_latency_mix_runs_each_sentence_as_its_static_structure_would(monkeypatch):
+    """Both structures run on one reordered backbone as prefix patterns: each sentence's labels equal the
+    latency-aware static structure's that it drew, and its draw does not depend on the batch around it."""
+    import metasparse.baselines.latency_static as LS
+
+    model, mix, table, imp = _mix_setup(monkeypatch, 0.5)
+    monkeypatch.setattr(LS, "unit_importance", lambda m, corpus: imp)
+    b = random_batch([5, 3, 6, 4, 7, 2, 5, 6], seed=3)
+    out = mix.forward(b)
+    levels = torch.stack([d.levels for d in out.decisions], 1)
+    lean, broad = mix.plans
+    assert {tuple(r) for r in levels.tolist()} == {tuple(lean.tolist()), tuple(broad.tolist())}
+    for plan in (lean, broad):
+        static = LS.StaticMethod(*_kept_model(model, imp, [model.codebook[p] for p in plan.tolist()]), "ref").forward(b)
+        rows = (levels == plan).all(1)
+        for t in out.logits:
+            m = b.word_mask[rows]
+            torch.testing.assert_close(out.logits[t][rows][m], static.logits[t][rows][m], atol=1e-5, rtol=1e-5)
+    alone = torch.stack([d.levels for d in mix.forward(b.select([2])).decisions], 1)
+    assert torch.equal(alone[0], levels[2])
+
+
+def _kept_model(model, imp, patterns):
+    from metasparse.baselines.units import KeptUnits, reorder_units
+
+    order = lambda x, li, n: torch.argsort(x[li], descending=True, stable=True)[:n].tolist()  # noqa: E731
+    kept = KeptUnits(
+        [order(imp[0], li, p.n_heads) for li, p in enumerate(patterns)],
+        [order(imp[1], li, p.n_groups) for li, p in enumerate(patterns)],
+    )
+    return reorder_units(model, kept), kept.patterns()

@@ -16,6 +16,7 @@ import torch
 from metasparse.baselines.controllers import trained_controller
 from metasparse.baselines.importance import importance_pruned
 from metasparse.baselines.l0 import l0_pruned
+from metasparse.baselines.latency_mix import latency_mixed
 from metasparse.baselines.latency_static import latency_pruned
 from metasparse.baselines.random_policy import random_calibrated
 from metasparse.baselines.teal import teal_calibrated
@@ -37,6 +38,7 @@ FAMILIES = {
     "importance": "static",
     "l0": "static",
     "latency": "static",
+    "latency_mix": "per-input",
     "teal": "training-free",
 }
 
@@ -91,12 +93,15 @@ def build_method(
         return importance_pruned(model, splits.train, splits.calib, budget)
     if name == "l0":
         return l0_pruned(model, splits.train, splits.calib, budget, steps=steps, seed=seed)
-    if name == "latency":
+    if name in ("latency", "latency_mix"):
         cost = run.system.cost
         if isinstance(cost, LatencyCost):  # the run's own budget is in time: its table and batch size
-            return latency_pruned(model, splits.train, splits.calib, budget, cost.table, batch=cost.batch)
-        table, _, _ = load_or_measure(model, run.backbone_dir, threads=torch.get_num_threads())
-        return latency_pruned(model, splits.train, splits.calib, budget, table)
+            table, batch = cost.table, cost.batch
+        else:
+            table, batch = load_or_measure(model, run.backbone_dir, threads=torch.get_num_threads())[0], 1
+        if name == "latency_mix":
+            return latency_mixed(model, splits.train, splits.calib, budget, table, batch=batch, seed=seed)
+        return latency_pruned(model, splits.train, splits.calib, budget, table, batch=batch)
     if name == "teal":
         return teal_calibrated(model, splits.calib, budget)
     if name == "random":

@@ -11,7 +11,7 @@ from metasparse.errors import require
 from metasparse.tracking import LoggerConfig
 
 # Every method ``evaluate`` and ``bench.transfer`` know, in report order (dense first).
-METHODS = ("dense", "meta", "multitask", "importance", "l0", "latency", "teal", "random")
+METHODS = ("dense", "meta", "multitask", "importance", "l0", "latency", "latency_mix", "teal", "random")
 # Peers: other taggers a user would pick instead, scored on the same sentences (not ways of running the backbone).
 PEERS = ("udpipe",)
 # The starting points bench.transfer adapts from (metasparse.baselines.finetune builds them).

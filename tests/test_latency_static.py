@@ -63,6 +63,13 @@ def test_latency_knapsack_skips_layers_when_narrow_is_barely_cheaper():
         latency_knapsack(model, values, table, [8], 0.1)
 
 
+class _TwoSentences:
+    """A calibration corpus of two 8-word sentences (all the knapsack reads of it)."""
+
+    def lengths(self):
+        return np.array([8, 8])
+
+
 def test_latency_pruned_keeps_the_most_important_units(monkeypatch):
     import metasparse.baselines.latency_static as LS
 
@@ -71,14 +78,10 @@ def test_latency_pruned_keeps_the_most_important_units(monkeypatch):
     group_imp = torch.tensor([[3.0, 1.0, 7.0, 2.0], [1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0]])
     monkeypatch.setattr(LS, "unit_importance", lambda m, corpus: (head_imp, group_imp))
 
-    class Lengths:
-        def lengths(self):
-            return np.array([8, 8])
-
     table = _table(model, skip_ms=0.0, layer_ms=1.0)
     # dense 3.5 ms, budget 0.8: 2.3 ms for layers. Full layers 0 and 1 (2.0 ms) keep 33 + 24 of importance;
     # three half layers (2.25 ms) keep 27 + 16 + 4; full + two halves (2.5 ms) does not fit.
-    m = latency_pruned(model, None, Lengths(), 0.80, table)
+    m = latency_pruned(model, None, _TwoSentences(), 0.80, table)
     assert [(p.n_heads, p.n_groups) for p in m.patterns] == [(4, 4), (4, 4), (0, 0)]
     blk, ref = m.model.blocks[0], model.blocks[0]
     dh = blk.d_head
@@ -100,12 +103,8 @@ def _mix_setup(monkeypatch, target):
     group_imp = torch.tensor([[3.0, 1.0, 7.0, 2.0], [1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 1.0, 5.0]])
     monkeypatch.setattr(LM, "unit_importance", lambda m, corpus: (head_imp, group_imp))
 
-    class Lengths:
-        def lengths(self):
-            return np.array([8, 8])
-
     table = _table(model, skip_ms=0.0, layer_ms=1.0)
-    return model, LM.latency_mixed(model, None, Lengths(), target, table), table, (head_imp, group_imp)
+    return model, LM.latency_mixed(model, None, _TwoSentences(), target, table), table, (head_imp, group_imp)
 
 
 def test_latency_mix_spends_the_budget_between_two_knapsack_steps(monkeypatch):

@@ -27,6 +27,7 @@ from metasparse.control.train import calibrate_bias
 from metasparse.meta.load import LoadedRun
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.runtime.cost_store import load_or_measure
+from metasparse.runtime.costs import CostTable
 from metasparse.scoring.methods import Dense, Method
 
 FAMILIES = {
@@ -67,6 +68,15 @@ def source_splits(run: LoadedRun, *, test_sentences: int | None = 2000, calib_se
     return SourceSplits(build(sorted(dev[:cut])), build(calib), build(test))
 
 
+def latency_table(run: LoadedRun) -> tuple[CostTable, int]:
+    """The cost table and batch size latency-aware baselines are priced by: the run's own when its budget is
+    in time, else the backbone's table on this machine (measured on first use) at batch 1."""
+    cost = run.system.cost
+    if isinstance(cost, LatencyCost):
+        return cost.table, cost.batch
+    return load_or_measure(run.system.backbone, run.backbone_dir, threads=torch.get_num_threads())[0], 1
+
+
 def build_method(
     name: str, run: LoadedRun, splits: SourceSplits, budget: float, *, steps: int = 300, seed: int = 0
 ) -> Method:
@@ -94,11 +104,7 @@ def build_method(
     if name == "l0":
         return l0_pruned(model, splits.train, splits.calib, budget, steps=steps, seed=seed)
     if name in ("latency", "latency_mix"):
-        cost = run.system.cost
-        if isinstance(cost, LatencyCost):  # the run's own budget is in time: its table and batch size
-            table, batch = cost.table, cost.batch
-        else:
-            table, batch = load_or_measure(model, run.backbone_dir, threads=torch.get_num_threads())[0], 1
+        table, batch = latency_table(run)
         if name == "latency_mix":
             return latency_mixed(model, splits.train, splits.calib, budget, table, batch=batch, seed=seed)
         return latency_pruned(model, splits.train, splits.calib, budget, table, batch=batch)

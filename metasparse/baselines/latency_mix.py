@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from metasparse.baselines.importance import unit_importance
-from metasparse.baselines.latency_static import KnapsackChoice, latency_knapsack, layer_values
+from metasparse.baselines.latency_static import KnapsackChoice, latency_knapsack, layer_values, ranked_units
 from metasparse.baselines.random_policy import random_levels, random_policy, sentence_keys
-from metasparse.baselines.units import KeptUnits, reorder_units
+from metasparse.baselines.units import reorder_units
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import GatedEncoder
 from metasparse.runtime.costs import CostTable
@@ -77,12 +77,8 @@ def latency_mixed(
     broad = next_structure_up(model, values, table, lengths, lean, batch)
     gap = broad.latency_fraction - lean.latency_fraction
     share = float(np.clip((target - lean.latency_fraction) / gap, 0.0, 1.0)) if gap > 0 else 0.0
-    ranked = KeptUnits(
-        [torch.argsort(head_imp[li], descending=True, stable=True).tolist() for li in range(len(model.blocks))],
-        [torch.argsort(group_imp[li], descending=True, stable=True).tolist() for li in range(len(model.blocks))],
-    )
     log.info(
         "latency mix: %s (%.3f) and %s (%.3f), %.0f%% of sentences on the broad one",
         *(lean.levels, lean.latency_fraction, broad.levels, broad.latency_fraction, 100 * share),
     )
-    return MixMethod(reorder_units(model, ranked), lean.levels, broad.levels, share, seed)
+    return MixMethod(reorder_units(model, ranked_units(head_imp, group_imp)), lean.levels, broad.levels, share, seed)

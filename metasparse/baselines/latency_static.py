@@ -111,6 +111,13 @@ def latency_knapsack(
     return KnapsackChoice(levels, float(sum(values[li, p] for li, p in enumerate(levels))), used / dense)
 
 
+def ranked_units(head_imp: torch.Tensor, group_imp: torch.Tensor) -> KeptUnits:
+    """Every unit of every layer, most important first: a backbone reordered by it runs the structure
+    :func:`latency_pruned` keeps for any pattern per layer as plain prefix patterns."""
+    rank = lambda imp: [torch.argsort(row, descending=True, stable=True).tolist() for row in imp]  # noqa: E731
+    return KeptUnits(rank(head_imp), rank(group_imp))
+
+
 def latency_pruned(
     model: GatedEncoder,
     train: EncodedCorpus,

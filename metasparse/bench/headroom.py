@@ -37,7 +37,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from metasparse.baselines.build import build_method, source_splits
+from metasparse.baselines.build import build_method, latency_table, source_splits
+from metasparse.baselines.importance import unit_importance
+from metasparse.baselines.latency_static import latency_knapsack, layer_values, ranked_units
+from metasparse.baselines.units import reorder_units
 from metasparse.cli import check_paths, one_line_errors, run_dir_first
 from metasparse.config import HeadroomConfig
 from metasparse.control.budget import LatencyCost
@@ -47,7 +50,7 @@ from metasparse.meta.load import load_run
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.uncertainty import normalized_entropy
 from metasparse.runtime.costs import CostTable
-from metasparse.scoring import Scores, score
+from metasparse.scoring import PlanMethod, Scores, score
 
 log = logging.getLogger(__name__)
 TASKS = ("upos", "deprel")
@@ -120,13 +123,19 @@ def scored(method, corpus, table: CostTable, levels: list[int]) -> dict:
     }
 
 
-def scored_structures(run, splits, budgets: list[float], table: CostTable, select: EncodedCorpus) -> dict:
-    """The latency-aware static structure at each budget, scored per sentence on the test sentences and on
-    ``select`` (dev sentences a per-cell choice is made on): budget -> {levels, test, select}."""
-    model, out = run.system.backbone, {}
+def scored_structures(run, splits, budgets: list[float], select: EncodedCorpus) -> dict:
+    """The latency-aware static structure at each budget (evaluate's ``latency``: its knapsack over one
+    importance measurement), scored per sentence on the test sentences and on ``select`` (dev sentences a
+    per-cell choice is made on): budget -> {levels, test, select}. Importance is measured once and every
+    structure runs as prefix patterns on one backbone reordered by it (what ``latency`` runs, tested in
+    tests/test_latency_static.py)."""
+    model, (table, batch) = run.system.backbone, latency_table(run)
+    head_imp, group_imp = unit_importance(model, splits.train)
+    values, ranked = layer_values(model, head_imp, group_imp), reorder_units(model, ranked_units(head_imp, group_imp))
+    out = {}
     for b in budgets:
-        method = build_method("latency", run, splits, b)
-        levels = [model.codebook.index(p) for p in method.patterns]
+        levels = latency_knapsack(model, values, table, splits.calib.lengths(), b, batch).levels
+        method = PlanMethod(ranked, levels, f"static {b}")
         out[b] = {"levels": levels, "test": scored(method, splits.test, table, levels)}
         out[b]["select"] = scored(method, select, table, levels)
         log.info("static structure at %.2f: patterns %s", b, levels)
@@ -153,25 +162,15 @@ def per_cell_choice(parts: list[dict], lengths: np.ndarray, cells: np.ndarray, r
     return dict(zip(names.tolist(), oracle_choice(gain, cost, room).tolist(), strict=True))
 
 
-def cost_table(run) -> CostTable:
-    """The run's cost table when its budget is in time; else the backbone's, measured on first use (as
-    evaluate's ``latency`` method does)."""
-    from metasparse.runtime.cost_store import load_or_measure
-
-    if isinstance(run.system.cost, LatencyCost):
-        return run.system.cost.table
-    return load_or_measure(run.system.backbone, run.backbone_dir, threads=torch.get_num_threads())[0]
-
-
 def headroom(run, splits, cfg: HeadroomConfig) -> dict:
     """The rows described in the module docstring, as a JSON-ready dict."""
-    table = cost_table(run)
+    table = latency_table(run)[0]
     L = len(run.system.backbone.blocks)
     test, select = splits.test, per_cell_sample(splits.train, cfg.select_per_cell, cfg.seed)
     lengths, cells = np.asarray(test.lengths()), np.array(test.cells)
     dense_ms = structure_ms(table, [table.full_index()] * L, lengths)
     budgets = sorted({*cfg.budgets, cfg.target, *cfg.pair})
-    s = scored_structures(run, splits, budgets, table, select)
+    s = scored_structures(run, splits, budgets, select)
     parts = [s[b]["test"] for b in budgets]
     acc = lambda hits: {t: macro_cells(hits[t], lengths, cells) for t in TASKS}  # noqa: E731
     latency = lambda ms: float(ms.sum() / dense_ms.sum())  # noqa: E731

@@ -4,8 +4,7 @@ Outer loss = task loss + budget term (target annealed from dense) + stability te
 held-out source cells every ``val_every`` steps measures post-adaptation accuracy with hard decisions;
 when it falls more than ``restore_margin`` below the best at the same budget target, the best state is
 restored and the outer learning rate lowered. Checkpoints (safetensors + JSON, atomic) make the run
-resumable: episode ``i`` depends only on ``(seed, i)``, so a resumed run sees exactly the episodes it would
-have seen.
+resumable: episode ``i`` depends only on ``(seed, i)``, so a resumed run sees the episodes it would have.
 """
 
 from __future__ import annotations
@@ -279,11 +278,9 @@ def _outer_step(algo, system, data, episodes, cfg: MetaTrainConfig, opt, state: 
 def _keep_best_or_restore(rec: dict, system, algo, opt, state: MetaState, cfg: MetaTrainConfig, ckpt: Path) -> None:
     """After a validation: save a new best, or restore the best and lower the outer lr on a dip.
 
-    Only validations at the same budget target are compared: while the budget anneals from dense, an
-    earlier state spent more compute, so its accuracy was higher for that reason alone. Compared across
-    targets, the first validation at the final target could look like a dip and send the run back to a
-    state from before the budget bit, at half the outer rate (the legal main job: one seed of four, the
-    one that ended at FLOPs 0.42 where the others ended at 0.31; at ``budget.target=0.3``, twice).
+    Only validations at the same budget target are compared: while the budget anneals from dense an earlier
+    state's higher accuracy is the compute it spent, and the first validation at the final target could
+    send the run back to a state from before the budget bit (README, "Validation dips").
     """
     m = cfg.meta
     if rec["val_acc"] > state.best_val or rec["target"] != state.best_target:

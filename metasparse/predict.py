@@ -56,7 +56,15 @@ def run(cfg: PredictConfig, out_dir: Path) -> dict:
     if cfg.calibration is not None:  # a label-free recalibration (metasparse.recalibrate) replaces the run's
         apply_calibration(system, cfg.run_dir, cfg.calibration)
     model = system.backbone
-    corpus = EncodedCorpus.unlabelled(doc.sentences, loaded.bundle.tokenizer, model.spec.suffix_buckets)
+    lexicon = loaded.bundle.tokenizer.lexicon
+    if cfg.lang is not None and lexicon is not None and cfg.lang not in lexicon.langs:
+        raise ConfigValueError(
+            f"lang={cfg.lang}: the run's tag lexicon counted {', '.join(sorted(lexicon.langs))}; "
+            "allowed: one of them, or null (the tables pooled over languages)"
+        )
+    corpus = EncodedCorpus.unlabelled(
+        doc.sentences, loaded.bundle.tokenizer, model.spec.suffix_buckets, lang=cfg.lang or "x"
+    )
     tasks = [t for t in WRITTEN_TASKS if t in model.spec.tasks]
     tagged = tag(system.method(), corpus, tasks, cfg.batch_size)
     names = {t: loaded.bundle.tasks[t].labels for t in tasks}

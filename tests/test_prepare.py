@@ -83,3 +83,30 @@ def test_frequency_aware_word_dropout_is_keyed_and_needs_the_vocabulary(ud_datas
     assert probs[0] == 0 and probs[1:].tolist() == pytest.approx([1 / (1 + c) for c in counts])
     with pytest.raises(ConfigValueError, match=r"pretrain.word_dropout_alpha=1.0 needs the word vocabulary"):
         unknown_probabilities(hashed, prepare(hashed).tokenizer)
+
+
+def test_the_tag_lexicon_counts_the_source_train_split_and_leaves_only_its_tokens_out(ud_dataset):
+    """``model.tag_lexicon`` (on in ``model=small``) counts the source train sentences only (nothing of a
+    held-out legal cell), keys the backbone, and a corpus leaves each token out of its own counts only on
+    counted sentences."""
+    import numpy as np
+
+    from metasparse.model.corpus import EncodedCorpus
+
+    overrides = ["+domain=legal", "tokenizer.vocab_size=3000", "tokenizer.sentences_per_language=100"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        plain = OmegaConf.to_object(compose("meta_train", overrides=[*overrides, "model.tag_lexicon=false"]))
+        cfg = OmegaConf.to_object(compose("meta_train", overrides=overrides))  # model=small reads one by default
+    bundle, plain_bundle = prepare(cfg), prepare(plain)
+    lexicon = bundle.tokenizer.lexicon
+    train = {r for c in bundle.sources for r in bundle.index.rows(c, "train")}
+    assert plain_bundle.tokenizer.lexicon is None and lexicon is not None and lexicon.rows == train
+    assert not {r for c in bundle.targets for r in bundle.index.rows(c, "train")} & lexicon.rows
+    assert backbone_key(cfg, bundle) != backbone_key(plain, plain_bundle)
+    cell = bundle.sources[0]
+    rows = [*bundle.index.rows(cell, "train")[:20], *bundle.index.rows(cell, "test")[:20]]
+    corpus = EncodedCorpus.build(bundle.dataset, rows, bundle.tokenizer, bundle.tasks, 1024)
+    words = bundle.dataset.select(rows)["words"]
+    plain_features = [lexicon.features(w, cell.lang) for w in words]
+    left_out = [not np.array_equal(x.lexicon, f) for x, f in zip(corpus.items, plain_features, strict=True)]
+    assert all(left_out[:20]) and not any(left_out[20:])

@@ -105,6 +105,9 @@ class PredictConfig:
         out: the CoNLL-U file written (UPOS and DEPREL filled; other columns kept from CoNLL-U input).
         batch_size: sentences per forward (sorted by length so that a batch pads little).
         threads: torch CPU threads (null: torch's default).
+        lang: the text's language (a code the run was trained on, e.g. ``fi``) for a backbone with a tag
+            lexicon (``model.tag_lexicon``), which then reads that language's tables; null: the tables
+            pooled over languages. Other backbones do not read it.
     """
 
     run_dir: str = MISSING
@@ -114,6 +117,7 @@ class PredictConfig:
     out: str = MISSING
     batch_size: int = 32
     threads: int | None = None
+    lang: str | None = None
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)

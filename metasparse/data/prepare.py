@@ -14,6 +14,7 @@ from metasparse.data.cells import Cell, CellIndex, partition_cells
 from metasparse.data.episodes import EpisodeConfig, EpisodeSampler
 from metasparse.data.extra import ExtraTreebank, fingerprint, with_extra
 from metasparse.data.pretrained_tokenizer import PretrainedTokenizer, resolve_pretrained
+from metasparse.data.tag_lexicon import LEXICON_COLUMN, TagLexicon
 from metasparse.data.tokenizer import SubwordTokenizer, TokenizerConfig, train_tokenizer
 from metasparse.data.ud import load_ud
 from metasparse.data.word_vocabulary import WordVocabulary
@@ -133,6 +134,13 @@ def held_out(cfg: DataJob) -> tuple[list[str], list[str]]:
     return ([cfg.domain.name] if cfg.domain else []), ([cfg.language.code, *cfg.language.also] if cfg.language else [])
 
 
+def _tag_lexicon(ds, index: CellIndex, sources) -> TagLexicon:
+    """The tag lexicon of the source cells' train split (rows in cell order)."""
+    rows = [r for cell in sources for r in index.rows(cell, "train")]
+    data = ds.select(rows).select_columns(["words", LEXICON_COLUMN, "lang"]).to_dict()
+    return TagLexicon.build(data["words"], data[LEXICON_COLUMN], data["lang"], rows, ds._fingerprint)
+
+
 def prepare(cfg: DataJob) -> DataBundle:
     """Load sentences, partition cells into sources and targets, and train or load the tokenizer.
 
@@ -174,6 +182,8 @@ def prepare(cfg: DataJob) -> DataBundle:
         if cfg.tokenizer.word_min_count > 0:  # built from the same train sentences: nothing held out leaks in
             sentences = (s for lang in sorted(by_lang) for s in by_lang[lang])
             tokenizer.use_words(WordVocabulary.build(sentences, cfg.tokenizer.word_min_count))
+        if getattr(getattr(cfg, "model", None), "tag_lexicon", False):  # likewise the source train split only
+            tokenizer.use_lexicon(_tag_lexicon(ds, index, sources))
     words = tokenizer.words
     log.info(
         "%d source cells, %d target cells; tokenizer %s; %s",

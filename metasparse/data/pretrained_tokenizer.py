@@ -81,6 +81,7 @@ class PretrainedTokenizer:
         self.path = path
         self.hash_buckets = hash_buckets
         self.words = None  # no word vocabulary: the encoder does not read word forms (SubwordTokenizer.words)
+        self.lexicon = None  # nor a tag lexicon (model.tag_lexicon is for the package's own backbones)
         self.tok = _auto_tokenizer(path)
         if self.tok.unk_token_id is None:
             raise ConfigValueError(f"model.name_or_path={str(path)!r}: its tokenizer has no unknown token")

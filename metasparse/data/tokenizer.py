@@ -22,6 +22,7 @@ import numpy as np
 import sentencepiece as spm
 
 from metasparse.data.fetch import cache_dir
+from metasparse.data.tag_lexicon import TagLexicon
 from metasparse.data.word_vocabulary import WordVocabulary
 from metasparse.errors import ConfigValueError, require
 from metasparse.io import atomic_write
@@ -118,6 +119,7 @@ class SubwordTokenizer:
         self.model_proto = model_proto
         self.hash_buckets = hash_buckets
         self.words: WordVocabulary | None = None
+        self.lexicon: TagLexicon | None = None  # set by use_lexicon; read by features.encode_sentence
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
         # word form -> (piece ids, hash bucket): word forms repeat (Zipf), and sentencepiece encodes each
         # word of a sentence on its own anyway, so a memo gives the same ids at a fraction of the cost
@@ -136,6 +138,11 @@ class SubwordTokenizer:
         """Give word forms their vocabulary ids (None: hashed buckets); returns self."""
         self.words = words
         self._memo.clear()  # the memo holds each form's id under the old scheme
+        return self
+
+    def use_lexicon(self, lexicon: TagLexicon | None) -> SubwordTokenizer:
+        """Give each encoded word its tag-lexicon features (None: none); returns self."""
+        self.lexicon = lexicon
         return self
 
     def word_bucket(self, word: str) -> int:

@@ -9,6 +9,7 @@ import datasets
 import numpy as np
 
 from metasparse.data.cells import cell_name
+from metasparse.data.tag_lexicon import LEXICON_COLUMN
 from metasparse.data.tokenizer import SubwordTokenizer
 from metasparse.model.features import Batch, EncodedSentence, encode_sentence, pad
 from metasparse.tasks import Task
@@ -42,9 +43,18 @@ class EncodedCorpus:
         suffix_buckets: int,
     ) -> EncodedCorpus:
         sub = ds.select(list(rows))
-        cols = sub.select_columns(["words", "lang", "domain", "treebank", *{t.column for t in tasks.values()}])
-        data = cols.to_dict()
-        items = [encode_sentence(w, tokenizer, suffix_buckets) for w in data["words"]]
+        lexicon = getattr(tokenizer, "lexicon", None)
+        columns = {"words", "lang", "domain", "treebank", *(t.column for t in tasks.values())}
+        columns |= {LEXICON_COLUMN} if lexicon is not None else set()
+        data = sub.select_columns(sorted(columns)).to_dict()
+        # a sentence the lexicon counted reads it with each token left out of its own counts (jackknifing)
+        counted = [lexicon is not None and lexicon.counted(ds._fingerprint, int(r)) for r in rows]
+        items = [
+            encode_sentence(w, tokenizer, suffix_buckets, lang=lang, gold_upos=gold if c else None)
+            for w, lang, gold, c in zip(
+                data["words"], data["lang"], data.get(LEXICON_COLUMN, data["words"]), counted, strict=True
+            )
+        ]
         labels = {name: [t.encode(seq) for seq in data[t.column]] for name, t in tasks.items()}
         cells = [cell_name(*c) for c in zip(data["lang"], data["domain"], data["treebank"], strict=True)]
         return cls(np.asarray(rows, dtype=np.int64), items, labels, data["lang"], cells)
@@ -61,7 +71,7 @@ class EncodedCorpus:
         suffix_buckets: int,
     ) -> EncodedCorpus:
         """A corpus of sentences that are not dataset rows (stress inputs); ``tags`` is keyed by column."""
-        items = [encode_sentence(w, tokenizer, suffix_buckets) for w in words]
+        items = [encode_sentence(w, tokenizer, suffix_buckets, lang=lang) for w, lang in zip(words, langs, strict=True)]
         labels = {name: [t.encode(seq) for seq in tags[t.column]] for name, t in tasks.items()}
         return cls(np.full(len(items), -1, dtype=np.int64), items, labels, list(langs), list(cells))
 
@@ -70,7 +80,7 @@ class EncodedCorpus:
         cls, words: Sequence[Sequence[str]], tokenizer: SubwordTokenizer, suffix_buckets: int, lang: str = "x"
     ) -> EncodedCorpus:
         """Sentences without annotation (text to tag or to monitor): predicted, never scored."""
-        items = [encode_sentence(w, tokenizer, suffix_buckets) for w in words]
+        items = [encode_sentence(w, tokenizer, suffix_buckets, lang=lang) for w in words]
         return cls(np.full(len(items), -1, dtype=np.int64), items, {}, [lang] * len(items), [lang] * len(items))
 
     def __len__(self) -> int:

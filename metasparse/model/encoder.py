@@ -1,7 +1,8 @@
 """The gated encoder: lexical embeddings, gateable blocks, word-level task heads.
 
 The transformer runs over words, not subwords: each word's input is the mean of its subword
-embeddings plus a hashed word-form embedding and hashed suffix embeddings. Mean-pooling subwords is
+embeddings plus a word-form embedding, hashed suffix embeddings and, with a tag lexicon, a projection of
+the word's tag distribution counted in the train split. Mean-pooling subwords is
 what moved UPOS most in the measurements behind the design, the hashed forms act as a lexical memory
 (the lookup baseline is strong on this data), and running over words shortens sequences ~2.4x.
 """
@@ -102,6 +103,8 @@ class GatedEncoder(nn.Module):
             self.char_emb = nn.Embedding(CHAR_BUCKETS, spec.char_dim, padding_idx=0)
             self.char_conv = nn.Conv1d(spec.char_dim, spec.char_channels, CHAR_KERNEL, padding=CHAR_KERNEL // 2)
             self.char_proj = nn.Linear(spec.char_channels, d)
+        if spec.tag_lexicon:
+            self.lexicon_proj = nn.Linear(spec.tag_lexicon, d)
         eps = spec.layer_norm_eps
         self.emb_ln = nn.LayerNorm(d, eps=eps)
         self.emb_drop = nn.Dropout(spec.dropout)
@@ -176,6 +179,10 @@ class GatedEncoder(nn.Module):
             x = x + self.word_emb(batch.word_hash) + self.suffix_emb(affixes).sum(2)
         if self.spec.char_dim:
             x = x + self.char_features(batch)
+        if self.spec.tag_lexicon:
+            if batch.lexicon is None:
+                raise ValueError("this backbone reads a tag lexicon: encode the batch with the run's tokenizer")
+            x = x + self.lexicon_proj(batch.lexicon)
         # Any length: past the learned table, positions wrap around. Below the limit this is exactly the
         # plain table lookup; above it every word keeps its neighbours' relative order (what tagging reads),
         # at the cost of aliasing absolute positions 256 words apart.

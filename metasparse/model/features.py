@@ -1,5 +1,5 @@
 """Turn sentences into padded model inputs: subwords with word alignment, hashed word forms and suffixes,
-and each word's characters."""
+each word's characters and, with a tag lexicon, each word's tag distribution."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from metasparse.data.tokenizer import PAD_ID, SubwordTokenizer
@@ -45,6 +46,8 @@ class Batch:
             ints anyway, as in :func:`pad`); False means padded or not known. Why: a controller pools over
             real words, and asking the mask whether it has padding (``bool(mask.all())``) costs a reduction
             and a sync, about 9 us, a tenth of a decision at batch 1.
+        lexicon: ``[B, T, W]`` each word's tag-lexicon features
+            (:meth:`metasparse.data.tag_lexicon.TagLexicon.features`; padding 0), or None.
     """
 
     input_ids: torch.Tensor
@@ -55,6 +58,7 @@ class Batch:
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     char_ids: torch.Tensor | None = None
     unpadded: bool = False
+    lexicon: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -76,6 +80,7 @@ class Batch:
             {k: v[idx] for k, v in self.labels.items()},
             None if self.char_ids is None else self.char_ids[idx],
             self.unpadded,  # rows of an unpadded batch have no padding; of a padded one: not known
+            None if self.lexicon is None else self.lexicon[idx],
         )
 
 
@@ -111,6 +116,7 @@ class EncodedSentence:
     word_hash: list[int]
     suffix_hash: list[list[int]]
     chars: list[list[int]] = field(default_factory=list)
+    lexicon: np.ndarray | None = None
 
     @property
     def n_words(self) -> int:
@@ -122,9 +128,17 @@ def encode_sentence(
     tokenizer: SubwordTokenizer,
     suffix_bucket_count: int,
     max_subwords_per_word: int = 8,
+    *,
+    lang: str | None = None,
+    gold_upos: Sequence[str] | None = None,
 ) -> EncodedSentence:
-    """Encode one pre-tokenized sentence; a word over ``max_subwords_per_word`` pieces keeps its first."""
+    """Encode one pre-tokenized sentence; a word over ``max_subwords_per_word`` pieces keeps its first.
+
+    With a tag lexicon on the tokenizer, each word also gets its lexicon features for language ``lang``;
+    ``gold_upos`` (only for a sentence the lexicon counted) leaves each token out of its own counts.
+    """
     e = tokenizer.encode_words(words)
+    lexicon = getattr(tokenizer, "lexicon", None)
     ids, idx, count, last = [], [], 0, -1
     for i, w in zip(e.input_ids, e.word_index, strict=True):
         count = count + 1 if w == last else 1
@@ -138,6 +152,7 @@ def encode_sentence(
         e.word_hash,
         [list(_suffix_buckets(w, suffix_bucket_count)) for w in words],
         [list(_char_ids(w)) for w in words],
+        None if lexicon is None else lexicon.features(words, lang, gold_upos),
     )
 
 
@@ -181,13 +196,17 @@ def pad(items: Sequence[EncodedSentence], labels: Mapping[str, Sequence[Sequence
         chars = torch.zeros((B, T, MAX_CHARS), dtype=torch.long)
         padded = [c + [0] * (MAX_CHARS - len(c)) for x in items for c in x.chars]
         chars[mask] = torch.tensor(padded, dtype=torch.long).view(-1, MAX_CHARS)
+    lexicon = None
+    if items and all(x.lexicon is not None for x in items):
+        lexicon = torch.zeros((B, T, items[0].lexicon.shape[1]), dtype=torch.float32)  # type: ignore[union-attr]
+        lexicon[mask] = torch.from_numpy(np.concatenate([x.lexicon for x in items]))  # type: ignore[misc]
     out = {}
     for task, seqs in (labels or {}).items():
         t = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
         t[torch.arange(T) < torch.tensor([len(q) for q in seqs], dtype=torch.long)[:, None]] = _flat(seqs)
         out[task] = t
     unpadded = B > 0 and min(n_words) == T
-    return Batch(input_ids, word_index, word_hash, suffix, mask, out, chars, unpadded)
+    return Batch(input_ids, word_index, word_hash, suffix, mask, out, chars, unpadded, lexicon)
 
 
 def _flat(rows: Sequence[Sequence]) -> torch.Tensor:
@@ -205,7 +224,8 @@ def collate(
     suffix_bucket_count: int,
     labels: Mapping[str, Sequence[Sequence[int]]] | None = None,
     max_subwords_per_word: int = 8,
+    lang: str | None = None,
 ) -> Batch:
-    """Encode and pad sentences (lists of words) into a :class:`Batch`."""
-    items = [encode_sentence(s, tokenizer, suffix_bucket_count, max_subwords_per_word) for s in sentences]
+    """Encode and pad sentences (lists of words, in language ``lang`` when known) into a :class:`Batch`."""
+    items = [encode_sentence(s, tokenizer, suffix_bucket_count, max_subwords_per_word, lang=lang) for s in sentences]
     return pad(items, labels)

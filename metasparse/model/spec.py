@@ -36,6 +36,8 @@ class EncoderSpec:
         piece_ends: add an embedding of each word's first and of its last subword (own tables) to the
             mean of its subwords, which is blind to their order: in agglutinative words the last piece
             holds the case or tense ending, the first the stem.
+        tag_lexicon: width of each word's tag-lexicon features (0: none;
+            :class:`metasparse.data.tag_lexicon.TagLexicon`), projected to ``d_model`` and added to its input.
         norm: ``pre`` (the package's backbones) or ``post`` (BERT-family checkpoints).
         lexical: hashed word-form and suffix embeddings beside the subwords (off for a pretrained
             encoder, whose layers were trained on its subword embeddings alone).
@@ -61,6 +63,7 @@ class EncoderSpec:
     char_dim: int = 0
     char_channels: int = 0
     piece_ends: bool = False
+    tag_lexicon: int = 0
     norm: str = "pre"
     lexical: bool = True
     layer_norm_eps: float = 1e-5
@@ -91,6 +94,7 @@ class ModelConfig:
     char_dim: int = 0
     char_channels: int = 0
     piece_ends: bool = False
+    tag_lexicon: bool = False
     codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
     name_or_path: str | None = None
     finetune_lr: float = 3e-4
@@ -117,9 +121,18 @@ class ModelConfig:
             )
         require(0.0 <= self.dropout < 1.0, "model.dropout", "[0, 1)", self.dropout)
         require(self.finetune_lr > 0, "model.finetune_lr", "> 0", self.finetune_lr)
+        require(
+            not (self.tag_lexicon and self.name_or_path),
+            "model.tag_lexicon",
+            "false with model.name_or_path (a pretrained encoder reads its own subwords only)",
+            self.tag_lexicon,
+        )
 
-    def spec(self, vocab_size: int, tasks: dict[str, int], word_buckets: int) -> EncoderSpec:
-        """The architecture for a tokenizer (``vocab_size``, ``word_buckets``) and task set (name -> labels)."""
+    def spec(self, vocab_size: int, tasks: dict[str, int], word_buckets: int, lexicon_width: int = 0) -> EncoderSpec:
+        """The architecture for a tokenizer (``vocab_size``, ``word_buckets``, its tag lexicon's
+        ``lexicon_width``) and task set (name -> labels)."""
+        if self.tag_lexicon and lexicon_width <= 0:
+            raise ValueError("model.tag_lexicon=true needs a tokenizer with a tag lexicon (data.prepare builds it)")
         return EncoderSpec(
             vocab_size=vocab_size,
             tasks=dict(tasks),
@@ -137,4 +150,5 @@ class ModelConfig:
             char_dim=self.char_dim,
             char_channels=self.char_channels,
             piece_ends=self.piece_ends,
+            tag_lexicon=lexicon_width if self.tag_lexicon else 0,
         )

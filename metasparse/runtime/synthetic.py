@@ -21,7 +21,8 @@ def synthetic_batch(model: GatedEncoder, batch: int, length: int, seed: int = 0)
     suffix = torch.randint(1, s.suffix_buckets, (batch, length, 3), generator=g)
     chars = torch.zeros(batch, length, MAX_CHARS, dtype=torch.long)
     chars[..., :8] = torch.randint(3, 1000, (batch, length, 8), generator=g)
-    return Batch(ids, word_index, word_hash, suffix, mask, {}, chars, unpadded=True)
+    lexicon = torch.rand(batch, length, s.tag_lexicon, generator=g) if s.tag_lexicon else None
+    return Batch(ids, word_index, word_hash, suffix, mask, {}, chars, unpadded=True, lexicon=lexicon)
 
 
 def bucket_grid(model: GatedEncoder, batches, lengths) -> list[list[Batch]]:

@@ -57,7 +57,9 @@ def encoder_spec(model_cfg: ModelConfig, bundle: DataBundle) -> EncoderSpec:
     tasks = {n: t.num_labels for n, t in bundle.tasks.items()}
     if model_cfg.name_or_path:
         return pretrained_spec(model_cfg, tasks, bundle.tokenizer.word_rows)
-    return model_cfg.spec(bundle.tokenizer.vocab_size, tasks, bundle.tokenizer.word_rows)
+    lexicon = bundle.tokenizer.lexicon
+    width = lexicon.width if lexicon is not None else 0
+    return model_cfg.spec(bundle.tokenizer.vocab_size, tasks, bundle.tokenizer.word_rows, width)
 
 
 def spec_to_json(spec: EncoderSpec) -> dict:
@@ -78,7 +80,8 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
     """Hash of everything the trained weights depend on: model, optimisation, data, tokenizer, seed."""
     model = OmegaConf.to_container(OmegaConf.structured(cfg.model))
     # added later: absent at the first backbones' value, so older cache keys stay valid
-    for key, first in (("char_dim", 0), ("char_channels", 0), ("affixes", 3), ("piece_ends", False)):
+    firsts = (("char_dim", 0), ("char_channels", 0), ("affixes", 3), ("piece_ends", False), ("tag_lexicon", False))
+    for key, first in firsts:
         if model.get(key) == first:
             model.pop(key)
     if not model.get("name_or_path"):  # likewise: a backbone trained from scratch keys as before
@@ -107,6 +110,8 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
     words = bundle.tokenizer.words
     if words is not None:  # the rows' meaning; absent for hashed forms: older cache keys stay valid
         spec["words"] = words.fingerprint()
+    if bundle.tokenizer.lexicon is not None:  # what the lexicon inputs mean; absent without one, likewise
+        spec["lexicon"] = bundle.tokenizer.lexicon.fingerprint()
     if bundle.extra_fingerprint is not None:  # absent without data.extra: older cache keys stay valid
         spec["extra"] = bundle.extra_fingerprint
     if cfg.model.name_or_path:  # the checkpoint's bytes, not only its name

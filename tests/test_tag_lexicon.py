@@ -1,0 +1,167 @@
+"""The tag lexicon (``model.tag_lexicon``): counts, the suffix back-off, leaving a training token out of its
+own counts, and how its features reach the encoder."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from model_utils import random_batch, tiny_model
+
+from metasparse.data.tag_lexicon import LEVELS, MAX_SUFFIX, TagLexicon, hide_forms
+from metasparse.model.encoder import GatedEncoder
+from metasparse.model.features import pad
+
+# Turkish-like toy data: "evler" (NOUN) and "geldiler" (VERB) once each; "ve" (CCONJ) three times.
+WORDS = [["evler", "ve", "kediler"], ["geldiler", "ve", "gittiler"], ["ve", "evde"]]
+TAGS = [["NOUN", "CCONJ", "NOUN"], ["VERB", "CCONJ", "VERB"], ["CCONJ", "NOUN"]]
+LANGS = ["tr", "tr", "tr"]
+
+
+def _lexicon() -> TagLexicon:
+    return TagLexicon.build(WORDS, TAGS, LANGS, rows=[10, 11, 12], dataset="ud")
+
+
+def _level(lex: TagLexicon, row: np.ndarray, level: int) -> dict[str, float]:
+    """The tag distribution of one level (0: the form, n: the suffix of n characters), zeros left out."""
+    at = level * lex.block
+    return {t: float(v) for t, v in zip(lex.tags, row[at : at + len(lex.tags)], strict=True) if v > 0}
+
+
+def _evidence(lex: TagLexicon, row: np.ndarray, level: int) -> float:
+    return float(row[level * lex.block + len(lex.tags)])
+
+
+def test_a_seen_form_reads_its_own_tag_distribution_case_folded():
+    lex = _lexicon()
+    assert lex.tags == ("CCONJ", "NOUN", "VERB") and lex.block == 4 and lex.width == 4 * LEVELS
+    f = lex.features(["VE", "Evler"], "tr")
+    assert _level(lex, f[0], 0) == {"CCONJ": 1.0} and _evidence(lex, f[0], 0) == pytest.approx(np.log1p(3) / 10)
+    assert _level(lex, f[1], 0) == {"NOUN": 1.0}
+    # "ve", seen 3 times, is a rare form: its one suffix shorter than itself, "-e", counts it with evde
+    assert _level(lex, f[0], 1) == pytest.approx({"CCONJ": 3 / 4, "NOUN": 1 / 4})
+
+
+def test_every_suffix_level_of_rare_forms_is_a_block_of_its_own():
+    lex = _lexicon()
+    f = lex.features(["yediler"], "tr")[0]  # unseen: no form block
+    assert _level(lex, f, 0) == {} and _evidence(lex, f, 0) == 0
+    # "-r", "-er", "-ler": evler, kediler (NOUN), geldiler, gittiler (VERB); "-iler": not evler; "-diler":
+    # kediler, geldiler; "-ediler": kediler alone; no level 7: a suffix is shorter than the word
+    for n in (1, 2, 3):
+        assert _level(lex, f, n) == pytest.approx({"NOUN": 0.5, "VERB": 0.5})
+    assert _level(lex, f, 4) == pytest.approx({"NOUN": 1 / 3, "VERB": 2 / 3})
+    assert _level(lex, f, 5) == pytest.approx({"NOUN": 0.5, "VERB": 0.5})
+    assert _level(lex, f, 6) == {"NOUN": 1.0} and _evidence(lex, f, 6) == pytest.approx(np.log1p(1) / 10)
+    assert MAX_SUFFIX == 7 and _level(lex, f, 7) == {} and _evidence(lex, f, 7) == 0
+    assert not lex.features(["xyz"], "tr").any()  # nothing known about it: all zeros
+
+
+def test_a_counted_token_is_left_out_of_its_own_counts():
+    """On a training sentence a form seen once looks like an unseen form (no form block, its suffixes
+    without its own tag); a frequent form keeps its other occurrences."""
+    lex = _lexicon()
+    f = lex.features(["evler", "ve", "kediler"], "tr", gold=["NOUN", "CCONJ", "NOUN"])
+    assert _level(lex, f[0], 0) == {} and _evidence(lex, f[0], 0) == 0  # the only "evler" is this token
+    assert _level(lex, f[0], 3) == pytest.approx({"NOUN": 1 / 3, "VERB": 2 / 3})  # "-ler" without it
+    assert _level(lex, f[0], 4) == {}  # "-vler": only evler itself
+    assert _level(lex, f[1], 0) == {"CCONJ": 1.0} and _evidence(lex, f[1], 0) == pytest.approx(np.log1p(2) / 10)
+    plain = lex.features(["evler"], "tr")[0]
+    assert _level(lex, plain, 0) == {"NOUN": 1.0}  # a sentence the lexicon did not count reads every count
+    # only the counted dataset's rows are counted sentences: row 10 of a target file is another sentence
+    assert lex.counted("ud", 10) and not lex.counted("ud", 13) and not lex.counted("target-file", 10)
+
+
+def test_an_unknown_language_reads_the_pooled_tables_and_the_fingerprint_follows_the_counts():
+    lex = _lexicon()
+    np.testing.assert_array_equal(lex.features(["ve", "yediler"], "xx"), lex.features(["ve", "yediler"], None))
+    assert _level(lex, lex.features(["ve"], "xx")[0], 0) == {"CCONJ": 1.0}
+    other = TagLexicon.build(WORDS, [["NOUN"] * len(t) for t in TAGS], LANGS, rows=[10, 11, 12])
+    assert lex.fingerprint() == _lexicon().fingerprint() != other.fingerprint()
+
+
+def test_word_dropout_hides_the_form_block_of_the_dropped_words_only():
+    lex = _lexicon()
+    feats = torch.from_numpy(np.stack([lex.features(["evler", "ve"], "tr"), lex.features(["ve", "evde"], "tr")]))
+    dropped = torch.tensor([[True, False], [False, False]])
+    out = hide_forms(feats, dropped)
+    assert out[0, 0, : lex.block].abs().sum() == 0 and out[0, 0, lex.block :].abs().sum() > 0  # suffixes stay
+    torch.testing.assert_close(out[~dropped], feats[~dropped])
+    assert feats[0, 0, : lex.block].abs().sum() > 0  # the input is not changed in place
+
+
+class _Tokenizer:
+    """The two things encode_sentence asks of a tokenizer."""
+
+    def __init__(self, lexicon):
+        self.lexicon = lexicon
+
+    def encode_words(self, words):
+        from metasparse.data.tokenizer import align_pieces
+
+        return align_pieces([[5 + i] for i in range(len(words))], 1, [1] * len(words))
+
+
+def test_features_reach_the_batch_padded_with_zeros_and_follow_select():
+    from metasparse.model.features import encode_sentence
+
+    lex = _lexicon()
+    tok = _Tokenizer(lex)
+    items = [encode_sentence(w, tok, 64, lang="tr") for w in (["evler", "ve", "yediler"], ["ve"])]
+    batch = pad(items)
+    assert batch.lexicon is not None and batch.lexicon.shape == (2, 3, lex.width)
+    torch.testing.assert_close(batch.lexicon[0], torch.from_numpy(lex.features(["evler", "ve", "yediler"], "tr")))
+    assert batch.lexicon[1, 1:].abs().sum() == 0  # padding words
+    torch.testing.assert_close(batch.select([1]).lexicon, batch.lexicon[1:])
+    counted = encode_sentence(["evler", "ve"], tok, 64, lang="tr", gold_upos=["NOUN", "CCONJ"])
+    assert _level(lex, counted.lexicon[0], 0) == {}  # left out of its own counts
+    assert pad([encode_sentence(["ve"], _Tokenizer(None), 64)]).lexicon is None  # no lexicon, no features
+
+
+def test_the_encoder_adds_the_projected_features_and_refuses_a_batch_without_them():
+    base = tiny_model()
+    model = GatedEncoder(dataclasses.replace(base.spec, tag_lexicon=4)).eval()
+    batch = random_batch([3, 2])
+    with pytest.raises(ValueError, match="tag lexicon"):
+        model.embed(batch)
+    batch.lexicon = torch.zeros(2, 3, 4)
+    with torch.no_grad():
+        model.lexicon_proj.weight.normal_()
+        zero = model.embed(batch)
+        batch.lexicon = torch.rand(2, 3, 4)
+        assert not torch.allclose(model.embed(batch), zero)
+
+
+def test_tag_lexicon_is_refused_for_a_pretrained_encoder_and_needs_the_lexicon_width():
+    from metasparse.model.spec import ModelConfig
+
+    with pytest.raises(ValueError, match="model.tag_lexicon"):
+        ModelConfig(tag_lexicon=True, name_or_path="some/checkpoint")
+    with pytest.raises(ValueError, match="needs a tokenizer with a tag lexicon"):
+        ModelConfig(tag_lexicon=True).spec(100, {"upos": 17}, 10)
+    assert ModelConfig(tag_lexicon=True).spec(100, {"upos": 17}, 10, lexicon_width=25).tag_lexicon == 25
+    assert ModelConfig().spec(100, {"upos": 17}, 10, lexicon_width=25).tag_lexicon == 0
+
+
+def test_a_pretraining_step_hides_the_form_block_of_exactly_the_words_it_drops():
+    from metasparse.config import PretrainConfig
+    from metasparse.model.features import IGNORE_INDEX
+    from metasparse.train.pretrain_step import _step_loss
+
+    base = tiny_model(seed=2)
+    model = GatedEncoder(dataclasses.replace(base.spec, tag_lexicon=4 * LEVELS)).train()
+    batch = random_batch([5, 3, 7], seed=1)
+    batch.lexicon = torch.rand(*batch.word_mask.shape, 4 * LEVELS) * batch.word_mask[..., None]
+    batch.labels = {
+        t: torch.randint(0, n, batch.word_mask.shape).masked_fill(~batch.word_mask, IGNORE_INDEX)
+        for t, n in model.spec.tasks.items()
+    }
+    before, ids = batch.lexicon.clone(), batch.word_hash.clone()
+    _step_loss(PretrainConfig(), model, batch, 3)
+    dropped = (batch.word_hash == 0) & (ids != 0)
+    assert dropped.any() and (~dropped & batch.word_mask).any()
+    assert batch.lexicon[dropped][:, :4].abs().sum() == 0  # the form block of every dropped word
+    torch.testing.assert_close(batch.lexicon[dropped][:, 4:], before[dropped][:, 4:])  # its suffixes stay
+    torch.testing.assert_close(batch.lexicon[~dropped], before[~dropped])

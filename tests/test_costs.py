@@ -175,6 +175,17 @@ def test_a_table_of_the_same_architecture_is_reused_across_backbones(tmp_path, m
         table_file.write_text(other.to_json())
     _, _, fresh_other = load_or_measure(model, tmp_path / "backbones" / "cccc", threads=1)
     assert fresh_other and len(calls) == 1
+    # a backbone that also reads a tag lexicon has another fixed cost: another architecture, another table
+    import dataclasses
+
+    from metasparse.model.encoder import GatedEncoder
+
+    with_lexicon = GatedEncoder(dataclasses.replace(model.spec, tag_lexicon=8))
+    assert costs.backbone_identity(with_lexicon) != costs.backbone_identity(model)
+    from metasparse.runtime.synthetic import synthetic_batch
+
+    timed_on = synthetic_batch(with_lexicon, 2, 5)  # and the batches it is timed on carry its features
+    assert timed_on.lexicon is not None and with_lexicon.embed(timed_on).shape == (2, 5, model.spec.d_model)
 
 
 def test_the_controller_row_is_retimed_for_another_controller_and_the_layers_kept(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from model_utils import random_batch, tiny_model
 
-from metasparse.data.tag_lexicon import LEVELS, MAX_SUFFIX, TagLexicon, hide_forms
+from metasparse.data.tag_lexicon import LEVELS, MAX_SUFFIX, TagLexicon
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.features import pad
 
@@ -82,16 +82,6 @@ def test_an_unknown_language_reads_the_pooled_tables_and_the_fingerprint_follows
     assert lex.fingerprint() == _lexicon().fingerprint() != other.fingerprint()
 
 
-def test_word_dropout_hides_the_form_block_of_the_dropped_words_only():
-    lex = _lexicon()
-    feats = torch.from_numpy(np.stack([lex.features(["evler", "ve"], "tr"), lex.features(["ve", "evde"], "tr")]))
-    dropped = torch.tensor([[True, False], [False, False]])
-    out = hide_forms(feats, dropped)
-    assert out[0, 0, : lex.block].abs().sum() == 0 and out[0, 0, lex.block :].abs().sum() > 0  # suffixes stay
-    torch.testing.assert_close(out[~dropped], feats[~dropped])
-    assert feats[0, 0, : lex.block].abs().sum() > 0  # the input is not changed in place
-
-
 class _Tokenizer:
     """The two things encode_sentence asks of a tokenizer."""
 
@@ -143,25 +133,3 @@ def test_tag_lexicon_is_refused_for_a_pretrained_encoder_and_needs_the_lexicon_w
         ModelConfig(tag_lexicon=True).spec(100, {"upos": 17}, 10)
     assert ModelConfig(tag_lexicon=True).spec(100, {"upos": 17}, 10, lexicon_width=25).tag_lexicon == 25
     assert ModelConfig().spec(100, {"upos": 17}, 10, lexicon_width=25).tag_lexicon == 0
-
-
-def test_a_pretraining_step_hides_the_form_block_of_exactly_the_words_it_drops():
-    from metasparse.config import PretrainConfig
-    from metasparse.model.features import IGNORE_INDEX
-    from metasparse.train.pretrain_step import _step_loss
-
-    base = tiny_model(seed=2)
-    model = GatedEncoder(dataclasses.replace(base.spec, tag_lexicon=4 * LEVELS)).train()
-    batch = random_batch([5, 3, 7], seed=1)
-    batch.lexicon = torch.rand(*batch.word_mask.shape, 4 * LEVELS) * batch.word_mask[..., None]
-    batch.labels = {
-        t: torch.randint(0, n, batch.word_mask.shape).masked_fill(~batch.word_mask, IGNORE_INDEX)
-        for t, n in model.spec.tasks.items()
-    }
-    before, ids = batch.lexicon.clone(), batch.word_hash.clone()
-    _step_loss(PretrainConfig(), model, batch, 3)
-    dropped = (batch.word_hash == 0) & (ids != 0)
-    assert dropped.any() and (~dropped & batch.word_mask).any()
-    assert batch.lexicon[dropped][:, :4].abs().sum() == 0  # the form block of every dropped word
-    torch.testing.assert_close(batch.lexicon[dropped][:, 4:], before[dropped][:, 4:])  # its suffixes stay
-    torch.testing.assert_close(batch.lexicon[~dropped], before[~dropped])

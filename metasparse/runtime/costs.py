@@ -232,6 +232,8 @@ def backbone_identity(model: GatedEncoder) -> str:
     shape.append(None if s.adapter is None else [s.adapter.kind, s.adapter.rank])
     if s.piece_ends:  # added later: absent when off, so older tables keep their names
         shape.append("piece_ends")
+    if s.tag_lexicon:  # likewise: its projection is part of every forward's fixed cost
+        shape.append(f"tag_lexicon={s.tag_lexicon}")
     return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
 

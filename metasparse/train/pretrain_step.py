@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from metasparse.config import PretrainConfig
-from metasparse.data.tag_lexicon import hide_forms
 from metasparse.distributed import all_reduce_grads, all_reduce_sum
 from metasparse.errors import ConfigValueError, NonFiniteError
 from metasparse.model.encoder import Decision, GatedEncoder
@@ -85,10 +84,7 @@ def _step_loss(
     p = cfg.pretrain
     torch.manual_seed(cfg.seed * 7919 + step)  # dropout: a function of the step, so resume is exact
     if p.word_dropout > 0 or unknown is not None:
-        kept = drop_words(batch.word_hash, p.word_dropout, unknown)
-        if batch.lexicon is not None:  # a dropped form is unseen in the tag lexicon too
-            batch.lexicon = hide_forms(batch.lexicon, (kept == 0) & (batch.word_hash != 0))
-        batch.word_hash = kept
+        batch.word_hash = drop_words(batch.word_hash, p.word_dropout, unknown)
     B, T = batch.word_mask.shape
     counts = {t: int((y != IGNORE_INDEX).sum()) for t, y in batch.labels.items()}
     rows = torch.arange(rank, B, world) if world > 1 else None

@@ -133,3 +133,19 @@ def test_tag_lexicon_is_refused_for_a_pretrained_encoder_and_needs_the_lexicon_w
         ModelConfig(tag_lexicon=True).spec(100, {"upos": 17}, 10)
     assert ModelConfig(tag_lexicon=True).spec(100, {"upos": 17}, 10, lexicon_width=25).tag_lexicon == 25
     assert ModelConfig().spec(100, {"upos": 17}, 10, lexicon_width=25).tag_lexicon == 0
+
+
+@pytest.mark.parametrize("n", [1, 6])
+def test_the_projection_flops_are_counted_as_they_run(n):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from metasparse.model.flops import dense_flops, fixed_flops, gated_flops, lexicon_flops
+
+    model = GatedEncoder(dataclasses.replace(tiny_model().spec, tag_lexicon=12)).eval()
+    batch = random_batch([n])
+    batch.lexicon = torch.rand(1, n, 12)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(batch)
+    assert fc.get_total_flops() == dense_flops(model.spec, n) and lexicon_flops(model.spec, n) > 0
+    skip = [model.codebook[0]] * len(model.blocks)  # every layer skipped: the projection and heads still run
+    assert gated_flops(model.spec, skip, n) == fixed_flops(model.spec, n)

@@ -40,9 +40,8 @@ MAX_SUFFIX = 7
 RARE_FORM = 10
 POOLED = "*"
 LEVELS = MAX_SUFFIX + 1  # the form, then suffixes of 1..MAX_SUFFIX characters
-# The layout, part of the fingerprint (so of a backbone's cache key); the
-# trailing 3 is the minimum count of the single back-off this layout replaced, kept so the backbones
-# measured in the README keep their keys.
+# The layout, part of the fingerprint (so of a backbone's cache key); the trailing 3 is the minimum count
+# of the single back-off this layout replaced, kept so the backbones measured in the README keep their keys.
 _LAYOUT = "stacked"
 _HEADER = f"{_LAYOUT} {MAX_SUFFIX} {RARE_FORM} 3"
 

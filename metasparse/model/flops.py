@@ -61,9 +61,15 @@ def char_flops(spec: EncoderSpec, n: int) -> int:
     return n * (conv + 2 * spec.char_channels * spec.d_model)
 
 
+def lexicon_flops(spec: EncoderSpec, n: int) -> int:
+    """FLOPs of the tag lexicon's projection on ``n`` words (the counts are looked up before the model)."""
+    return 2 * n * spec.tag_lexicon * spec.d_model
+
+
 def fixed_flops(spec: EncoderSpec, n: int) -> int:
-    """FLOPs no policy can switch off: the character encoder and the task heads."""
-    return char_flops(spec, n) + heads_flops(spec, n)
+    """FLOPs no policy can switch off: the character encoder, the tag lexicon's projection and the task
+    heads."""
+    return char_flops(spec, n) + lexicon_flops(spec, n) + heads_flops(spec, n)
 
 
 def dense_flops(spec: EncoderSpec, n: int) -> int:

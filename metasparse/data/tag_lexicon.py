@@ -77,14 +77,10 @@ class TagLexicon:
     dataset: str = field(default="", compare=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     _tag_ids: dict[str, int] = field(init=False, repr=False, compare=False)
-    _form_totals: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {k: i for i, k in enumerate(self.keys)})
         object.__setattr__(self, "_tag_ids", {t: i for i, t in enumerate(self.tags)})
-        totals = self.counts.sum(1)
-        forms = {k: int(totals[i]) for k, i in self._index.items() if "\x1ff\x1f" in k}
-        object.__setattr__(self, "_form_totals", forms)
 
     @classmethod
     def build(
@@ -168,7 +164,7 @@ class TagLexicon:
         if row is not None:
             yield 0, self._minus(row, left_out)
         # the token counted towards its suffixes only if its form was rare
-        suffix_left_out = left_out if row is not None and self._form_totals[key] <= RARE_FORM else -1
+        suffix_left_out = left_out if row is not None and self.counts[row].sum() <= RARE_FORM else -1
         for n in range(1, min(MAX_SUFFIX, len(form) - 1) + 1):
             srow = self._index.get(_suffix_key(lang, form[-n:]))
             if srow is not None:

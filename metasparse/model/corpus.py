@@ -43,17 +43,18 @@ class EncodedCorpus:
         suffix_buckets: int,
     ) -> EncodedCorpus:
         sub = ds.select(list(rows))
-        lexicon = getattr(tokenizer, "lexicon", None)
+        lexicon = tokenizer.lexicon
         columns = {"words", "lang", "domain", "treebank", *(t.column for t in tasks.values())}
         columns |= {LEXICON_COLUMN} if lexicon is not None else set()
         data = sub.select_columns(sorted(columns)).to_dict()
         # a sentence the lexicon counted reads it with each token left out of its own counts (jackknifing)
-        counted = [lexicon is not None and lexicon.counted(ds._fingerprint, int(r)) for r in rows]
+        gold = [
+            data[LEXICON_COLUMN][i] if lexicon is not None and lexicon.counted(ds._fingerprint, int(r)) else None
+            for i, r in enumerate(rows)
+        ]
         items = [
-            encode_sentence(w, tokenizer, suffix_buckets, lang=lang, gold_upos=gold if c else None)
-            for w, lang, gold, c in zip(
-                data["words"], data["lang"], data.get(LEXICON_COLUMN, data["words"]), counted, strict=True
-            )
+            encode_sentence(w, tokenizer, suffix_buckets, lang=lang, gold_upos=g)
+            for w, lang, g in zip(data["words"], data["lang"], gold, strict=True)
         ]
         labels = {name: [t.encode(seq) for seq in data[t.column]] for name, t in tasks.items()}
         cells = [cell_name(*c) for c in zip(data["lang"], data["domain"], data["treebank"], strict=True)]

@@ -138,7 +138,7 @@ def encode_sentence(
     ``gold_upos`` (only for a sentence the lexicon counted) leaves each token out of its own counts.
     """
     e = tokenizer.encode_words(words)
-    lexicon = getattr(tokenizer, "lexicon", None)
+    lexicon = tokenizer.lexicon
     ids, idx, count, last = [], [], 0, -1
     for i, w in zip(e.input_ids, e.word_index, strict=True):
         count = count + 1 if w == last else 1

@@ -231,3 +231,40 @@ def test_a_batch_known_unpadded_spares_the_controller_its_padding_check():
     assert all(m is not None for m in seen[: len(model.blocks)])
     assert all(m is None for m in seen[len(model.blocks) :])
     assert torch.equal(levels, reference) and len(set(reference.flatten().tolist())) > 1
+
+
+@pytest.mark.parametrize("lengths", [[7], LENGTHS])
+def test_inference_kernels_equal_the_autograd_path(lengths):
+    """Without autograd a block stacks its q/k/v prefixes into one matmul and attends with one fused SDPA
+    call; with autograd it runs the plain matmuls second-order meta-learning needs. Both give the same
+    output, with and without padding, for every width."""
+    model, batch = tiny_model(), random_batch(lengths)
+    model.eval()
+    block, mask = model.blocks[0], batch.word_mask
+    x = torch.randn(*mask.shape, model.spec.d_model, generator=torch.Generator().manual_seed(3))
+    scores = torch.randn(*mask.shape, generator=torch.Generator().manual_seed(5))
+    for pattern in model.codebook:
+        reference = block.forward_sliced(x, mask, pattern, scores)
+        assert reference.requires_grad or pattern.skip  # the autograd path really ran
+        with torch.no_grad():
+            fast = block.forward_sliced(x, mask, pattern, scores)
+        torch.testing.assert_close(fast[mask], reference.detach()[mask], atol=1e-5, rtol=0)
+
+
+def test_stacked_qkv_is_rebuilt_when_weights_change():
+    """The stacked q/k/v copy is cached; an in-place update (an optimizer step) or a load must not leave it
+    stale."""
+    model, batch = tiny_model(), random_batch(LENGTHS)
+    model.eval()
+    block, mask, full = model.blocks[0], batch.word_mask, model.full
+    x = torch.randn(*mask.shape, model.spec.d_model, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        before = block.forward_sliced(x, mask, full, None)
+        block.q.weight.mul_(1.5)  # in place, as an optimizer step changes it
+        after_step = block.forward_sliced(x, mask, full, None)
+    assert (after_step - before).abs().max() > 1e-3
+    torch.testing.assert_close(after_step, block.forward_sliced(x, mask, full, None).detach(), atol=1e-5, rtol=0)
+    block.load_state_dict(tiny_model().blocks[1].state_dict())
+    with torch.no_grad():
+        after_load = block.forward_sliced(x, mask, full, None)
+    torch.testing.assert_close(after_load, block.forward_sliced(x, mask, full, None).detach(), atol=1e-5, rtol=0)

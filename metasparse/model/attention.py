@@ -1,11 +1,14 @@
 """Attention kernels in plain matmuls (second-order meta-learning needs double backward, which SDPA's
-CPU flash kernel lacks), with an exact top-k variant that only multiplies the kept values."""
+CPU flash kernel lacks), with an exact top-k variant that only multiplies the kept values. Without
+autograd (inference, benchmarks) full attention runs as one fused SDPA call instead: at batch 1 the
+five small ops it replaces cost more in dispatch than in arithmetic."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 def scores(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
@@ -23,6 +26,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Te
         key_mask: ``[B, T]`` True for real tokens.
         topk: keep the k largest scores per query; None or k >= T is full attention.
     """
+    if (topk is None or topk >= k.shape[-2]) and not torch.is_grad_enabled():
+        # a batch without padding passes no mask, which lets SDPA take its fused (flash) CPU kernel
+        mask = None if bool(key_mask.all()) else key_mask[:, None, None, :]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     s = scores(q, k, key_mask)
     if topk is None or topk >= s.shape[-1]:
         return torch.softmax(s, dim=-1) @ v

@@ -110,10 +110,7 @@ class GatedBlock(nn.Module):
         B, T, _ = x.shape
         n = p.n_heads * self.d_head
         with region("attention"):
-            h = self.attn_input(x)
-            q = self.out_prefix("q", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
-            k = self.out_prefix("k", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
-            v = self.out_prefix("v", h, n).view(B, T, p.n_heads, self.d_head).transpose(1, 2)
+            q, k, v = (t.view(B, T, p.n_heads, self.d_head).transpose(1, 2) for t in self.qkv_prefix(x, n))
             ctx = attend(q, k, v, mask, p.topk).transpose(1, 2).reshape(B * T, n)
             x = self.attn_residual(x, self.heads_out(ctx, p.n_heads).view(B, T, -1))
         if p.n_groups == 0:
@@ -187,6 +184,31 @@ class GatedBlock(nn.Module):
 
     # ----- the four kinds of sliced linear; an int8 runtime replaces them per prefix -------------
     packed: dict | None = None  # (name, units) -> prepacked int8 weights (metasparse.runtime.quantized)
+
+    def qkv_prefix(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values ``[B, T, n]`` of the first ``n // d_head`` heads, from the block input.
+
+        Without autograd the three projections run as one matmul on their stacked prefixes (at batch 1 a
+        call's dispatch costs about what its arithmetic does). The stacked copy is cached per ``n`` and
+        rebuilt whenever a weight is replaced or changed in place (an optimizer step or a load bumps its
+        version), so adapted or reloaded weights are never read stale."""
+        h = self.attn_input(x)
+        if self.packed is not None or torch.is_grad_enabled():
+            return self.out_prefix("q", h, n), self.out_prefix("k", h, n), self.out_prefix("v", h, n)
+        weight, bias = self._stacked_qkv(n)
+        return F.linear(h, weight, bias).split(n, dim=-1)
+
+    def _stacked_qkv(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tensors = [t for lin in (self.q, self.k, self.v) for t in (lin.weight, lin.bias)]
+        versions = [t._version for t in tensors]
+        cache = self.__dict__.setdefault("_qkv_cache", {})  # not a buffer: derived, never saved
+        hit = cache.get(n)
+        # the cache holds the source tensors themselves: identity cannot be fooled by a reused address
+        if hit is None or any(a is not b for a, b in zip(hit[0], tensors, strict=True)) or hit[1] != versions:
+            w = torch.cat([self.q.weight[:n], self.k.weight[:n], self.v.weight[:n]])
+            b = torch.cat([self.q.bias[:n], self.k.bias[:n], self.v.bias[:n]])
+            hit = cache[n] = (tensors, versions, w, b)
+        return hit[2], hit[3]
 
     def out_prefix(self, name: str, x: torch.Tensor, n: int) -> torch.Tensor:
         """``x @ W[:n].T + b[:n]`` for q, k, v, w1 (a prefix of output units: contiguous rows)."""

@@ -11,7 +11,7 @@ from model_utils import random_batch, tiny_model
 from metasparse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from metasparse.control.controller import Controller, controlled
 from metasparse.control.train import ControllerTrainConfig, calibrate_bias, train_controller
-from metasparse.model.corpus import EncodedCorpus
+from metasparse.model.corpus import EncodedCorpus, language_weights
 from metasparse.model.freeze import frozen
 from metasparse.runtime.quantized import QuantizedSlices
 from metasparse.scoring import score
@@ -86,6 +86,38 @@ def test_batches_cover_every_sentence_once_within_budget(fi_corpus):
         assert all(max(lengths[b]) * len(b) <= 512 or len(b) == 1 for b in batches)
     assert corpus.batches(512, shuffle=True, seed=1, epoch=2) == corpus.batches(512, shuffle=True, seed=1, epoch=2)
     assert corpus.batches(512, shuffle=True, seed=1, epoch=2) != corpus.batches(512, shuffle=True, seed=1, epoch=3)
+
+
+def test_language_weights_give_each_language_its_exponent_share():
+    langs = ["fi"] * 100 + ["hi"] * 25
+    w = language_weights(langs, 0.5)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[:100].sum() == pytest.approx(10 / 15) and w[100:].sum() == pytest.approx(5 / 15)  # sqrt 100 : sqrt 25
+    assert w[100] > w[0]  # a sentence of the small language is drawn more often than one of the large
+    natural = language_weights(langs, 1.0)
+    assert natural == pytest.approx([1 / 125] * 125)
+
+
+def test_weighted_epochs_draw_languages_in_their_shares(fi_corpus):
+    corpus, _ = fi_corpus
+    n = len(corpus)
+    small = n // 5  # pretend the first fifth is another language
+    langs = ["xx"] * small + ["fi"] * (n - small)
+    w = language_weights(langs, 0.0001)  # nearly equal shares
+    drawn = [i for b in corpus.batches(512, shuffle=True, seed=1, epoch=0, weights=w) for i in b]
+    assert len(drawn) == n and len(set(drawn)) < n  # as many items as the corpus, some drawn twice
+    share = sum(i < small for i in drawn) / n
+    assert 0.4 < share < 0.6, share  # about half, against a natural fifth
+    again = corpus.batches(512, shuffle=True, seed=1, epoch=0, weights=w)
+    assert again == corpus.batches(512, shuffle=True, seed=1, epoch=0, weights=w)  # the seed fixes the draw
+
+
+def test_language_alpha_is_checked_by_name():
+    from metasparse.config.training import PretrainOptimConfig
+    from metasparse.errors import ConfigValueError
+
+    with pytest.raises(ConfigValueError, match="pretrain.language_alpha"):
+        PretrainOptimConfig(language_alpha=0.0)
 
 
 def test_controller_learns_to_meet_a_budget(fi_corpus):

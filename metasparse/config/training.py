@@ -57,6 +57,9 @@ class PretrainOptimConfig:
             ``alpha / (alpha + c)``; needs the word vocabulary (``tokenizer.word_min_count >= 1``).
         max_nonfinite: steps with a NaN or infinite gradient skipped (the last good state kept) before the
             run stops.
+        language_alpha: each epoch draws its sentences so that a language's share is proportional to its
+            sentence count to this power (1: every sentence once, as they come; below 1 small treebanks are
+            seen more often and large ones less, the exponent sampling of multilingual models).
     """
 
     epochs: float = 6.0
@@ -73,6 +76,7 @@ class PretrainOptimConfig:
     word_dropout: float = 0.25
     word_dropout_alpha: float = 1.0
     max_nonfinite: int = 10
+    language_alpha: float = 1.0
 
     def __post_init__(self) -> None:
         require(self.epochs > 0, "pretrain.epochs", "> 0", self.epochs)
@@ -84,6 +88,7 @@ class PretrainOptimConfig:
         require(self.checkpoint_every >= 1, "pretrain.checkpoint_every", ">= 1", self.checkpoint_every)
         require(0 <= self.word_dropout < 1, "pretrain.word_dropout", "[0, 1)", self.word_dropout)
         require(self.word_dropout_alpha >= 0, "pretrain.word_dropout_alpha", ">= 0", self.word_dropout_alpha)
+        require(0 < self.language_alpha <= 1, "pretrain.language_alpha", "(0, 1]", self.language_alpha)
 
 
 @dataclass

@@ -93,17 +93,21 @@ class EncodedCorpus:
     def batch(self, idx: Sequence[int]) -> Batch:
         return pad([self.items[i] for i in idx], {k: [v[i] for i in idx] for k, v in self.labels.items()})
 
-    def batches(self, max_words: int, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> list[list[int]]:
+    def batches(
+        self, max_words: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, weights: np.ndarray | None = None
+    ) -> list[list[int]]:
         """Index lists of about ``max_words`` padded words each, grouped by similar length.
 
         Shuffled runs sort within random chunks (so batches differ between epochs but padding stays low)
-        and shuffle the batch order; the result depends only on ``(seed, epoch)``.
+        and shuffle the batch order; the result depends only on ``(seed, epoch)``. With ``weights`` (one per
+        item, see :func:`language_weights`) a shuffled epoch draws as many items as there are, with
+        replacement, in proportion to them, instead of taking each once.
         """
         n = len(self.items)
         lengths = self.lengths()
         if shuffle:
             rng = np.random.default_rng([seed, epoch])
-            order = rng.permutation(n)
+            order = rng.permutation(n) if weights is None else rng.choice(n, size=n, p=weights / weights.sum())
             chunk = 50 * max(1, max_words // max(1, int(lengths.mean())))
             order = (
                 np.concatenate(
@@ -156,3 +160,11 @@ class EncodedRows:
         return EncodedCorpus(
             np.asarray(rows), [self.corpus.items[i] for i in idx], labels, ["x"] * len(idx), ["x"] * len(idx)
         )
+
+
+def language_weights(langs: Sequence[str], alpha: float) -> np.ndarray:
+    """Per-item sampling weights that give each language a share proportional to ``count ** alpha``
+    (``alpha`` = 1: uniform over items, every language its natural share)."""
+    names, inverse, counts = np.unique(np.asarray(langs), return_inverse=True, return_counts=True)
+    share = counts.astype(float) ** alpha
+    return (share / share.sum() / counts)[inverse]

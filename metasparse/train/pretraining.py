@@ -34,7 +34,7 @@ from metasparse.data.registry import load_registry
 from metasparse.distributed import is_main, rank_and_size
 from metasparse.io import atomic_write
 from metasparse.model.adapters import AdapterConfig
-from metasparse.model.corpus import EncodedCorpus
+from metasparse.model.corpus import EncodedCorpus, language_weights
 from metasparse.model.encoder import EncoderSpec, GatedEncoder, ModelConfig
 from metasparse.model.patterns import PatternSpec
 from metasparse.model.pretrained import convert_pretrained, pretrained_fingerprint, pretrained_spec
@@ -98,6 +98,7 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
             if k not in ("eval_every", "threads", "max_minutes", "checkpoint_every", "max_nonfinite")
             # added later: absent at 0, so older cache keys stay valid
             and not (k in ("word_dropout", "word_dropout_alpha") and v == 0.0)
+            and not (k == "language_alpha" and v == 1.0)
         },
         "tasks": sorted(bundle.tasks),
         "seed": cfg.seed,
@@ -205,7 +206,8 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
     dev = EncodedCorpus.build(bundle.dataset, _rows(bundle, "dev"), bundle.tokenizer, bundle.tasks, sb)
     log.info("encoded %d train / %d dev sentences in %.1fs", len(train), len(dev), time.time() - t0)
     opt = build_optimizer(model, p, cfg.model.finetune_lr)
-    per_epoch = len(train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=0))
+    weights = None if p.language_alpha == 1.0 else language_weights(train.langs, p.language_alpha)
+    per_epoch = len(train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=0, weights=weights))
     total = max(1, int(p.epochs * per_epoch))
     warm = max(1, int(p.warmup * total))
 
@@ -228,7 +230,7 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
     for step in range(start, total):
         epoch, pos = divmod(step, per_epoch)
         if epoch not in batches:
-            batches = {epoch: train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=epoch)}
+            batches = {epoch: train.batches(p.max_words, shuffle=True, seed=cfg.seed, epoch=epoch, weights=weights)}
         batch = train.batch(batches[epoch][pos % len(batches[epoch])])
         value = optimise(cfg, model, opt, batch, step, lr_at(step), nonfinite, rank, world, unknown)
         if value is not None:

@@ -127,7 +127,8 @@ def test_a_latency_cannot_fall_with_length():
         ({"threads": 7}, "7 threads"),
         ({"backbone": "0000"}, "backbone 0000"),
         ({"codebook": "every top-k changed"}, "another codebook"),
-        ({"timing": "warm"}, "timed on 'warm' caches"),  # a table from before cold-cache timing
+        ({"timing": "warm"}, "timed as 'warm'"),  # a table from before cold-cache timing
+        ({"timing": "cold-l2"}, "timed as 'cold-l2'"),  # a table from before the fused inference kernels
         ({"grouping_ms": []}, "no grouping row"),  # a table from before the split was priced
     ],
 )

@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 # How cells are timed (stored in each table; a table timed another way is re-measured): "cold-l2" times
 # every call after evicting the caches, as a real forward leaves them (each layer's weights follow other
 # layers' weights); tables before it ("warm") repeated each call on a warm cache, where a narrow slice fits
-# in L2 and looked cheaper than it runs (a quarter layer at batch 1: 0.57 of the full one warm, 0.69 cold)
-TIMING = "cold-l2"
+# in L2 and looked cheaper than it runs (a quarter layer at batch 1: 0.57 of the full one warm, 0.69 cold).
+# "-fused": since inference stacks q/k/v and attends in one SDPA call (metasparse.model.attention), a
+# table timed on the unfused ops prices every layer higher than it now runs.
+TIMING = "cold-l2-fused"
 BATCH_BUCKETS = (1, 8, 32)
 # 24 and 48 since the grouping row: a layer's time grows faster than linearly between 32 and 64 words at
 # batch 32 (attention, and an FFN activation past L2), so interpolating there priced a 45-word batch's dense
@@ -140,7 +142,7 @@ class CostTable:
         if [list(c) for c in self.codebook] != [list(c) for c in codebook]:
             return "measured for another codebook"
         if self.timing != TIMING:
-            return f"timed on {self.timing!r} caches, now {TIMING!r}"
+            return f"timed as {self.timing!r}, now {TIMING!r}"
         if not self.grouping_ms:
             return "it has no grouping row (a batch split by pattern was priced as if it ran whole)"
         return None

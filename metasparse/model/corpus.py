@@ -165,6 +165,6 @@ class EncodedRows:
 def language_weights(langs: Sequence[str], alpha: float) -> np.ndarray:
     """Per-item sampling weights that give each language a share proportional to ``count ** alpha``
     (``alpha`` = 1: uniform over items, every language its natural share)."""
-    names, inverse, counts = np.unique(np.asarray(langs), return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(np.asarray(langs), return_inverse=True, return_counts=True)
     share = counts.astype(float) ** alpha
     return (share / share.sum() / counts)[inverse]

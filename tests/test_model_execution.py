@@ -267,4 +267,5 @@ def test_stacked_qkv_is_rebuilt_when_weights_change():
     block.load_state_dict(tiny_model().blocks[1].state_dict())
     with torch.no_grad():
         after_load = block.forward_sliced(x, mask, full, None)
+    assert (after_load - after_step).abs().max() > 1e-3  # the load really changed the weights
     torch.testing.assert_close(after_load, block.forward_sliced(x, mask, full, None).detach(), atol=1e-5, rtol=0)

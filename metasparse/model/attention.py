@@ -9,6 +9,16 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count
+
+_CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+if _CPU_SDPA.default not in flop_registry and _CPU_SDPA not in flop_registry:
+    # torch counts the fused attention kernels of GPUs but not this CPU one, which :func:`attend` runs at
+    # inference; registered here, beside the call, so any model that can run it is counted
+    # (FlopCounterMode would otherwise see no attention products at all).
+    @register_flop_formula(_CPU_SDPA)
+    def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 def scores(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:

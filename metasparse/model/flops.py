@@ -10,20 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count
 
 from metasparse.model.encoder import CHAR_KERNEL, EncoderSpec
 from metasparse.model.features import MAX_CHARS
 from metasparse.model.patterns import Pattern
 from metasparse.model.tokens import select_tokens
-
-_CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-if _CPU_SDPA.default not in flop_registry and _CPU_SDPA not in flop_registry:
-    # torch counts the fused attention kernels of GPUs but not this CPU one, which inference runs
-    # (metasparse.model.attention); without it FlopCounterMode would see no attention products at all.
-    @register_flop_formula(_CPU_SDPA)
-    def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 def block_flops(spec: EncoderSpec, p: Pattern, n: int, running: int | None = None) -> int:

@@ -10,15 +10,15 @@ from model_utils import EVERY_UNIT, random_batch, tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
 from metasparse.model.encoder import Decision
-from metasparse.model.flops import exit_flops, gated_flops
+from metasparse.model.flops import exit_flops, gated_flops, token_score_flops
 from metasparse.model.patterns import PatternSpec
 from metasparse.scoring.methods import PlanMethod
 
 LENGTHS = [7, 3, 5, 1, 6, 4, 7, 2]
 
 
-def _median_uncertainty_after_layer0() -> float:
-    model, batch = tiny_model(), random_batch(LENGTHS)
+def _median_uncertainty_after_layer0(criterion: str = "upos") -> float:
+    model, batch = tiny_model(exit_criterion=criterion), random_batch(LENGTHS)
     with torch.no_grad():
         x = model.blocks[0].forward_sliced(model.embed(batch), batch.word_mask, model.full, None)
         u = model.exit_uncertainty(x)[batch.word_mask].sort().values
@@ -26,10 +26,11 @@ def _median_uncertainty_after_layer0() -> float:
         return float((u[k - 1] + u[k]) / 2)
 
 
-@pytest.fixture(scope="module")
-def exit_model():
-    """The tiny model with exit variants of every unit type, thresholded so that about half the tokens exit."""
-    t = _median_uncertainty_after_layer0()
+@pytest.fixture(scope="module", params=["upos", "all"])
+def exit_model(request):
+    """The tiny model with exit variants of every unit type, thresholded so that about half the tokens exit,
+    under each exit criterion (the UPOS head's entropy; the largest over every task head's)."""
+    t = _median_uncertainty_after_layer0(request.param)
     extra = [
         PatternSpec(1.0, 1.0, exit=t),
         PatternSpec(0.5, 0.5, exit=t),
@@ -37,7 +38,7 @@ def exit_model():
         PatternSpec(0.75, 0.75, topk=2, exit=t),
         PatternSpec(0.0, 0.0, exit=t),  # a skipped layer can still let tokens go
     ]
-    return tiny_model(EVERY_UNIT + extra)
+    return tiny_model(EVERY_UNIT + extra, exit_criterion=request.param)
 
 
 def _policy(levels, scores, n):
@@ -62,8 +63,11 @@ def test_packed_early_exit_equals_the_masked_reference(exit_model, seed, lengths
     m = batch.word_mask
     for task in sliced.logits:
         torch.testing.assert_close(sliced.logits[task][m], masked.logits[task][m], atol=1e-5, rtol=1e-5)
-    assert torch.equal(sliced.exited_at, masked.exited_at)
-    assert torch.equal(sliced.active_counts, masked.active_counts)
+    if sliced.exited_at is None:  # no token passed the threshold: neither path may report an exit
+        assert masked.exited_at is None and masked.active_counts is None and sliced.active_counts is None
+    else:
+        assert torch.equal(sliced.exited_at, masked.exited_at)
+        assert torch.equal(sliced.active_counts, masked.active_counts)
 
 
 def test_exited_tokens_keep_their_state_and_still_serve_as_keys(exit_model):
@@ -113,6 +117,39 @@ def test_flops_with_exits_match_the_flop_counter(exit_model, n):
         running = None if out.active_counts is None else out.active_counts[0].tolist()
         analytic = gated_flops(model.spec, [model.codebook[i] for i in plan], n, 0, running)
         if model.codebook[first].tokens < 1.0:  # a static plan scores tokens with the UPOS head: one pass
-            analytic += exit_flops(model.spec, n)
+            analytic += token_score_flops(model.spec, n)
         assert fc.get_total_flops() == analytic, (first, running)
         assert PlanMethod(model, plan)(batch).flops[0] == analytic
+
+
+def test_the_all_tasks_criterion_waits_until_every_head_is_sure():
+    """``exit_criterion=all``: a token's exit uncertainty is the largest of every task head's normalised
+    entropy, so it exits only where each head alone would let it; an exit check runs every head."""
+    from metasparse.model.uncertainty import normalized_entropy
+
+    upos, every = (tiny_model(exit_criterion=c) for c in ("upos", "all"))
+    batch = random_batch(LENGTHS)
+    with torch.no_grad():
+        x = every.blocks[0].forward_sliced(every.embed(batch), batch.word_mask, every.full, None)
+        h = every.final_ln(x)
+        per_head = {t: normalized_entropy(head(h)) for t, head in every.heads.items()}
+        u_all, u_upos = every.exit_uncertainty(x), upos.exit_uncertainty(x)
+    assert torch.equal(u_upos, per_head["upos"])
+    assert torch.equal(u_all, torch.maximum(per_head["upos"], per_head["deprel"]))
+    m = batch.word_mask
+    assert (u_all[m] > u_upos[m]).any()  # DEPREL is the less sure head somewhere: the criteria differ
+    n, d = 5, every.spec.d_model
+    assert exit_flops(upos.spec, n) == 2 * n * d * 17
+    assert exit_flops(every.spec, n) == 2 * n * d * (17 + 37)
+
+
+def test_an_unknown_exit_criterion_is_refused_by_name():
+    from metasparse.config.evaluation import ExitBenchOptions
+    from metasparse.model.spec import ModelConfig
+
+    with pytest.raises(ValueError, match="model.exit_criterion"):
+        ModelConfig(exit_criterion="deprel")
+    with pytest.raises(ValueError, match="exits.criterion"):
+        ExitBenchOptions(criterion="deprel")
+    with pytest.raises(ValueError, match="model.exit_criterion"):
+        tiny_model(exit_criterion="max")

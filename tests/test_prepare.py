@@ -110,3 +110,22 @@ def test_the_tag_lexicon_counts_the_source_train_split_and_leaves_only_its_token
     plain_features = [lexicon.features(w, cell.lang) for w in words]
     left_out = [not np.array_equal(x.lexicon, f) for x, f in zip(corpus.items, plain_features, strict=True)]
     assert all(left_out[:20]) and not any(left_out[20:])
+
+
+def test_the_exit_criterion_keys_a_backbone_only_where_exits_are_trained(ud_dataset):
+    """``model.exit_criterion`` changes the weights only when the codebook holds exit patterns (training then
+    runs them): without any, both criteria share the cached backbone (bench.exits reads either post hoc)."""
+    overrides = ["+domain=legal", "tokenizer.vocab_size=3000", "tokenizer.sentences_per_language=100"]
+    exits = "model.codebook=[{heads: 0.0, ffn: 0.0},{heads: 1.0, ffn: 1.0, exit: 0.1}]"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfgs = {
+            (criterion, trained): OmegaConf.to_object(
+                compose("pretrain", overrides=[*overrides, f"model.exit_criterion={criterion}", *([exits] * trained)])
+            )
+            for criterion in ("upos", "all")
+            for trained in (False, True)
+        }
+    bundle = prepare(cfgs["upos", False])
+    keys = {k: backbone_key(cfg, bundle) for k, cfg in cfgs.items()}
+    assert keys["upos", False] == keys["all", False]
+    assert len({keys["upos", False], keys["upos", True], keys["all", True]}) == 3

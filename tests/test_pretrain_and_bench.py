@@ -203,10 +203,13 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
     assert CostTable.from_json(Path(table).read_text()) == hand  # its controller row was not re-timed
 
     # bench.exits: threshold 1.0 lets every word go after the first layer, 0.0 none.
+    # With every task head as the criterion (exits.criterion=all) the two extremes still hold.
     args = ["exits.thresholds=[0.0,1.0]", "exits.batch_sizes=[1,4]", "exits.repeats=3", "exits.sentences=4"]
-    args += ["exits.test_sentences=40", "exits.threads=1", f"hydra.run.dir={tmp_path / 'ex'}"]
+    args += ["exits.test_sentences=40", "exits.threads=1", "exits.criterion=all", f"hydra.run.dir={tmp_path / 'ex'}"]
     run_module("metasparse.bench.exits", *TINY, *args, env=env)
-    rows = json.loads((tmp_path / "ex" / "exits.json").read_text())["rows"]
+    result = json.loads((tmp_path / "ex" / "exits.json").read_text())
+    rows = result["rows"]
+    assert result["criterion"] == "all"
     assert rows["dense"]["flops"] == pytest.approx(1.0) and rows["exit 0.0"]["exited_by_layer"] == [0.0, 0.0]
     assert rows["exit 1.0"]["exited_by_layer"] == [1.0, 1.0] and rows["exit 1.0"]["flops"] < 0.7
     assert all(r["wall_1"] > 0 and r["wall_4"] > 0 for r in rows.values())

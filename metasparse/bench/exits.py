@@ -2,10 +2,12 @@
 
     python -m metasparse.bench.exits +domain=legal
     python -m metasparse.bench.exits +domain=legal joint.steps=300 'exits.thresholds=[0.02,0.05,0.1]'
+    python -m metasparse.bench.exits +domain=legal exits.criterion=all   # every task head must be sure
 
-Every layer but the last runs in full and lets tokens go whose UPOS-head entropy (normalised) is at most
-the threshold (TOKEE-style per-token exits, with a fixed criterion instead of learned exit heads); the
-exited tokens keep their state and still serve as keys and values. Timing alternates dense and every
+Every layer but the last runs in full and lets tokens go whose entropy (normalised; of the UPOS head, or
+with ``exits.criterion=all`` the largest over every task head) is at most the threshold (TOKEE-style
+per-token exits, with a fixed criterion instead of learned exit heads); the exited tokens keep their state
+and still serve as keys and values. Timing alternates dense and every
 threshold in one process over real test sentences at batch 1 and 32 (packed execution).
 """
 
@@ -37,10 +39,15 @@ from metasparse.train.pretraining import _rows
 log = logging.getLogger(__name__)
 
 
-def with_exit_patterns(model: GatedEncoder, thresholds: list[float]) -> GatedEncoder:
-    """The same weights with one extra codebook entry per threshold: every unit on, exit after the layer."""
+def with_exit_patterns(model: GatedEncoder, thresholds: list[float], criterion: str | None = None) -> GatedEncoder:
+    """The same weights with one extra codebook entry per threshold (every unit on, exit after the layer),
+    exits decided by ``criterion`` (:data:`metasparse.model.spec.EXIT_CRITERIA`; None: the backbone's)."""
     extra = [PatternSpec(1.0, 1.0, exit=t) for t in thresholds]
-    spec = dataclasses.replace(model.spec, codebook=[*model.spec.codebook, *extra])
+    spec = dataclasses.replace(
+        model.spec,
+        codebook=[*model.spec.codebook, *extra],
+        exit_criterion=criterion or model.spec.exit_criterion,
+    )
     out = GatedEncoder(spec)
     out.load_state_dict(model.state_dict())
     return out.eval()
@@ -67,7 +74,7 @@ def run(cfg: ExitBenchConfig, out_dir: Path) -> dict:
     torch.set_num_threads(o.threads)
     bundle = prepare(cfg)
     backbone, _, folder, _ = backbone_with_controller(cfg, bundle)
-    model = with_exit_patterns(backbone, list(o.thresholds))
+    model = with_exit_patterns(backbone, list(o.thresholds), o.criterion)
     rng = np.random.default_rng(cfg.seed)
     rows = _rows(bundle, "test")
     pick = sorted(rng.choice(rows, min(o.test_sentences, len(rows)), replace=False).tolist())
@@ -101,7 +108,13 @@ def run(cfg: ExitBenchConfig, out_dir: Path) -> dict:
             q = quantiles(ratios)
             results[name][f"wall_{bs}"] = quantiles(times[name])["median"] / quantiles(times["dense"])["median"]
             results[name][f"wall_{bs}_iqr"] = [q["p25"], q["p75"]]
-    result = {"backbone": str(folder), "thresholds": list(o.thresholds), "sentences": len(test), "rows": results}
+    result = {
+        "backbone": str(folder),
+        "thresholds": list(o.thresholds),
+        "criterion": model.spec.exit_criterion,
+        "sentences": len(test),
+        "rows": results,
+    }
     write_result(out_dir, "exits", result, format_report(result, list(o.batch_sizes)), cfg.out)
     return result
 
@@ -111,8 +124,8 @@ def format_report(r: dict, batch_sizes: list[int]) -> str:
     head = "| method | FLOPs | " + " | ".join(tasks) + " | " + " | ".join(f"wall batch {b} (IQR)" for b in batch_sizes)
     head += " | words exited after each layer"
     lines = [
-        f"Per-token early exit ({r['sentences']} source test sentences, macro over languages; wall = median "
-        "over median dense, interleaved)",
+        f"Per-token early exit ({r['sentences']} source test sentences, macro over languages; exit criterion "
+        f"{r.get('criterion', 'upos')}; wall = median over median dense, interleaved)",
         "",
         head + " |",
         "|---|---:|" + "---:|" * (len(tasks) + len(batch_sizes)) + "---|",

@@ -8,6 +8,7 @@ from omegaconf import MISSING
 
 from metasparse.config.training import PretrainConfig
 from metasparse.errors import require
+from metasparse.model.spec import EXIT_CRITERIA
 from metasparse.tracking import LoggerConfig
 
 # Every method ``evaluate`` and ``bench.transfer`` know, in report order (dense first).
@@ -121,7 +122,10 @@ class ExitBenchOptions:
     """What ``metasparse.bench.exits`` measures.
 
     Attributes:
-        thresholds: exit thresholds on the normalised UPOS entropy (one plan each).
+        thresholds: exit thresholds on the normalised entropy (one plan each).
+        criterion: whose entropy (:data:`metasparse.model.spec.EXIT_CRITERIA`: ``upos``, or ``all`` task
+            heads, the largest); None: the backbone's own (``model.exit_criterion``). Not a model override:
+            the criterion does not change the backbone's weights, so it keeps its cache key.
         batch_sizes: batch sizes timed.
         sentences: sentences timed per round (at batch > 1, at least two batches).
         repeats: timed rounds (dense and every threshold interleaved).
@@ -130,6 +134,7 @@ class ExitBenchOptions:
     """
 
     thresholds: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
+    criterion: str | None = None
     batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
     sentences: int = 64
     repeats: int = 10
@@ -140,6 +145,8 @@ class ExitBenchOptions:
         require(all(0 <= t <= 1 for t in self.thresholds), "exits.thresholds", "values in [0, 1]", self.thresholds)
         require(all(b >= 1 for b in self.batch_sizes), "exits.batch_sizes", "sizes >= 1", self.batch_sizes)
         require(self.repeats >= 3, "exits.repeats", ">= 3", self.repeats)
+        allowed = ", ".join(EXIT_CRITERIA)
+        require(self.criterion in (None, *EXIT_CRITERIA), "exits.criterion", f"{allowed} or null", self.criterion)
         require(self.sentences >= 1 and self.test_sentences >= 1, "exits.sentences", ">= 1", self.sentences)
 
 

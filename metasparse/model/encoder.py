@@ -139,10 +139,12 @@ class GatedEncoder(nn.Module):
         return normalized_entropy(head(x))
 
     def exit_uncertainty(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised entropy ``[B, T]`` of the UPOS head (else the first task's) on the final norm of ``x``:
-        how unsure the model would be if each token stopped here (the early-exit criterion)."""
-        head = self.heads["upos"] if "upos" in self.heads else next(iter(self.heads.values()))
-        return normalized_entropy(head(self.final_ln(x)))
+        """Normalised entropy ``[B, T]`` of the criterion's task heads (``spec.exit_criterion``: UPOS, or the
+        largest over every task) on the final norm of ``x``: how unsure the model would be if each token
+        stopped here (the early-exit criterion)."""
+        h = self.final_ln(x)
+        per_task = [normalized_entropy(self.heads[t](h)) for t in self.spec.exit_tasks()]
+        return per_task[0] if len(per_task) == 1 else torch.stack(per_task).amax(0)
 
     def _exits(self, i: int, x, mask, active, exited_at, dec: Decision | None):
         """After layer ``i``: tokens whose chosen pattern has an exit threshold and whose uncertainty is at

@@ -43,9 +43,14 @@ def adapter_flops(spec: EncoderSpec, p: Pattern, n: int) -> int:
 
 
 def exit_flops(spec: EncoderSpec, n: int) -> int:
-    """FLOPs of one early-exit check on ``n`` words (the UPOS head on every word's state)."""
-    labels = spec.tasks["upos"] if "upos" in spec.tasks else next(iter(spec.tasks.values()))
-    return 2 * n * spec.d_model * labels
+    """FLOPs of one early-exit check on ``n`` words (the criterion's task heads on every word's state)."""
+    return sum(2 * n * spec.d_model * spec.tasks[t] for t in spec.exit_tasks())
+
+
+def token_score_flops(spec: EncoderSpec, n: int) -> int:
+    """FLOPs of the training-free token score on ``n`` words (the UPOS head, else the first task's:
+    :meth:`metasparse.model.encoder.GatedEncoder.token_uncertainty`)."""
+    return 2 * n * spec.d_model * (spec.tasks["upos"] if "upos" in spec.tasks else next(iter(spec.tasks.values())))
 
 
 def heads_flops(spec: EncoderSpec, n: int) -> int:

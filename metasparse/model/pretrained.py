@@ -93,6 +93,7 @@ def pretrained_spec(model_cfg: ModelConfig, tasks: dict[str, int], word_buckets:
         lexical=False,
         layer_norm_eps=cfg.layer_norm_eps,
         pretrained=name,
+        exit_criterion=model_cfg.exit_criterion,
     )
 
 

@@ -10,6 +10,11 @@ from metasparse.model.adapters import AdapterConfig
 from metasparse.model.features import AFFIXES
 from metasparse.model.patterns import DEFAULT_CODEBOOK, PatternSpec
 
+# What decides a per-token early exit (a codebook entry's ``exit``): ``upos`` the UPOS head's normalised
+# entropy (the first backbones' criterion), ``all`` the largest over every task head's, so a token stops
+# only once every task is sure of it (README, "Per-token early exit": DEPREL held where UPOS alone lost it).
+EXIT_CRITERIA = ("upos", "all")
+
 
 @dataclass
 class EncoderSpec:
@@ -44,6 +49,7 @@ class EncoderSpec:
         layer_norm_eps: the layer norms' epsilon.
         pretrained: the checkpoint the weights were converted from (None: trained from scratch); a
             record, not a dependency: a converted backbone loads without ``transformers``.
+        exit_criterion: what decides a per-token early exit (:data:`EXIT_CRITERIA`).
     """
 
     vocab_size: int
@@ -68,6 +74,18 @@ class EncoderSpec:
     lexical: bool = True
     layer_norm_eps: float = 1e-5
     pretrained: str | None = None
+    exit_criterion: str = "upos"
+
+    def __post_init__(self) -> None:
+        require(
+            self.exit_criterion in EXIT_CRITERIA, "model.exit_criterion", ", ".join(EXIT_CRITERIA), self.exit_criterion
+        )
+
+    def exit_tasks(self) -> list[str]:
+        """The tasks whose heads an early-exit check reads: every task, or UPOS (else the first task)."""
+        if self.exit_criterion == "all":
+            return list(self.tasks)
+        return ["upos" if "upos" in self.tasks else next(iter(self.tasks))]
 
 
 @dataclass
@@ -98,8 +116,12 @@ class ModelConfig:
     codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
     name_or_path: str | None = None
     finetune_lr: float = 3e-4
+    exit_criterion: str = "upos"
 
     def __post_init__(self) -> None:
+        require(
+            self.exit_criterion in EXIT_CRITERIA, "model.exit_criterion", ", ".join(EXIT_CRITERIA), self.exit_criterion
+        )
         for key in ("layers", "d_model", "heads", "d_ffn", "ffn_groups", "max_positions", "suffix_buckets"):
             require(getattr(self, key) >= 1, f"model.{key}", ">= 1", getattr(self, key))
         require(1 <= self.affixes <= len(AFFIXES), "model.affixes", f"1..{len(AFFIXES)}", self.affixes)
@@ -151,4 +173,5 @@ class ModelConfig:
             char_channels=self.char_channels,
             piece_ends=self.piece_ends,
             tag_lexicon=lexicon_width if self.tag_lexicon else 0,
+            exit_criterion=self.exit_criterion,
         )

@@ -15,7 +15,7 @@ import torch
 
 from metasparse.model.encoder import EncoderOutput, EncoderSpec, GatedEncoder, Policy
 from metasparse.model.features import Batch
-from metasparse.model.flops import dense_flops, exit_flops, gated_flops, word_compute
+from metasparse.model.flops import dense_flops, gated_flops, token_score_flops, word_compute
 from metasparse.model.patterns import Pattern
 
 
@@ -229,6 +229,6 @@ class PlanMethod(Method):
         # a routed pattern's token scores are the UPOS head's entropy on the layer input: one head pass
         scoring = sum(1 for p in patterns if p.tokens < 1.0)
         return [
-            float(gated_flops(self.model.spec, patterns, n, 0, r) + scoring * exit_flops(self.model.spec, n))
+            float(gated_flops(self.model.spec, patterns, n, 0, r) + scoring * token_score_flops(self.model.spec, n))
             for n, r in zip(lengths, run, strict=True)
         ]

@@ -21,12 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from metasparse.checkpoint import (
-    load_checkpoint,
-    optimizer_state,
-    restore_optimizer_state,
-    save_checkpoint,
-)
+from metasparse.checkpoint import load_checkpoint, optimizer_state, restore_optimizer_state, save_checkpoint
 from metasparse.config import PretrainConfig
 from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import DataBundle
@@ -80,10 +75,12 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
     """Hash of everything the trained weights depend on: model, optimisation, data, tokenizer, seed."""
     model = OmegaConf.to_container(OmegaConf.structured(cfg.model))
     # added later: absent at the first backbones' value, so older cache keys stay valid
-    firsts = (("char_dim", 0), ("char_channels", 0), ("affixes", 3), ("piece_ends", False), ("tag_lexicon", False))
-    for key, first in firsts:
+    firsts = dict(char_dim=0, char_channels=0, affixes=3, piece_ends=False, tag_lexicon=False, exit_criterion="upos")
+    for key, first in firsts.items():
         if model.get(key) == first:
             model.pop(key)
+    if not any(entry.get("exit") is not None for entry in model.get("codebook", [])):
+        model.pop("exit_criterion", None)  # without exit patterns the criterion decides nothing in training
     if not model.get("name_or_path"):  # likewise: a backbone trained from scratch keys as before
         model.pop("name_or_path", None)
         model.pop("finetune_lr", None)

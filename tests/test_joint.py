@@ -56,6 +56,9 @@ def test_existing_joint_cache_keys_hold_and_a_frozen_teacher_gets_its_own():
     assert J.joint_key("256809ca4b008236", JointConfig(steps=300), ControllerSpec()) == "a341ffacd960ce88"
     frozen = J.joint_key("256809ca4b008236", JointConfig(steps=300, teacher="frozen"), ControllerSpec())
     assert frozen != "a341ffacd960ce88"
+    # a budget read through the tempered softmax (joint.budget_spread) trains other weights: its own key
+    spread = J.joint_key("256809ca4b008236", JointConfig(steps=300, budget_spread=4.0), ControllerSpec())
+    assert spread not in ("a341ffacd960ce88", frozen)
 
 
 def test_frozen_teacher_anchors_the_dense_pass_and_never_trains():
@@ -86,6 +89,39 @@ def test_frozen_teacher_anchors_the_dense_pass_and_never_trains():
         model.heads["upos"].bias.add_(torch.randn_like(model.heads["upos"].bias))
     _, moved = J._step_loss(cfg, model, ctrl, batch, 0, 10, teacher)
     assert moved["kd"] > logged["kd"] + 1e-3
+
+
+def test_joint_budget_spread_gives_a_saturated_controller_its_budget_gradient_back():
+    """``joint.budget_spread``: a controller saturated on the widest pattern (a margin of 12 logits, as the
+    default joint phase's ended) gets a budget gradient through the tempered softmax; through the plain one
+    (None, the joint phases measured before it) next to none."""
+    from types import SimpleNamespace
+
+    from model_utils import random_batch, tiny_model
+
+    from metasparse.config.training import JointConfig
+    from metasparse.control.controller import Controller
+
+    model = tiny_model(seed=1).train()
+    batch = random_batch([5, 3, 7], seed=2)
+    g = torch.Generator().manual_seed(3)
+    batch.labels = {
+        t: torch.randint(0, n, batch.word_mask.shape, generator=g).masked_fill(~batch.word_mask, IGNORE_INDEX)
+        for t, n in model.spec.tasks.items()
+    }
+    grads = {}
+    for spread in (None, 4.0):
+        ctrl = Controller(model)
+        with torch.no_grad():
+            for net in ctrl.nets:
+                net[2].bias.fill_(-6.0)[model.codebook.index(model.full)] = 6.0
+        cfg = SimpleNamespace(joint=JointConfig(steps=10, budget_warmup=0.0, budget_spread=spread), seed=0)
+        loss, logged = J._step_loss(cfg, model, ctrl, batch, 9, 10)
+        assert logged["flops"] > (0.9 if spread is None else 0.5)  # the tempered view still reads it as wide
+        loss.backward()
+        grads[spread] = torch.stack([net[2].bias.grad.abs().max() for net in ctrl.nets]).max()
+        model.zero_grad()
+    assert grads[None] < 1e-3 and grads[4.0] > 100 * grads[None]
 
 
 class _Killed(Exception):

@@ -255,3 +255,34 @@ def test_validation_dips_are_judged_at_one_budget_target_only(tmp_path, monkeypa
     assert saved == [25, 50, 75]  # step 50: a new target, not a fall from 0.85
     assert len(loaded) == 1 and state.restorations == 1 and rec["restored_from"] == 7  # step 100: 0.78 < 0.81 - 0.02
     assert state.best_target == 0.5 and state.outer_lr == cfg.meta.restore_lr_factor
+
+
+def test_a_validation_over_its_budget_is_neither_a_best_nor_a_dip(tmp_path, monkeypatch):
+    """A state whose hard decisions spend more than ``best_budget_slack`` over the target is not compared:
+    its higher accuracy is the compute it spent (the 0.3 runs went back to such a state twice)."""
+    import metasparse.meta.outer as outer
+    from metasparse.config import MetaTrainConfig
+
+    saved, loaded = [], []
+    monkeypatch.setattr(outer, "_save", lambda folder, *a: saved.append(a[-1].step) or folder.mkdir(exist_ok=True))
+    monkeypatch.setattr(
+        outer, "_load", lambda folder, algo, opt: loaded.append(folder) or outer.MetaState(best_step=125)
+    )
+    cfg, opt = MetaTrainConfig(), torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert cfg.meta.best_budget_slack == 0.25
+    state, records = outer.MetaState(outer_lr=1.0), []
+    # (step, accuracy, cost) at target 0.3: near dense, on budget, near dense again, at the slack's edge, a dip
+    for step, acc, cost in (
+        (50, 0.87, 0.91),
+        (75, 0.84, 0.33),
+        (100, 0.88, 0.80),
+        (125, 0.85, 0.375),
+        (150, 0.80, 0.31),
+    ):
+        state.step = step
+        records.append({"target": 0.3, "val_acc": acc, "val_cost": cost})
+        outer._keep_best_or_restore(records[-1], None, None, opt, state, cfg, tmp_path)
+    assert saved == [75, 125]  # 50 and 100 spent nearly dense compute; 125 sits exactly at 0.3 * 1.25
+    assert state.best_val == 0.85 and state.best_step == 125
+    assert len(loaded) == 1 and records[-1]["restored_from"] == 125 and "restored_from" not in records[2]
+    assert state.restorations == 1

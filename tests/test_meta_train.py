@@ -108,6 +108,7 @@ def test_no_legal_in_meta_training_and_resume_equals_uninterrupted(tmp_path, mon
 
     monkeypatch.setattr(EpisodeSampler, "take", spy)
     full = run(_cfg(upfront), tmp_path / "full")
+    assert all(0 < v["val_cost"] <= 1.5 for v in full["validation"])  # in the budget's unit, beside val_flops
     state = json.loads((tmp_path / "full" / "ckpt" / "final" / "state.json").read_text())
     assert state["config"]["controller"]["placement"] == "upfront"
     assert seen and not [e for e in seen if e.cell.domain == "legal"]

@@ -245,3 +245,25 @@ def test_frozen_restores_each_parameters_own_flag_even_on_error():
         assert not any(p.requires_grad for p in model.parameters())
         raise RuntimeError("training failed half-way")
     assert [p.requires_grad for p in model.parameters()] == before
+
+
+def test_the_budget_reads_a_saturated_controller_through_a_tempered_softmax():
+    """``budget_view``: rows whose logits span at most ``BUDGET_SPREAD`` read as the plain softmax; a
+    saturated row (the joint phase's controller: margins of ~12) keeps a budget gradient the plain softmax
+    has lost, pointing from the costly pattern to the cheap ones, with the same argmax."""
+    from metasparse.control.controller import BUDGET_SPREAD, budget_view
+
+    calm = torch.tensor([[0.5, -1.0, 2.0, 1.0, -0.5]])
+    torch.testing.assert_close(budget_view(calm), torch.softmax(calm, -1), atol=0, rtol=0)
+    cost = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    saturated = torch.tensor([[-12.0, -12.0, -12.0, 0.0, -11.5]], requires_grad=True)
+    grads = {}
+    for name, view in (("plain", lambda z: torch.softmax(z, -1)), ("tempered", budget_view)):
+        (grad,) = torch.autograd.grad((view(saturated) * cost).sum(), saturated)
+        grads[name] = grad
+    assert grads["plain"].abs().max() < 1e-4
+    assert grads["tempered"][0, 3] > 100 * grads["plain"].abs().max()  # less of the 0.75 pattern ...
+    assert (grads["tempered"][0, :3] < -1e-3).all()  # ... more of each cheaper one
+    probs = budget_view(saturated).detach()
+    assert int(probs.argmax()) == 3
+    assert float(probs.log().max() - probs.log().min()) <= BUDGET_SPREAD + 1e-5

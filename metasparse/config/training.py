@@ -104,6 +104,9 @@ class JointConfig:
         target: FLOPs budget the controller is trained toward (annealed from dense).
         budget_weight: weight of the squared budget gap.
         budget_warmup: share of the steps over which the budget anneals from 1.0.
+        budget_spread: the widest range of pattern logits the budget reads as it is
+            (:func:`metasparse.control.controller.budget_view`); None: the plain softmax, as in the joint
+            phases before it (their cache keys), through which a saturated controller has no budget gradient.
         distill_weight: weight of the KL toward the teacher on each word.
         teacher: ``dense``: the dense pass of the model being trained (detached) teaches the gated pass;
             ``frozen``: a frozen copy of the pretrained backbone teaches both the dense and the gated pass,
@@ -119,6 +122,7 @@ class JointConfig:
     target: float = 0.5
     budget_weight: float = 20.0
     budget_warmup: float = 0.3
+    budget_spread: float | None = None
     distill_weight: float = 1.0
     teacher: str = "dense"
     tau_start: float = 2.0
@@ -132,6 +136,8 @@ class JointConfig:
         require(0 < self.target <= 1, "joint.target", "(0, 1]", self.target)
         require(self.budget_weight >= 0, "joint.budget_weight", ">= 0", self.budget_weight)
         require(0 <= self.budget_warmup <= 1, "joint.budget_warmup", "[0, 1]", self.budget_warmup)
+        spread = self.budget_spread
+        require(spread is None or spread > 0, "joint.budget_spread", "> 0 or null", spread)
         require(self.distill_weight >= 0, "joint.distill_weight", ">= 0", self.distill_weight)
         require(self.teacher in ("dense", "frozen"), "joint.teacher", "dense | frozen", self.teacher)
         require(self.max_words >= 64, "joint.max_words", ">= 64", self.max_words)
@@ -179,6 +185,8 @@ class MetaConfig:
         val_episodes: episodes per validation.
         restore_margin: if validation accuracy falls this much below the best, restore the best state.
         restore_lr_factor: and multiply the outer learning rate by this.
+        best_budget_slack: a validation whose hard decisions cost more than ``(1 + this)`` times its budget
+            target (in the budget's unit) is neither a best nor a dip: over budget, accuracy is compute.
         checkpoint_every: outer steps between checkpoints.
         stability_weight: weight of the term that rewards the same pathways for similar inputs.
         tau_start, tau_end: Gumbel temperature schedule over the outer steps.
@@ -207,6 +215,7 @@ class MetaConfig:
     val_episodes: int = 12
     restore_margin: float = 0.02
     restore_lr_factor: float = 0.5
+    best_budget_slack: float = 0.25
     checkpoint_every: int = 25
     stability_weight: float = 0.1
     tau_start: float = 2.0
@@ -234,6 +243,7 @@ class MetaConfig:
         require(0 < self.val_fraction < 1, "meta.val_fraction", "(0, 1)", self.val_fraction)
         require(self.val_every >= 0, "meta.val_every", ">= 0", self.val_every)
         require(0 < self.restore_lr_factor <= 1, "meta.restore_lr_factor", "(0, 1]", self.restore_lr_factor)
+        require(self.best_budget_slack >= 0, "meta.best_budget_slack", ">= 0", self.best_budget_slack)
 
 
 @dataclass

@@ -23,6 +23,8 @@ from metasparse.model.uncertainty import normalized_entropy
 from metasparse.scoring.methods import PolicyMethod
 
 PLACEMENTS = ("per_layer", "upfront")
+# The widest range of pattern logits :func:`budget_view` reads as it is, unless told otherwise.
+BUDGET_SPREAD = 4.0
 
 
 @dataclass
@@ -158,14 +160,26 @@ class Controller(nn.Module):
         """Each decision network's output bias (``nets.<i>.2.bias``): what a calibration shifts."""
         return {f"nets.{i}.2.bias": net[2].bias for i, net in enumerate(self.nets)}
 
-    def policy(self, model: GatedEncoder, *, hard: bool = True, tau: float = 1.0, record: list | None = None):
+    def policy(
+        self,
+        model: GatedEncoder,
+        *,
+        hard: bool = True,
+        tau: float = 1.0,
+        record: list | None = None,
+        budget_spread: float | None = None,
+    ):
         """A policy for ``model.forward``.
 
         Args:
             model: the controlled encoder.
             hard: deterministic argmax decisions (inference); else straight-through Gumbel samples.
             tau: Gumbel temperature.
-            record: if given, each layer's pattern probabilities ``[B, P]`` are appended (for the budget).
+            record: if given, each layer's pattern probabilities ``[B, P]`` are appended (for the budget):
+                the softmax of the logits, or with ``budget_spread`` and soft decisions as :func:`budget_view`
+                reads them.
+            budget_spread: :func:`budget_view`'s ``spread`` for the recorded probabilities of soft decisions
+                (``joint.budget_spread``); None: the plain softmax.
         """
 
         need_tokens = any(p.tokens < 1.0 for p in model.codebook)
@@ -192,7 +206,9 @@ class Controller(nn.Module):
             else:
                 logits, tok = self.logits(model, layer, x, mask, need_tokens)
             if record is not None:
-                record.append(F.softmax(logits, dim=-1))
+                record.append(
+                    F.softmax(logits, dim=-1) if hard or budget_spread is None else budget_view(logits, budget_spread)
+                )
             if hard:
                 return Decision(token_scores=tok, hard_levels=logits.argmax(-1))
             w = gumbel_softmax_st(logits, tau)
@@ -203,6 +219,24 @@ class Controller(nn.Module):
             return Decision(w, tok, gate)
 
         return decide
+
+
+def budget_view(logits: torch.Tensor, spread: float = BUDGET_SPREAD) -> torch.Tensor:
+    """Pattern probabilities ``[B, P]`` as a budget can read them: the softmax of ``logits`` tempered per
+    row so their range (largest minus smallest) is at most ``spread``; rows within it are read as they are.
+    The temperature is a constant to the gradient. Used by the joint phase with ``joint.budget_spread``.
+
+    Why: a saturated controller has no budget gradient. The joint phase's controller, its budget annealed
+    from dense, ended with every sentence and layer on the 0.75 pattern by margins of about 12 logits (its
+    expected FLOPs 0.75 against a target of 0.5), and meta-training from it stayed on those decisions for
+    90-150 of its 150 steps (README, "A saturated controller"). Read through the tempered softmax every
+    pattern keeps a share of at least about ``exp(-spread)`` of the top one, so the budget's gradient moves
+    the logits until they are back within ``spread``. (The default joint phase now meets its budget from
+    the first step instead, ``joint.budget_warmup: 0``, which measured as well.)
+    """
+    values = logits.detach()
+    temperature = ((values.amax(-1) - values.amin(-1)) / spread).clamp(min=1.0)
+    return F.softmax(logits / temperature.unsqueeze(-1), dim=-1)
 
 
 def _pool(per_word: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

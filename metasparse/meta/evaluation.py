@@ -11,8 +11,8 @@ from metasparse.config import MetaTrainConfig
 from metasparse.control.train import calibrate_bias
 from metasparse.data.cells import Cell, CellIndex
 from metasparse.meta.adapted import adapted_dir, save_adapted
+from metasparse.meta.inner import materialize
 from metasparse.meta.maml import MAML
-from metasparse.meta.outer import materialize
 from metasparse.meta.system import GatedSystem, dense_scores, episode_loss, gated_scores
 from metasparse.model.corpus import EncodedRows
 from metasparse.model.loss import task_loss

@@ -58,11 +58,14 @@ def joint_key(backbone_key: str, joint, controller: ControllerSpec) -> str:
     """Hash of what the joint weights depend on: the backbone, the joint settings and the controller."""
     spec = {
         "backbone": backbone_key,
-        # teacher=dense was the only teacher once: left out then, so those folders keep their keys
+        # teacher=dense was the only teacher once, and the plain softmax the only budget view: left out then,
+        # so those folders keep their keys
         "joint": {
             k: v
             for k, v in dataclasses.asdict(joint).items()
-            if k != "checkpoint_every" and not (k == "teacher" and v == "dense")
+            if k != "checkpoint_every"
+            and not (k == "teacher" and v == "dense")
+            and not (k == "budget_spread" and v is None)
         },
         "controller": dataclasses.asdict(controller),
     }
@@ -124,7 +127,8 @@ def _step_loss(cfg, model: GatedEncoder, ctrl: Controller, batch, step: int, tot
             anchor = teacher(batch).logits
     tau = anneal_temperature(step, total, j.tau_start, j.tau_end)
     probs: list[torch.Tensor] = []
-    gated = model(batch, ctrl.policy(model, hard=False, tau=tau, record=probs), mode="masked")
+    policy = ctrl.policy(model, hard=False, tau=tau, record=probs, budget_spread=j.budget_spread)
+    gated = model(batch, policy, mode="masked")
     target = annealed_target(step, total, j.target, j.budget_warmup)
     frac = expected_fraction(FlopsCost(model), probs, batch.lengths, ctrl)
     ce_dense = task_loss(dense.logits, batch.labels)

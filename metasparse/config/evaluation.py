@@ -124,8 +124,8 @@ class ExitBenchOptions:
     Attributes:
         thresholds: exit thresholds on the normalised entropy (one plan each).
         criterion: whose entropy (:data:`metasparse.model.spec.EXIT_CRITERIA`: ``upos``, or ``all`` task
-            heads, the largest); None: the backbone's own (``model.exit_criterion``). Not a model override:
-            the criterion does not change the backbone's weights, so it keeps its cache key.
+            heads, the largest); None: the backbone's own (``model.exit_criterion``). It sets the criterion for
+            this benchmark only; a backbone whose codebook trains no exit pattern keeps its cache key either way.
         batch_sizes: batch sizes timed.
         sentences: sentences timed per round (at batch > 1, at least two batches).
         repeats: timed rounds (dense and every threshold interleaved).

@@ -101,9 +101,11 @@ class JointConfig:
         steps: optimisation steps (0: no joint phase, the random-pattern backbone as it is).
         lr: the backbone's AdamW learning rate (constant).
         controller_lr: the controller's.
-        target: FLOPs budget the controller is trained toward (annealed from dense).
+        target: FLOPs budget the controller is trained toward (annealed from dense over ``budget_warmup``).
         budget_weight: weight of the squared budget gap.
-        budget_warmup: share of the steps over which the budget anneals from 1.0.
+        budget_warmup: share of the steps over which the budget anneals from 1.0 (the jobs' config,
+            ``conf/joint/default.yaml``, sets 0: annealed, the controller saturated; this default is the
+            Python API's, unchanged so that code written against it keeps its behaviour).
         budget_spread: the widest range of pattern logits the budget reads as it is
             (:func:`metasparse.control.controller.budget_view`); None: the plain softmax, as in the joint
             phases before it (their cache keys), through which a saturated controller has no budget gradient.

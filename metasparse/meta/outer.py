@@ -219,7 +219,8 @@ def _keep_best_or_restore(rec: dict, system, algo, opt, state: MetaState, cfg: M
     that spends more than ``meta.best_budget_slack`` over its target (``val_cost``, in the budget's unit)
     compared with any: its accuracy is compute too. At 0.3 of dense latency the decisions stayed near dense
     for tens of steps after the target arrived; such a state was the best, and each time the budget bit the
-    run went back to it (two restorations, ending on a near-dense controller; README, "Validation dips").
+    run went back to it (two restorations, ending on a near-dense controller; README, "Validation judged on
+    budget only").
     """
     m = cfg.meta
     if "val_cost" in rec and rec["val_cost"] > rec["target"] * (1.0 + m.best_budget_slack):

@@ -11,7 +11,9 @@ router. Each step here trains:
 * the gated model under the controller's relaxed decisions (straight-through Gumbel, masked path) on the
   labels and toward the dense model's own predictions (KL, the teacher detached: self-distillation), or,
   with ``joint.teacher=frozen``, both passes toward a frozen copy of the pretrained backbone,
-* the controller toward the budget (expected cost fraction, annealed from dense to the target).
+* the controller toward the budget (expected cost fraction; ``joint.budget_warmup`` anneals it from dense,
+  0 in the jobs' config: annealed, the controller saturated before the budget arrived and kept no
+  budget gradient, README "A saturated controller").
 """
 
 from __future__ import annotations

@@ -250,7 +250,7 @@ def test_validation_dips_are_judged_at_one_budget_target_only(tmp_path, monkeypa
     state = outer.MetaState(outer_lr=1.0)
     for step, target, acc in ((25, 0.7, 0.85), (50, 0.5, 0.80), (75, 0.5, 0.81), (100, 0.5, 0.78)):
         state.step = step
-        rec = {"target": target, "val_acc": acc}
+        rec = {"target": target, "val_acc": acc, "val_cost": target}  # on budget: only targets and accuracies matter
         outer._keep_best_or_restore(rec, None, None, opt, state, cfg, tmp_path)
     assert saved == [25, 50, 75]  # step 50: a new target, not a fall from 0.85
     assert len(loaded) == 1 and state.restorations == 1 and rec["restored_from"] == 7  # step 100: 0.78 < 0.81 - 0.02

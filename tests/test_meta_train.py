@@ -170,7 +170,7 @@ def test_validation_dip_restores_the_best_state_and_lowers_the_lr(tmp_path, monk
     scores = iter([0.90, 0.50])  # validation at step 3, then a dip at step 6
 
     def fake_validate(*args, **kwargs):
-        return {"val_acc": next(scores), "val_flops": 0.5}
+        return {"val_acc": next(scores), "val_flops": 0.5, "val_cost": 0.5}
 
     monkeypatch.setattr(outer, "validate", fake_validate)
     cfg = _cfg("meta.restore_margin=0.1", "meta.restore_lr_factor=0.5")

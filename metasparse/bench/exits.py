@@ -125,7 +125,7 @@ def format_report(r: dict, batch_sizes: list[int]) -> str:
     head += " | words exited after each layer"
     lines = [
         f"Per-token early exit ({r['sentences']} source test sentences, macro over languages; exit criterion "
-        f"{r.get('criterion', 'upos')}; wall = median over median dense, interleaved)",
+        f"{r['criterion']}; wall = median over median dense, interleaved)",
         "",
         head + " |",
         "|---|---:|" + "---:|" * (len(tasks) + len(batch_sizes)) + "---|",

@@ -69,7 +69,7 @@ def cell_pathways(model, controller, corpus, *, max_words: int = 4096) -> CellPa
     L, P = model.spec.layers, model.n_patterns
     ctrl_ent: list[float] = []
     unc = [0.0] * len(corpus)
-    head = "upos" if "upos" in model.spec.tasks else next(iter(model.spec.tasks))
+    head = model.spec.primary_task
     gold = corpus.labels.get("upos")
     per_sentence: list[tuple] = [()] * len(corpus)
 

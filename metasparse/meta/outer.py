@@ -223,7 +223,7 @@ def _keep_best_or_restore(rec: dict, system, algo, opt, state: MetaState, cfg: M
     budget only").
     """
     m = cfg.meta
-    if "val_cost" in rec and rec["val_cost"] > rec["target"] * (1.0 + m.best_budget_slack):
+    if rec["val_cost"] > rec["target"] * (1.0 + m.best_budget_slack):
         log.info(
             "validation at step %d spends %.3f for a target of %.3f: not compared",
             state.step,

@@ -135,8 +135,7 @@ class GatedEncoder(nn.Module):
     def token_uncertainty(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised entropy ``[B, T]`` of the UPOS head (else the first task's) applied to ``x``: a
         training-free token score (static plans route the most uncertain tokens through the FFN)."""
-        head = self.heads["upos"] if "upos" in self.heads else next(iter(self.heads.values()))
-        return normalized_entropy(head(x))
+        return normalized_entropy(self.heads[self.spec.primary_task](x))
 
     def exit_uncertainty(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised entropy ``[B, T]`` of the criterion's task heads (``spec.exit_criterion``: UPOS, or the

@@ -48,9 +48,9 @@ def exit_flops(spec: EncoderSpec, n: int) -> int:
 
 
 def token_score_flops(spec: EncoderSpec, n: int) -> int:
-    """FLOPs of the training-free token score on ``n`` words (the UPOS head, else the first task's:
+    """FLOPs of the training-free token score on ``n`` words (the primary task's head:
     :meth:`metasparse.model.encoder.GatedEncoder.token_uncertainty`)."""
-    return 2 * n * spec.d_model * (spec.tasks["upos"] if "upos" in spec.tasks else next(iter(spec.tasks.values())))
+    return 2 * n * spec.d_model * spec.tasks[spec.primary_task]
 
 
 def heads_flops(spec: EncoderSpec, n: int) -> int:

@@ -16,6 +16,11 @@ from metasparse.model.patterns import DEFAULT_CODEBOOK, PatternSpec
 EXIT_CRITERIA = ("upos", "all")
 
 
+def check_exit_criterion(value: str) -> None:
+    """Refuse an exit criterion outside :data:`EXIT_CRITERIA`, naming ``model.exit_criterion``."""
+    require(value in EXIT_CRITERIA, "model.exit_criterion", ", ".join(EXIT_CRITERIA), value)
+
+
 @dataclass
 class EncoderSpec:
     """Architecture of the gated encoder.
@@ -77,15 +82,17 @@ class EncoderSpec:
     exit_criterion: str = "upos"
 
     def __post_init__(self) -> None:
-        require(
-            self.exit_criterion in EXIT_CRITERIA, "model.exit_criterion", ", ".join(EXIT_CRITERIA), self.exit_criterion
-        )
+        check_exit_criterion(self.exit_criterion)
+
+    @property
+    def primary_task(self) -> str:
+        """UPOS, else the first task: the task whose head gives training-free uncertainties (token scores,
+        the ``upos`` exit criterion, diagnostics)."""
+        return "upos" if "upos" in self.tasks else next(iter(self.tasks))
 
     def exit_tasks(self) -> list[str]:
-        """The tasks whose heads an early-exit check reads: every task, or UPOS (else the first task)."""
-        if self.exit_criterion == "all":
-            return list(self.tasks)
-        return ["upos" if "upos" in self.tasks else next(iter(self.tasks))]
+        """The tasks whose heads an early-exit check reads: every task, or :attr:`primary_task`."""
+        return list(self.tasks) if self.exit_criterion == "all" else [self.primary_task]
 
 
 @dataclass
@@ -119,9 +126,7 @@ class ModelConfig:
     exit_criterion: str = "upos"
 
     def __post_init__(self) -> None:
-        require(
-            self.exit_criterion in EXIT_CRITERIA, "model.exit_criterion", ", ".join(EXIT_CRITERIA), self.exit_criterion
-        )
+        check_exit_criterion(self.exit_criterion)
         for key in ("layers", "d_model", "heads", "d_ffn", "ffn_groups", "max_positions", "suffix_buckets"):
             require(getattr(self, key) >= 1, f"model.{key}", ">= 1", getattr(self, key))
         require(1 <= self.affixes <= len(AFFIXES), "model.affixes", f"1..{len(AFFIXES)}", self.affixes)

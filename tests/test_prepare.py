@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -129,3 +130,24 @@ def test_the_exit_criterion_keys_a_backbone_only_where_exits_are_trained(ud_data
     keys = {k: backbone_key(cfg, bundle) for k, cfg in cfgs.items()}
     assert keys["upos", False] == keys["all", False]
     assert len({keys["upos", False], keys["upos", True], keys["all", True]}) == 3
+
+
+def test_lexicon_prefixes_widen_the_lexicon_and_key_the_backbone(ud_dataset):
+    """``model.lexicon_prefixes`` adds prefix blocks to the lexicon (so to the backbone's inputs and key);
+    without a lexicon it is not read and does not key the backbone; out of range it is refused by name."""
+    overrides = ["+domain=legal", "tokenizer.vocab_size=3000", "tokenizer.sentences_per_language=100"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("pretrain", overrides=[*overrides, "model.lexicon_prefixes=0"]))
+        wide = OmegaConf.to_object(compose("pretrain", overrides=[*overrides, "model.lexicon_prefixes=3"]))
+        plain = [
+            OmegaConf.to_object(compose("pretrain", overrides=[*overrides, "model.tag_lexicon=false", p]))
+            for p in ("model.lexicon_prefixes=0", "model.lexicon_prefixes=3")
+        ]
+        with pytest.raises(Exception, match="model.lexicon_prefixes"):
+            OmegaConf.to_object(compose("pretrain", overrides=[*overrides, "model.lexicon_prefixes=9"]))
+    bundle, wide_bundle = prepare(cfg), prepare(wide)
+    assert wide_bundle.tokenizer.lexicon.width == bundle.tokenizer.lexicon.width + 3 * bundle.tokenizer.lexicon.block
+    assert backbone_key(cfg, bundle) != backbone_key(wide, wide_bundle)
+    plain_bundle = prepare(plain[0])  # without a lexicon the prefixes change nothing: one backbone
+    assert plain_bundle.tokenizer.lexicon is None
+    assert backbone_key(plain[0], plain_bundle) == backbone_key(plain[1], plain_bundle)

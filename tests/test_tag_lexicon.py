@@ -10,7 +10,7 @@ import pytest
 import torch
 from model_utils import random_batch, tiny_model
 
-from metasparse.data.tag_lexicon import LEVELS, MAX_SUFFIX, TagLexicon
+from metasparse.data.tag_lexicon import LEVELS, MAX_PREFIX, MAX_SUFFIX, TagLexicon
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.features import pad
 
@@ -80,6 +80,30 @@ def test_an_unknown_language_reads_the_pooled_tables_and_the_fingerprint_follows
     assert _level(lex, lex.features(["ve"], "xx")[0], 0) == {"CCONJ": 1.0}
     other = TagLexicon.build(WORDS, [["NOUN"] * len(t) for t in TAGS], LANGS, rows=[10, 11, 12])
     assert lex.fingerprint() == _lexicon().fingerprint() != other.fingerprint()
+
+
+def test_prefix_levels_follow_the_suffix_levels_and_leave_a_counted_token_out():
+    """``model.lexicon_prefixes``: prefixes of 1..n characters of rare forms, a block each after the suffix
+    blocks; without them the layout and fingerprint are the earlier ones (cached backbones keep their keys)."""
+    lex = TagLexicon.build(WORDS, TAGS, LANGS, rows=[10, 11, 12], dataset="ud", prefixes=2)
+    assert lex.width == (LEVELS + 2) * lex.block and MAX_PREFIX == MAX_SUFFIX
+    f = lex.features(["gelir"], "tr")[0]  # unseen; "g-": geldiler, gittiler; "ge-": geldiler
+    assert _level(lex, f, MAX_SUFFIX + 1) == {"VERB": 1.0} and _evidence(lex, f, MAX_SUFFIX + 1) == pytest.approx(
+        np.log1p(2) / 10
+    )
+    assert _level(lex, f, MAX_SUFFIX + 2) == {"VERB": 1.0} and _evidence(lex, f, MAX_SUFFIX + 2) == pytest.approx(
+        np.log1p(1) / 10
+    )
+    # the same suffix blocks as without prefixes
+    np.testing.assert_array_equal(f[: LEVELS * lex.block], _lexicon().features(["gelir"], "tr")[0])
+    counted = lex.features(["geldiler"], "tr", gold=["VERB"])[0]  # its own token leaves "ge-" empty
+    assert _level(lex, counted, MAX_SUFFIX + 1) == {"VERB": 1.0} and _level(lex, counted, MAX_SUFFIX + 2) == {}
+    e = lex.features(["evde"], "tr")[0]  # "e-": evler, evde (NOUN, rare); "ve" is shorter than 2 + 1
+    assert _level(lex, e, MAX_SUFFIX + 1) == {"NOUN": 1.0}
+    plain = TagLexicon.build(WORDS, TAGS, LANGS, rows=[10, 11, 12], dataset="ud", prefixes=0)
+    assert plain.fingerprint() == _lexicon().fingerprint() != lex.fingerprint()
+    with pytest.raises(ValueError, match="lexicon_prefixes"):
+        TagLexicon.build(WORDS, TAGS, LANGS, rows=[10, 11, 12], prefixes=MAX_PREFIX + 1)
 
 
 class _Tokenizer:

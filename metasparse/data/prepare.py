@@ -134,11 +134,11 @@ def held_out(cfg: DataJob) -> tuple[list[str], list[str]]:
     return ([cfg.domain.name] if cfg.domain else []), ([cfg.language.code, *cfg.language.also] if cfg.language else [])
 
 
-def _tag_lexicon(ds, index: CellIndex, sources) -> TagLexicon:
-    """The tag lexicon of the source cells' train split (rows in cell order)."""
+def _tag_lexicon(ds, index: CellIndex, sources, prefixes: int) -> TagLexicon:
+    """The tag lexicon of the source cells' train split (rows in cell order), with ``prefixes`` levels."""
     rows = [r for cell in sources for r in index.rows(cell, "train")]
     data = ds.select(rows).select_columns(["words", LEXICON_COLUMN, "lang"]).to_dict()
-    return TagLexicon.build(data["words"], data[LEXICON_COLUMN], data["lang"], rows, ds._fingerprint)
+    return TagLexicon.build(data["words"], data[LEXICON_COLUMN], data["lang"], rows, ds._fingerprint, prefixes)
 
 
 def prepare(cfg: DataJob) -> DataBundle:
@@ -182,8 +182,9 @@ def prepare(cfg: DataJob) -> DataBundle:
         if cfg.tokenizer.word_min_count > 0:  # built from the same train sentences: nothing held out leaks in
             sentences = (s for lang in sorted(by_lang) for s in by_lang[lang])
             tokenizer.use_words(WordVocabulary.build(sentences, cfg.tokenizer.word_min_count))
-        if getattr(getattr(cfg, "model", None), "tag_lexicon", False):  # likewise the source train split only
-            tokenizer.use_lexicon(_tag_lexicon(ds, index, sources))
+        model = getattr(cfg, "model", None)
+        if getattr(model, "tag_lexicon", False):  # likewise the source train split only
+            tokenizer.use_lexicon(_tag_lexicon(ds, index, sources, model.lexicon_prefixes))
     words = tokenizer.words
     log.info(
         "%d source cells, %d target cells; tokenizer %s; %s",

@@ -15,6 +15,10 @@ block holds the tag distribution and ``log(1 + tokens) / 10``; a level with no t
 model weighs the levels itself: one back-off to the longest suffix with enough tokens (TnT's) gave 0.3
 UPOS and 0.7 DEPREL less (README). A language the lexicon never counted reads the pooled tables.
 
+With ``prefixes`` (``model.lexicon_prefixes``), the prefixes of 1 to n characters of rare forms follow as
+levels of their own (UDPipe 1's guesser also reads prefixes). In the suffixing languages a prefix is
+mostly a stem: an unseen inflected form of a lemma reads the tags of the lemma's other rare forms.
+
 Training sentences were counted, so on them every form is "seen" while a third of test forms are not.
 :meth:`TagLexicon.features` therefore takes the sentence's gold tags for counted sentences and leaves the
 token itself out (jackknifing): a form seen once in training looks exactly like an unseen form. (Word
@@ -39,7 +43,9 @@ MAX_SUFFIX = 7
 # A form seen at most this often counts towards the suffix tables (TnT's rare-word threshold).
 RARE_FORM = 10
 POOLED = "*"
-LEVELS = MAX_SUFFIX + 1  # the form, then suffixes of 1..MAX_SUFFIX characters
+LEVELS = MAX_SUFFIX + 1  # the form, then suffixes of 1..MAX_SUFFIX characters (then any prefix levels)
+# Prefix levels a lexicon may add (``model.lexicon_prefixes``): prefixes of 1..n characters of rare forms.
+MAX_PREFIX = MAX_SUFFIX
 # The layout, part of the fingerprint (so of a backbone's cache key); the trailing 3 is the minimum count
 # of the single back-off this layout replaced, kept so the backbones measured in the README keep their keys.
 _LAYOUT = "stacked"
@@ -50,8 +56,18 @@ def _form_key(lang: str, form: str) -> str:
     return f"{lang}\x1ff\x1f{form}"
 
 
-def _suffix_key(lang: str, suffix: str) -> str:
-    return f"{lang}\x1fs\x1f{suffix}"
+def _affix_key(lang: str, kind: str, affix: str) -> str:
+    """A suffix (``kind`` "s") or prefix ("p") entry's key."""
+    return f"{lang}\x1f{kind}\x1f{affix}"
+
+
+def _affixes(form: str, prefixes: int):
+    """(level, key part) of each counted affix of ``form``: suffixes of 1..MAX_SUFFIX characters at levels
+    1..MAX_SUFFIX, then prefixes of 1..``prefixes`` at the levels after them; each shorter than the form."""
+    for n in range(1, min(MAX_SUFFIX, len(form) - 1) + 1):
+        yield n, "s", form[-n:]
+    for n in range(1, min(prefixes, len(form) - 1) + 1):
+        yield MAX_SUFFIX + n, "p", form[:n]
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,8 @@ class TagLexicon:
         rows: the dataset rows counted; :meth:`features` leaves a token out only for these.
         dataset: the counted dataset's fingerprint (``datasets.Dataset._fingerprint``): row numbers of any
             other dataset (a target file to adapt to) mean other sentences.
+        prefixes: prefix levels after the suffix ones (prefixes of 1..``prefixes`` characters of rare
+            forms, at most :data:`MAX_PREFIX`; 0: none, the layout of the backbones before them).
     """
 
     tags: tuple[str, ...]
@@ -75,10 +93,13 @@ class TagLexicon:
     langs: frozenset[str]
     rows: frozenset[int] = field(compare=False)
     dataset: str = field(default="", compare=False)
+    prefixes: int = 0
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     _tag_ids: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.prefixes <= MAX_PREFIX:
+            raise ValueError(f"model.lexicon_prefixes: expected 0..{MAX_PREFIX}, got {self.prefixes}")
         object.__setattr__(self, "_index", {k: i for i, k in enumerate(self.keys)})
         object.__setattr__(self, "_tag_ids", {t: i for i, t in enumerate(self.tags)})
 
@@ -90,9 +111,10 @@ class TagLexicon:
         langs: Sequence[str],
         rows: Sequence[int],
         dataset: str = "",
+        prefixes: int = 0,
     ) -> TagLexicon:
         """Count the sentences (``words[i]`` tagged ``tags[i]``, in language ``langs[i]``, row ``rows[i]``
-        of the dataset with fingerprint ``dataset``)."""
+        of the dataset with fingerprint ``dataset``), with ``prefixes`` prefix levels."""
         inventory = tuple(sorted({t for seq in tags for t in seq}))
         tag_id = {t: i for i, t in enumerate(inventory)}
         forms: dict[str, np.ndarray] = {}
@@ -105,13 +127,13 @@ class TagLexicon:
             if c.sum() > RARE_FORM:
                 continue
             lang, _, form = key.split("\x1f", 2)
-            for n in range(1, min(MAX_SUFFIX, len(form) - 1) + 1):
-                row = suffixes.setdefault(_suffix_key(lang, form[-n:]), np.zeros(len(inventory), np.int64))
+            for _, kind, affix in _affixes(form, prefixes):
+                row = suffixes.setdefault(_affix_key(lang, kind, affix), np.zeros(len(inventory), np.int64))
                 row += c
         keys = sorted(forms) + sorted(suffixes)
         table = np.stack([forms.get(k, suffixes.get(k)) for k in keys]) if keys else np.zeros((0, len(inventory)))
         counted = frozenset(int(r) for r in rows)
-        return cls(inventory, tuple(keys), table.astype(np.int32), frozenset(langs), counted, dataset)
+        return cls(inventory, tuple(keys), table.astype(np.int32), frozenset(langs), counted, dataset, prefixes)
 
     def counted(self, dataset: str, row: int) -> bool:
         """Whether row ``row`` of the dataset with fingerprint ``dataset`` is one of the counted sentences."""
@@ -125,11 +147,12 @@ class TagLexicon:
     @property
     def width(self) -> int:
         """Feature columns: one block per level."""
-        return LEVELS * self.block
+        return (LEVELS + self.prefixes) * self.block
 
     def fingerprint(self) -> str:
         """sha256 of the layout, keys and counts: what a backbone's lexicon inputs mean."""
-        h = hashlib.sha256(f"{_HEADER}\n{'|'.join(self.tags)}\n".encode())
+        header = _HEADER + (f" p{self.prefixes}" if self.prefixes else "")  # without prefixes: the old keys
+        h = hashlib.sha256(f"{header}\n{'|'.join(self.tags)}\n".encode())
         h.update("\n".join(self.keys).encode())
         h.update(np.ascontiguousarray(self.counts, dtype=np.int32).tobytes())
         return h.hexdigest()[:16]
@@ -165,10 +188,10 @@ class TagLexicon:
             yield 0, self._minus(row, left_out)
         # the token counted towards its suffixes only if its form was rare
         suffix_left_out = left_out if row is not None and self.counts[row].sum() <= RARE_FORM else -1
-        for n in range(1, min(MAX_SUFFIX, len(form) - 1) + 1):
-            srow = self._index.get(_suffix_key(lang, form[-n:]))
+        for level, kind, affix in _affixes(form, self.prefixes):
+            srow = self._index.get(_affix_key(lang, kind, affix))
             if srow is not None:
-                yield n, self._minus(srow, suffix_left_out)
+                yield level, self._minus(srow, suffix_left_out)
 
     def _minus(self, row: int, tag: int) -> np.ndarray:
         c = self.counts[row].astype(np.float32)

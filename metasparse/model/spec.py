@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from metasparse.data.tag_lexicon import MAX_PREFIX
 from metasparse.errors import require
 from metasparse.model.adapters import AdapterConfig
 from metasparse.model.features import AFFIXES
@@ -120,6 +121,7 @@ class ModelConfig:
     char_channels: int = 0
     piece_ends: bool = False
     tag_lexicon: bool = False
+    lexicon_prefixes: int = 0
     codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
     name_or_path: str | None = None
     finetune_lr: float = 3e-4
@@ -148,6 +150,12 @@ class ModelConfig:
             )
         require(0.0 <= self.dropout < 1.0, "model.dropout", "[0, 1)", self.dropout)
         require(self.finetune_lr > 0, "model.finetune_lr", "> 0", self.finetune_lr)
+        require(
+            0 <= self.lexicon_prefixes <= MAX_PREFIX,
+            "model.lexicon_prefixes",
+            f"0..{MAX_PREFIX} (read only with model.tag_lexicon)",
+            self.lexicon_prefixes,
+        )
         require(
             not (self.tag_lexicon and self.name_or_path),
             "model.tag_lexicon",

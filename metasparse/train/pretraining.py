@@ -75,10 +75,20 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
     """Hash of everything the trained weights depend on: model, optimisation, data, tokenizer, seed."""
     model = OmegaConf.to_container(OmegaConf.structured(cfg.model))
     # added later: absent at the first backbones' value, so older cache keys stay valid
-    firsts = dict(char_dim=0, char_channels=0, affixes=3, piece_ends=False, tag_lexicon=False, exit_criterion="upos")
+    firsts = dict(
+        char_dim=0,
+        char_channels=0,
+        affixes=3,
+        piece_ends=False,
+        tag_lexicon=False,
+        exit_criterion="upos",
+        lexicon_prefixes=0,
+    )
     for key, first in firsts.items():
         if model.get(key) == first:
             model.pop(key)
+    if not model.get("tag_lexicon"):  # without a lexicon its prefix levels change nothing
+        model.pop("lexicon_prefixes", None)
     if not any(entry.get("exit") is not None for entry in model.get("codebook", [])):
         model.pop("exit_criterion", None)  # without exit patterns the criterion decides nothing in training
     if not model.get("name_or_path"):  # likewise: a backbone trained from scratch keys as before

@@ -138,7 +138,7 @@ def test_joint_phase_caches_and_resumes_exactly(monkeypatch, tmp_path, ud_root):
     assert metrics["joint"]["steps"] == 6 and "-joint-" in folder.name
     pre = folder.with_name(folder.name.split("-joint-")[0])
     assert (pre / "state.json").exists()  # the pretrained backbone stays cached beside it
-    from metasparse.train.pretraining import load_backbone
+    from metasparse.train.backbone_cache import load_backbone
 
     pretrained, _ = load_backbone(pre)
     before, after = pretrained.state_dict(), model.state_dict()

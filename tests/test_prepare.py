@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from metasparse.config import CONF_DIR
 from metasparse.data.prepare import prepare
-from metasparse.train.pretraining import backbone_key
+from metasparse.train.backbone_cache import backbone_key
 
 
 def test_prepare_legal_run_keeps_legal_out_of_tokenizer_and_episodes(ud_dataset):

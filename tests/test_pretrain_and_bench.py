@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 import metasparse.train.pretraining as P
 from metasparse.config import CONF_DIR
 from metasparse.data.prepare import prepare
+from metasparse.train.backbone_cache import backbone_key
 
 TINY = [
     "model=tiny",
@@ -161,7 +162,7 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
     from model_utils import hand_made_table
 
     from metasparse.runtime.costs import CostTable
-    from metasparse.train.pretraining import load_backbone
+    from metasparse.train.backbone_cache import load_backbone
 
     # bench.speed below runs on one thread, so it reads the one-thread table ("c3"): that is the one replaced
     # (replacing the two-thread one left bench.speed on a measured table, and the test at the machine's mercy).
@@ -221,7 +222,7 @@ def test_word_dropout_is_seeded_and_changes_training(monkeypatch, tmp_path, ud_r
     monkeypatch.setenv("METASPARSE_CACHE_DIR", str(tmp_path))
     cfg0, cfg1 = _cfg("pretrain", "pretrain.word_dropout=0.0"), _cfg("pretrain", "pretrain.word_dropout=0.3")
     bundle = prepare(cfg0)
-    assert P.backbone_key(cfg0, bundle) != P.backbone_key(cfg1, bundle)
+    assert backbone_key(cfg0, bundle) != backbone_key(cfg1, bundle)
     a, _, _ = P.pretrain(cfg1, bundle)
     b, _, _ = P.pretrain(cfg1, bundle, force=True)
     c, _, _ = P.pretrain(cfg0, bundle)

@@ -62,8 +62,9 @@ def _affix_key(lang: str, kind: str, affix: str) -> str:
 
 
 def _affixes(form: str, prefixes: int):
-    """(level, key part) of each counted affix of ``form``: suffixes of 1..MAX_SUFFIX characters at levels
-    1..MAX_SUFFIX, then prefixes of 1..``prefixes`` at the levels after them; each shorter than the form."""
+    """(level, kind, affix) of each counted affix of ``form`` (kind "s" or "p"): suffixes of 1..MAX_SUFFIX
+    characters at levels 1..MAX_SUFFIX, then prefixes of 1..``prefixes`` at the levels after them; each
+    shorter than the form."""
     for n in range(1, min(MAX_SUFFIX, len(form) - 1) + 1):
         yield n, "s", form[-n:]
     for n in range(1, min(prefixes, len(form) - 1) + 1):
@@ -122,16 +123,16 @@ class TagLexicon:
             for w, t in zip(ws, ts, strict=True):
                 for key in (_form_key(lang, w.casefold()), _form_key(POOLED, w.casefold())):
                     forms.setdefault(key, np.zeros(len(inventory), np.int64))[tag_id[t]] += 1
-        suffixes: dict[str, np.ndarray] = {}
+        affixes: dict[str, np.ndarray] = {}
         for key, c in forms.items():
             if c.sum() > RARE_FORM:
                 continue
             lang, _, form = key.split("\x1f", 2)
             for _, kind, affix in _affixes(form, prefixes):
-                row = suffixes.setdefault(_affix_key(lang, kind, affix), np.zeros(len(inventory), np.int64))
+                row = affixes.setdefault(_affix_key(lang, kind, affix), np.zeros(len(inventory), np.int64))
                 row += c
-        keys = sorted(forms) + sorted(suffixes)
-        table = np.stack([forms.get(k, suffixes.get(k)) for k in keys]) if keys else np.zeros((0, len(inventory)))
+        keys = sorted(forms) + sorted(affixes)
+        table = np.stack([forms.get(k, affixes.get(k)) for k in keys]) if keys else np.zeros((0, len(inventory)))
         counted = frozenset(int(r) for r in rows)
         return cls(inventory, tuple(keys), table.astype(np.int32), frozenset(langs), counted, dataset, prefixes)
 
@@ -186,12 +187,12 @@ class TagLexicon:
         row = self._index.get(key)
         if row is not None:
             yield 0, self._minus(row, left_out)
-        # the token counted towards its suffixes only if its form was rare
-        suffix_left_out = left_out if row is not None and self.counts[row].sum() <= RARE_FORM else -1
+        # the token counted towards its affixes only if its form was rare
+        affix_left_out = left_out if row is not None and self.counts[row].sum() <= RARE_FORM else -1
         for level, kind, affix in _affixes(form, self.prefixes):
             srow = self._index.get(_affix_key(lang, kind, affix))
             if srow is not None:
-                yield level, self._minus(srow, suffix_left_out)
+                yield level, self._minus(srow, affix_left_out)
 
     def _minus(self, row: int, tag: int) -> np.ndarray:
         c = self.counts[row].astype(np.float32)

@@ -33,8 +33,8 @@ from metasparse.meta.sparse_maml import SparseMAML
 from metasparse.meta.system import dense_scores, gated_scores, part_of
 from metasparse.model.corpus import EncodedRows
 from metasparse.tracking import log_scalars
+from metasparse.train.backbone_cache import backbone_key
 from metasparse.train.joint import backbone_with_controller
-from metasparse.train.pretraining import backbone_key
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,8 @@ from metasparse.model.encoder import GatedEncoder
 from metasparse.model.features import IGNORE_INDEX
 from metasparse.model.loss import task_loss
 from metasparse.tracking import log_scalars
-from metasparse.train.pretraining import _rows, load_backbone, spec_to_json
+from metasparse.train.backbone_cache import load_backbone, spec_to_json
+from metasparse.train.pretraining import _rows
 
 log = logging.getLogger(__name__)
 

@@ -8,14 +8,10 @@ narrower width is a zero-copy slice of weights that were trained to work alone.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -25,18 +21,16 @@ from metasparse.checkpoint import load_checkpoint, optimizer_state, restore_opti
 from metasparse.config import PretrainConfig
 from metasparse.data.fetch import cache_dir
 from metasparse.data.prepare import DataBundle
-from metasparse.data.registry import load_registry
 from metasparse.distributed import is_main, rank_and_size
 from metasparse.io import atomic_write
-from metasparse.model.adapters import AdapterConfig
 from metasparse.model.corpus import EncodedCorpus, language_weights
-from metasparse.model.encoder import EncoderSpec, GatedEncoder, ModelConfig
-from metasparse.model.patterns import PatternSpec
-from metasparse.model.pretrained import convert_pretrained, pretrained_fingerprint, pretrained_spec
+from metasparse.model.encoder import EncoderSpec, GatedEncoder
+from metasparse.model.pretrained import convert_pretrained
 from metasparse.scoring import Dense, PlanMethod, score
 from metasparse.scoring.lookup import LookupTagger
 from metasparse.scoring.metrics import AccuracyTable
 from metasparse.tracking import log_scalars
+from metasparse.train.backbone_cache import backbone_key, encoder_spec, load_backbone, spec_to_json
 from metasparse.train.pretrain_step import build_optimizer, optimise, unknown_probabilities
 
 log = logging.getLogger(__name__)
@@ -44,95 +38,6 @@ log = logging.getLogger(__name__)
 # Sentences a pretrained checkpoint's unit importance is measured on: one forward per head and group of
 # every layer (120 for MiniLM), so the sample is kept to seconds on a CPU.
 IMPORTANCE_SENTENCES = 24
-
-
-def encoder_spec(model_cfg: ModelConfig, bundle: DataBundle) -> EncoderSpec:
-    """The architecture for this config, the bundle's tokenizer and its task set (a pretrained
-    checkpoint's own with ``model.name_or_path``)."""
-    tasks = {n: t.num_labels for n, t in bundle.tasks.items()}
-    if model_cfg.name_or_path:
-        return pretrained_spec(model_cfg, tasks, bundle.tokenizer.word_rows)
-    lexicon = bundle.tokenizer.lexicon
-    width = lexicon.width if lexicon is not None else 0
-    return model_cfg.spec(bundle.tokenizer.vocab_size, tasks, bundle.tokenizer.word_rows, width)
-
-
-def spec_to_json(spec: EncoderSpec) -> dict:
-    d = dataclasses.asdict(spec)
-    d["tasks"] = [[name, n] for name, n in spec.tasks.items()]  # a list: JSON key sorting must not reorder heads
-    return d
-
-
-def spec_from_json(d: dict) -> EncoderSpec:
-    d = dict(d)
-    d["codebook"] = [PatternSpec(**c) for c in d["codebook"]]
-    d["adapter"] = AdapterConfig(**d["adapter"]) if d.get("adapter") else None
-    d["tasks"] = dict(d["tasks"])
-    return EncoderSpec(**d)
-
-
-def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
-    """Hash of everything the trained weights depend on: model, optimisation, data, tokenizer, seed."""
-    model = OmegaConf.to_container(OmegaConf.structured(cfg.model))
-    # added later: absent at the first backbones' value, so older cache keys stay valid
-    firsts = dict(
-        char_dim=0,
-        char_channels=0,
-        affixes=3,
-        piece_ends=False,
-        tag_lexicon=False,
-        exit_criterion="upos",
-        lexicon_prefixes=0,
-    )
-    for key, first in firsts.items():
-        if model.get(key) == first:
-            model.pop(key)
-    if not model.get("tag_lexicon"):  # without a lexicon its prefix levels change nothing
-        model.pop("lexicon_prefixes", None)
-    if not any(entry.get("exit") is not None for entry in model.get("codebook", [])):
-        model.pop("exit_criterion", None)  # without exit patterns the criterion decides nothing in training
-    if not model.get("name_or_path"):  # likewise: a backbone trained from scratch keys as before
-        model.pop("name_or_path", None)
-        model.pop("finetune_lr", None)
-    for entry in model.get("codebook", []):  # likewise a codebook entry without an early exit
-        if entry.get("exit") is None:
-            entry.pop("exit", None)
-    spec = {
-        "model": model,
-        "pretrain": {
-            k: v
-            for k, v in dataclasses.asdict(cfg.pretrain).items()
-            if k not in ("eval_every", "threads", "max_minutes", "checkpoint_every", "max_nonfinite")
-            # added later: absent at 0, so older cache keys stay valid
-            and not (k in ("word_dropout", "word_dropout_alpha") and v == 0.0)
-            and not (k == "language_alpha" and v == 1.0)
-        },
-        "tasks": sorted(bundle.tasks),
-        "seed": cfg.seed,
-        "registry": load_registry().fingerprint(),
-        "split": [cfg.data.split_seed, list(cfg.data.split_fractions)],
-        "treebanks": cfg.data.treebanks,
-        "sources": [c.name for c in bundle.sources],
-        "tokenizer": hashlib.sha256(bundle.tokenizer.model_proto).hexdigest(),
-    }
-    words = bundle.tokenizer.words
-    if words is not None:  # the rows' meaning; absent for hashed forms: older cache keys stay valid
-        spec["words"] = words.fingerprint()
-    if bundle.tokenizer.lexicon is not None:  # what the lexicon inputs mean; absent without one, likewise
-        spec["lexicon"] = bundle.tokenizer.lexicon.fingerprint()
-    if bundle.extra_fingerprint is not None:  # absent without data.extra: older cache keys stay valid
-        spec["extra"] = bundle.extra_fingerprint
-    if cfg.model.name_or_path:  # the checkpoint's bytes, not only its name
-        spec["pretrained"] = pretrained_fingerprint(cfg.model.name_or_path)
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def load_backbone(folder: Path) -> tuple[GatedEncoder, dict[str, Any]]:
-    """Load a finished backbone checkpoint folder (verified by hash)."""
-    tensors, state = load_checkpoint(folder)
-    model = GatedEncoder(spec_from_json(state["spec"]))
-    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
-    return model.eval(), state
 
 
 def _lookup_table(bundle: DataBundle, split_rows, task: str, fit_rows) -> AccuracyTable:

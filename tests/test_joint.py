@@ -59,6 +59,21 @@ def test_existing_joint_cache_keys_hold_and_a_frozen_teacher_gets_its_own():
     # a budget read through the tempered softmax (joint.budget_spread) trains other weights: its own key
     spread = J.joint_key("256809ca4b008236", JointConfig(steps=300, budget_spread=4.0), ControllerSpec())
     assert spread not in ("a341ffacd960ce88", frozen)
+    # a decaying rate (joint.schedule=linear) ends on other weights: its own key; constant keeps the old one
+    linear = J.joint_key("256809ca4b008236", JointConfig(steps=300, schedule="linear"), ControllerSpec())
+    assert linear not in ("a341ffacd960ce88", frozen, spread)
+    constant = J.joint_key("256809ca4b008236", JointConfig(steps=300, schedule="constant"), ControllerSpec())
+    assert constant == "a341ffacd960ce88"
+
+
+def test_joint_schedule_decays_linearly_to_the_last_step_and_refuses_unknown_names():
+    from metasparse.config.training import JointConfig
+    from metasparse.errors import ConfigValueError
+
+    assert [J.lr_factor("constant", s, 4) for s in range(4)] == [1.0, 1.0, 1.0, 1.0]
+    assert [J.lr_factor("linear", s, 4) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    with pytest.raises(ConfigValueError, match=r"joint\.schedule.*constant \| linear"):
+        JointConfig(schedule="cosine")
 
 
 def test_frozen_teacher_anchors_the_dense_pass_and_never_trains():

@@ -99,8 +99,12 @@ class JointConfig:
 
     Attributes:
         steps: optimisation steps (0: no joint phase, the random-pattern backbone as it is).
-        lr: the backbone's AdamW learning rate (constant).
+        lr: the backbone's AdamW learning rate.
         controller_lr: the controller's.
+        schedule: ``constant``: both rates as given for every step (the joint phases before the option, their
+            cache keys); ``linear``: both decay linearly to 0 at the last step, as pretraining's do, so the
+            phase ends on settled weights instead of leaving the backbone at a quarter of pretraining's peak
+            rate.
         target: FLOPs budget the controller is trained toward (annealed from dense over ``budget_warmup``).
         budget_weight: weight of the squared budget gap.
         budget_warmup: share of the steps over which the budget anneals from 1.0 (the jobs' config,
@@ -121,6 +125,7 @@ class JointConfig:
     steps: int = 0
     lr: float = 5e-4
     controller_lr: float = 3e-3
+    schedule: str = "constant"
     target: float = 0.5
     budget_weight: float = 20.0
     budget_warmup: float = 0.3
@@ -135,6 +140,7 @@ class JointConfig:
     def __post_init__(self) -> None:
         require(self.steps >= 0, "joint.steps", ">= 0", self.steps)
         require(self.lr > 0 and self.controller_lr > 0, "joint.lr/controller_lr", "> 0", (self.lr, self.controller_lr))
+        require(self.schedule in ("constant", "linear"), "joint.schedule", "constant | linear", self.schedule)
         require(0 < self.target <= 1, "joint.target", "(0, 1]", self.target)
         require(self.budget_weight >= 0, "joint.budget_weight", ">= 0", self.budget_weight)
         require(0 <= self.budget_warmup <= 1, "joint.budget_warmup", "[0, 1]", self.budget_warmup)

@@ -57,6 +57,12 @@ def distillation(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tens
     return total
 
 
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """The share of the configured rates step ``step`` (0-based) of ``total`` runs at: 1 for ``constant``;
+    for ``linear`` from 1 down to ``1 / total`` at the last step (a pure function of the step: resume-safe)."""
+    return 1.0 if schedule == "constant" else (total - step) / total
+
+
 def joint_key(backbone_key: str, joint, controller: ControllerSpec) -> str:
     """Hash of what the joint weights depend on: the backbone, the joint settings and the controller."""
     spec = {
@@ -69,6 +75,7 @@ def joint_key(backbone_key: str, joint, controller: ControllerSpec) -> str:
             if k != "checkpoint_every"
             and not (k == "teacher" and v == "dense")
             and not (k == "budget_spread" and v is None)
+            and not (k == "schedule" and v == "constant")
         },
         "controller": dataclasses.asdict(controller),
     }
@@ -177,6 +184,8 @@ def _train(cfg, bundle: DataBundle, model: GatedEncoder, ctrl: Controller, parti
         epoch_batches = batches[epoch]
         batch = train.batch(epoch_batches[pos % len(epoch_batches)])
         loss, last = _step_loss(cfg, model, ctrl, batch, step, j.steps, teacher)
+        for group, rate in zip(opt.param_groups, (j.lr, j.controller_lr), strict=True):
+            group["lr"] = rate * lr_factor(j.schedule, step, j.steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([*model.parameters(), *ctrl.parameters()], 1.0)

@@ -151,3 +151,15 @@ def test_lexicon_prefixes_widen_the_lexicon_and_key_the_backbone(ud_dataset):
     plain_bundle = prepare(plain[0])  # without a lexicon the prefixes change nothing: one backbone
     assert plain_bundle.tokenizer.lexicon is None
     assert backbone_key(plain[0], plain_bundle) == backbone_key(plain[1], plain_bundle)
+    # model.lexicon_shape: one more block and its own key; without a lexicon not read either
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        shaped = OmegaConf.to_object(
+            compose("pretrain", overrides=[*overrides, "model.lexicon_prefixes=0", "model.lexicon_shape=true"])
+        )
+        plain_shaped = OmegaConf.to_object(
+            compose("pretrain", overrides=[*overrides, "model.tag_lexicon=false", "model.lexicon_shape=true"])
+        )
+    shaped_bundle = prepare(shaped)
+    assert shaped_bundle.tokenizer.lexicon.width == bundle.tokenizer.lexicon.width + bundle.tokenizer.lexicon.block
+    assert backbone_key(shaped, shaped_bundle) not in (backbone_key(cfg, bundle), backbone_key(wide, wide_bundle))
+    assert backbone_key(plain_shaped, plain_bundle) == backbone_key(plain[0], plain_bundle)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from model_utils import random_batch, tiny_model
 
-from metasparse.data.tag_lexicon import LEVELS, MAX_PREFIX, MAX_SUFFIX, TagLexicon
+from metasparse.data.tag_lexicon import LEVELS, MAX_PREFIX, MAX_SUFFIX, RARE_FORM, TagLexicon, word_shape
 from metasparse.model.encoder import GatedEncoder
 from metasparse.model.features import pad
 
@@ -104,6 +104,35 @@ def test_prefix_levels_follow_the_suffix_levels_and_leave_a_counted_token_out():
     assert plain.fingerprint() == _lexicon().fingerprint() != lex.fingerprint()
     with pytest.raises(ValueError, match="lexicon_prefixes"):
         TagLexicon.build(WORDS, TAGS, LANGS, rows=[10, 11, 12], prefixes=MAX_PREFIX + 1)
+
+
+def test_word_shapes_split_case_digits_and_the_sentence_start():
+    shapes = [
+        word_shape(w, i == 0) for i, w in enumerate(["The", "NASA", "miso", "Paris", "2021", "के", "x1", ".", "'Bob"])
+    ]
+    assert shapes == ["^T", "-U", "-l", "-T", "-d", "-n", "-d", "-n", "-T"]
+    assert word_shape("A", False) == "-T"  # one capital is not "all capitals"
+
+
+def test_the_shape_level_counts_rare_tokens_by_case_and_leaves_a_counted_token_out():
+    """``model.lexicon_shape``: after the affix levels, the tags of the language's rare-form tokens of the
+    token's shape (case-folding hides the case the forms' keys lose); without it the earlier layout."""
+    words = [["The", "cat", "Bob", "runs"], ["Bob", "sat", "."], ["A", "dog", "ran"]]
+    tags = [["DET", "NOUN", "PROPN", "VERB"], ["PROPN", "VERB", "PUNCT"], ["DET", "NOUN", "VERB"]]
+    lex = TagLexicon.build(words, tags, ["en"] * 3, rows=[0, 1, 2], dataset="ud", shape=True, prefixes=1)
+    plain = TagLexicon.build(words, tags, ["en"] * 3, rows=[0, 1, 2], dataset="ud", prefixes=1)
+    assert lex.width == plain.width + lex.block and lex.fingerprint() != plain.fingerprint()
+    at = LEVELS + 1  # after the suffix and the one prefix level
+    f = lex.features(["A", "Zed", "zed"], "en")
+    assert _level(lex, f[1], at) == {"PROPN": 1.0}  # capitalised inside a sentence: Bob (once)
+    assert _evidence(lex, f[1], at) == pytest.approx(np.log1p(1) / 10)
+    assert _level(lex, f[2], at) == pytest.approx({"NOUN": 0.4, "VERB": 0.6})  # cat dog runs sat ran
+    np.testing.assert_array_equal(f[:, : plain.width], plain.features(["A", "Zed", "zed"], "en"))
+    # a counted sentence: "Bob" leaves its own token out of "-T" (two Bobs, one inside a sentence)
+    counted = lex.features(["The", "cat", "Bob", "runs"], "en", gold=tags[0])
+    assert _level(lex, counted[2], at) == {}
+    frequent = TagLexicon.build([["Bob"] * (RARE_FORM + 1)], [["PROPN"] * (RARE_FORM + 1)], ["en"], [0], shape=True)
+    assert _level(frequent, frequent.features(["Zed", "Zed"], "en")[1], LEVELS) == {}  # frequent forms: not counted
 
 
 class _Tokenizer:

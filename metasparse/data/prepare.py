@@ -134,11 +134,12 @@ def held_out(cfg: DataJob) -> tuple[list[str], list[str]]:
     return ([cfg.domain.name] if cfg.domain else []), ([cfg.language.code, *cfg.language.also] if cfg.language else [])
 
 
-def _tag_lexicon(ds, index: CellIndex, sources, prefixes: int) -> TagLexicon:
-    """The tag lexicon of the source cells' train split (rows in cell order), with ``prefixes`` levels."""
+def _tag_lexicon(ds, index: CellIndex, sources, prefixes: int, shape: bool) -> TagLexicon:
+    """The tag lexicon of the source cells' train split (rows in cell order), with ``prefixes`` prefix
+    levels and a ``shape`` level."""
     rows = [r for cell in sources for r in index.rows(cell, "train")]
     data = ds.select(rows).select_columns(["words", LEXICON_COLUMN, "lang"]).to_dict()
-    return TagLexicon.build(data["words"], data[LEXICON_COLUMN], data["lang"], rows, ds._fingerprint, prefixes)
+    return TagLexicon.build(data["words"], data[LEXICON_COLUMN], data["lang"], rows, ds._fingerprint, prefixes, shape)
 
 
 def prepare(cfg: DataJob) -> DataBundle:
@@ -184,7 +185,7 @@ def prepare(cfg: DataJob) -> DataBundle:
             tokenizer.use_words(WordVocabulary.build(sentences, cfg.tokenizer.word_min_count))
         model = getattr(cfg, "model", None)
         if getattr(model, "tag_lexicon", False):  # likewise the source train split only
-            tokenizer.use_lexicon(_tag_lexicon(ds, index, sources, model.lexicon_prefixes))
+            tokenizer.use_lexicon(_tag_lexicon(ds, index, sources, model.lexicon_prefixes, model.lexicon_shape))
     words = tokenizer.words
     log.info(
         "%d source cells, %d target cells; tokenizer %s; %s",

@@ -19,6 +19,12 @@ With ``prefixes`` (``model.lexicon_prefixes``), the prefixes of 1 to n character
 levels of their own (UDPipe 1's guesser also reads prefixes). In the suffixing languages a prefix is
 mostly a stem: an unseen inflected form of a lemma reads the tags of the lemma's other rare forms.
 
+With ``shape`` (``model.lexicon_shape``), one more level: the tags of the language's rare-form tokens of the
+same :func:`word_shape` (capitalised, all capitals, lower case, uncased, with digits; sentence-initial or
+not). Case-folding hides what TnT keeps apart with separate suffix tables for capitalised and lower-case
+words: an unseen lower-case English word is rarely a proper noun, a capitalised one inside a sentence often
+is. Counted, like the other levels, not learned.
+
 Training sentences were counted, so on them every form is "seen" while a third of test forms are not.
 :meth:`TagLexicon.features` therefore takes the sentence's gold tags for counted sentences and leaves the
 token itself out (jackknifing): a form seen once in training looks exactly like an unseen form. (Word
@@ -50,6 +56,22 @@ MAX_PREFIX = MAX_SUFFIX
 # of the single back-off this layout replaced, kept so the backbones measured in the README keep their keys.
 _LAYOUT = "stacked"
 _HEADER = f"{_LAYOUT} {MAX_SUFFIX} {RARE_FORM} 3"
+
+
+def word_shape(word: str, initial: bool) -> str:
+    """The token's shape class: ``^`` (sentence-initial) or ``-``, then ``d`` (has a digit), ``n`` (no cased
+    letter: uncased scripts, punctuation), ``U`` (two or more cased letters, all capitals), ``T`` (first
+    cased letter a capital) or ``l`` (lower case)."""
+    cased = [c for c in word if c.isupper() or c.islower()]
+    if any(c.isdigit() for c in word):
+        kind = "d"
+    elif not cased:
+        kind = "n"
+    elif len(cased) > 1 and all(c.isupper() for c in cased):
+        kind = "U"
+    else:
+        kind = "T" if cased[0].isupper() else "l"
+    return ("^" if initial else "-") + kind
 
 
 def _form_key(lang: str, form: str) -> str:
@@ -86,6 +108,8 @@ class TagLexicon:
             other dataset (a target file to adapt to) mean other sentences.
         prefixes: prefix levels after the suffix ones (prefixes of 1..``prefixes`` characters of rare
             forms, at most :data:`MAX_PREFIX`; 0: none, the layout of the backbones before them).
+        shape: a last level with the tags of rare-form tokens of the token's :func:`word_shape` (False:
+            none, the layout before it).
     """
 
     tags: tuple[str, ...]
@@ -95,6 +119,7 @@ class TagLexicon:
     rows: frozenset[int] = field(compare=False)
     dataset: str = field(default="", compare=False)
     prefixes: int = 0
+    shape: bool = False
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     _tag_ids: dict[str, int] = field(init=False, repr=False, compare=False)
 
@@ -113,9 +138,10 @@ class TagLexicon:
         rows: Sequence[int],
         dataset: str = "",
         prefixes: int = 0,
+        shape: bool = False,
     ) -> TagLexicon:
         """Count the sentences (``words[i]`` tagged ``tags[i]``, in language ``langs[i]``, row ``rows[i]``
-        of the dataset with fingerprint ``dataset``), with ``prefixes`` prefix levels."""
+        of the dataset with fingerprint ``dataset``), with ``prefixes`` prefix levels and a ``shape`` level."""
         inventory = tuple(sorted({t for seq in tags for t in seq}))
         tag_id = {t: i for i, t in enumerate(inventory)}
         forms: dict[str, np.ndarray] = {}
@@ -131,10 +157,18 @@ class TagLexicon:
             for _, kind, affix in _affixes(form, prefixes):
                 row = affixes.setdefault(_affix_key(lang, kind, affix), np.zeros(len(inventory), np.int64))
                 row += c
+        if shape:  # per token, not per form: the case the forms' keys fold away
+            for ws, ts, lang in zip(words, tags, langs, strict=True):
+                for i, (w, t) in enumerate(zip(ws, ts, strict=True)):
+                    for scope in (lang, POOLED):
+                        if forms[_form_key(scope, w.casefold())].sum() <= RARE_FORM:
+                            key = _affix_key(scope, "c", word_shape(w, i == 0))
+                            affixes.setdefault(key, np.zeros(len(inventory), np.int64))[tag_id[t]] += 1
         keys = sorted(forms) + sorted(affixes)
         table = np.stack([forms.get(k, affixes.get(k)) for k in keys]) if keys else np.zeros((0, len(inventory)))
         counted = frozenset(int(r) for r in rows)
-        return cls(inventory, tuple(keys), table.astype(np.int32), frozenset(langs), counted, dataset, prefixes)
+        table = table.astype(np.int32)
+        return cls(inventory, tuple(keys), table, frozenset(langs), counted, dataset, prefixes, shape)
 
     def counted(self, dataset: str, row: int) -> bool:
         """Whether row ``row`` of the dataset with fingerprint ``dataset`` is one of the counted sentences."""
@@ -148,11 +182,12 @@ class TagLexicon:
     @property
     def width(self) -> int:
         """Feature columns: one block per level."""
-        return (LEVELS + self.prefixes) * self.block
+        return (LEVELS + self.prefixes + self.shape) * self.block
 
     def fingerprint(self) -> str:
         """sha256 of the layout, keys and counts: what a backbone's lexicon inputs mean."""
-        header = _HEADER + (f" p{self.prefixes}" if self.prefixes else "")  # without prefixes: the old keys
+        # without prefixes or shape: the old header, so the backbones before them keep their keys
+        header = _HEADER + (f" p{self.prefixes}" if self.prefixes else "") + (" c" if self.shape else "")
         h = hashlib.sha256(f"{header}\n{'|'.join(self.tags)}\n".encode())
         h.update("\n".join(self.keys).encode())
         h.update(np.ascontiguousarray(self.counts, dtype=np.int32).tobytes())
@@ -172,7 +207,7 @@ class TagLexicon:
         for i, w in enumerate(words):
             form = w.casefold()
             left_out = self._tag_ids.get(gold[i], -1) if gold is not None else -1
-            for level, c in self._levels(form, lang, left_out):
+            for level, c in self._levels(form, lang, left_out, word_shape(w, i == 0) if self.shape else None):
                 total = float(c.sum())
                 if total > 0:
                     at = level * self.block
@@ -180,9 +215,9 @@ class TagLexicon:
                     out[i, at + K] = np.log1p(total) / 10.0
         return out
 
-    def _levels(self, form: str, lang: str, left_out: int):
+    def _levels(self, form: str, lang: str, left_out: int, shape: str | None = None):
         """(level, counts) of each level that has an entry, with the token's tag ``left_out`` (>= 0) taken
-        out of every count it was part of."""
+        out of every count it was part of; the shape level last when ``shape`` is given."""
         key = _form_key(lang, form)
         row = self._index.get(key)
         if row is not None:
@@ -193,6 +228,8 @@ class TagLexicon:
             srow = self._index.get(_affix_key(lang, kind, affix))
             if srow is not None:
                 yield level, self._minus(srow, affix_left_out)
+        if shape is not None and (srow := self._index.get(_affix_key(lang, "c", shape))) is not None:
+            yield LEVELS + self.prefixes, self._minus(srow, affix_left_out)
 
     def _minus(self, row: int, tag: int) -> np.ndarray:
         c = self.counts[row].astype(np.float32)

@@ -122,6 +122,7 @@ class ModelConfig:
     piece_ends: bool = False
     tag_lexicon: bool = False
     lexicon_prefixes: int = 0
+    lexicon_shape: bool = False
     codebook: list[PatternSpec] = field(default_factory=lambda: list(DEFAULT_CODEBOOK))
     name_or_path: str | None = None
     finetune_lr: float = 3e-4

@@ -61,12 +61,14 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
         tag_lexicon=False,
         exit_criterion="upos",
         lexicon_prefixes=0,
+        lexicon_shape=False,
     )
     for key, first in firsts.items():
         if model.get(key) == first:
             model.pop(key)
-    if not model.get("tag_lexicon"):  # without a lexicon its prefix levels change nothing
+    if not model.get("tag_lexicon"):  # without a lexicon its prefix and shape levels change nothing
         model.pop("lexicon_prefixes", None)
+        model.pop("lexicon_shape", None)
     if not any(entry.get("exit") is not None for entry in model.get("codebook", [])):
         model.pop("exit_criterion", None)  # without exit patterns the criterion decides nothing in training
     if not model.get("name_or_path"):  # likewise: a backbone trained from scratch keys as before

@@ -79,7 +79,7 @@ def _form_key(lang: str, form: str) -> str:
 
 
 def _affix_key(lang: str, kind: str, affix: str) -> str:
-    """A suffix (``kind`` "s") or prefix ("p") entry's key."""
+    """A suffix (``kind`` "s"), prefix ("p") or shape ("c", :func:`word_shape`) entry's key."""
     return f"{lang}\x1f{kind}\x1f{affix}"
 
 
@@ -149,19 +149,17 @@ class TagLexicon:
             for w, t in zip(ws, ts, strict=True):
                 for key in (_form_key(lang, w.casefold()), _form_key(POOLED, w.casefold())):
                     forms.setdefault(key, np.zeros(len(inventory), np.int64))[tag_id[t]] += 1
+        rare = {key for key, c in forms.items() if c.sum() <= RARE_FORM}  # what the affix and shape levels count
         affixes: dict[str, np.ndarray] = {}
-        for key, c in forms.items():
-            if c.sum() > RARE_FORM:
-                continue
+        for key in rare:
             lang, _, form = key.split("\x1f", 2)
             for _, kind, affix in _affixes(form, prefixes):
-                row = affixes.setdefault(_affix_key(lang, kind, affix), np.zeros(len(inventory), np.int64))
-                row += c
+                affixes.setdefault(_affix_key(lang, kind, affix), np.zeros(len(inventory), np.int64))[:] += forms[key]
         if shape:  # per token, not per form: the case the forms' keys fold away
             for ws, ts, lang in zip(words, tags, langs, strict=True):
                 for i, (w, t) in enumerate(zip(ws, ts, strict=True)):
                     for scope in (lang, POOLED):
-                        if forms[_form_key(scope, w.casefold())].sum() <= RARE_FORM:
+                        if _form_key(scope, w.casefold()) in rare:
                             key = _affix_key(scope, "c", word_shape(w, i == 0))
                             affixes.setdefault(key, np.zeros(len(inventory), np.int64))[tag_id[t]] += 1
         keys = sorted(forms) + sorted(affixes)

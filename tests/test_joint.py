@@ -184,11 +184,24 @@ def test_joint_phase_caches_and_resumes_exactly(monkeypatch, tmp_path, ud_root):
                 raise _Killed
 
     monkeypatch.setattr(J, "save_checkpoint", save_then_die)
+    rates: list[list[float]] = []  # the rate each optimiser step of the killed and the resumed run ran at
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, closure=None):
+            rates.append([g["lr"] for g in self.param_groups])
+            return super().step(closure)
+
+    monkeypatch.setattr(J.torch.optim, "AdamW", RecordingAdamW)  # the pretrained backbone is a cache hit
     with pytest.raises(_Killed):
         J.backbone_with_controller(cfg, bundle)
     monkeypatch.setattr(J, "save_checkpoint", real_save)
     assert calls == [2, 4] and folder.with_name(f"{folder.name}.partial").exists()
     resumed, _, _, ctrl3 = J.backbone_with_controller(cfg, bundle)
+    # the default linear schedule: backbone and controller rates fall by a sixth per step, across the resume
+    j = cfg.joint
+    assert j.schedule == "linear"
+    expected = [rate * (6 - s) / 6 for s in range(6) for rate in (j.lr, j.controller_lr)]
+    assert [r for step in rates for r in step] == pytest.approx(expected)
     for a, b in ((model, resumed), (ctrl, ctrl3)):
         sa, sb = a.state_dict(), b.state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa)

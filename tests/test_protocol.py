@@ -204,3 +204,38 @@ def test_the_accuracy_wall_front_is_a_small_png(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 200_000
     assert accuracy_wall_front({"methods": methods, "speed": []}, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_the_joint_method_is_the_joint_phase_controller_calibrated_like_meta(smoke_run):
+    """``joint`` runs the controller meta-training started from, calibrated the same way as ``meta``: given
+    the run's own controller it reproduces ``meta`` exactly, given another it decides otherwise; a run
+    without a joint phase refuses it by name and ``all`` leaves it out."""
+    import copy
+    import dataclasses
+
+    from metasparse.baselines.build import build_method, runnable_methods, source_splits
+    from metasparse.meta.load import load_run
+
+    loaded = load_run(smoke_run)  # experiment=smoke: joint.steps=0
+    assert loaded.joint_controller is None
+    splits = source_splits(loaded, test_sentences=120, calib_sentences=200, seed=0)
+    budget = loaded.cfg.budget.target
+    with pytest.raises(ValueError, match=r"joint\.steps=0"):
+        build_method("joint", loaded, splits, budget)
+    every = ["dense", "meta", "joint", "random"]
+    assert runnable_methods(every, loaded, named=["all"]) == ["dense", "meta", "random"]
+    assert runnable_methods(every, loaded, named=["joint"]) == every  # named: build_method says why not
+
+    same = dataclasses.replace(loaded, joint_controller=copy.deepcopy(loaded.system.controller))
+    meta, joint = (score(build_method(n, same, splits, budget), splits.test) for n in ("meta", "joint"))
+    assert joint.accuracy == meta.accuracy and joint.flops_fraction == meta.flops_fraction
+    other = copy.deepcopy(loaded.system.controller)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p))
+    differs = score(
+        build_method("joint", dataclasses.replace(loaded, joint_controller=other), splits, budget), splits.test
+    )
+    assert differs.levels != meta.levels  # its own decisions, not the run's controller
+    assert 0.0 < differs.flops_fraction < 1.0

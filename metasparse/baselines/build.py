@@ -8,6 +8,7 @@ train split, so sentences from it would teach that every input is easy. Evaluati
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,9 +31,12 @@ from metasparse.runtime.cost_store import load_or_measure
 from metasparse.runtime.costs import CostTable
 from metasparse.scoring.methods import Dense, Method
 
+log = logging.getLogger(__name__)
+
 FAMILIES = {
     "dense": "dense",
     "meta": "per-input",
+    "joint": "per-input",
     "multitask": "per-input",
     "scratch": "per-input",
     "random": "per-input",
@@ -77,14 +81,24 @@ def latency_table(run: LoadedRun) -> tuple[CostTable, int]:
     return load_or_measure(run.system.backbone, run.backbone_dir, threads=torch.get_num_threads())[0], 1
 
 
+def runnable_methods(names: list[str], run: LoadedRun, *, named: list[str]) -> list[str]:
+    """``names`` less ``joint`` when ``run``'s backbone had no joint phase and ``joint`` came from ``all``
+    rather than from ``named`` (asked for by name, it fails in :func:`build_method` with the reason)."""
+    if run.joint_controller is not None or "joint" in named or "joint" not in names:
+        return names
+    log.info("methods: no joint row, this run's backbone had no joint phase (joint.steps=0)")
+    return [n for n in names if n != "joint"]
+
+
 def build_method(
     name: str, run: LoadedRun, splits: SourceSplits, budget: float, *, steps: int = 300, seed: int = 0
 ) -> Method:
     """``name`` (one of :data:`METHODS`) for ``run``'s backbone at ``budget``.
 
     The meta-learned controller is the run's own, its bias re-calibrated on ``splits.calib`` so that it
-    meets ``budget`` on the same sentences as every other method. ``steps`` trains the multitask controller
-    and the L0 gates.
+    meets ``budget`` on the same sentences as every other method; ``joint`` is the controller meta-training
+    started from (the joint phase's), on the same backbone and calibrated the same way, so the two rows
+    differ only by meta-training's controller. ``steps`` trains the multitask controller and the L0 gates.
     """
     model = run.system.backbone
     if name == "dense":
@@ -93,6 +107,15 @@ def build_method(
         ctrl = copy.deepcopy(run.system.controller)
         calibrate_bias(model, ctrl, splits.calib, budget, cost=run.system.cost)
         return controlled(model, ctrl, "meta")
+    if name == "joint":  # meta-training's ablation: where it started, calibrated the same way
+        if run.joint_controller is None:
+            raise ValueError(
+                "method=joint is the joint phase's controller, and this run's backbone had no joint phase "
+                "(joint.steps=0): leave joint out of methods"
+            )
+        ctrl = copy.deepcopy(run.joint_controller)
+        calibrate_bias(model, ctrl, splits.calib, budget, cost=run.system.cost)
+        return controlled(model, ctrl, "joint")
     if name == "multitask":
         spec = run.cfg.controller
         ctrl = trained_controller(

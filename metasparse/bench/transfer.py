@@ -188,7 +188,7 @@ def goals(agg: list[dict], ceiling: dict, shots: int = 16) -> dict:
 
 def pareto_for_run(loaded, cfg: TransferBenchConfig) -> list[dict]:
     """Every method at every budget: source test and zero-shot target accuracy and FLOPs."""
-    from metasparse.baselines.build import FAMILIES, build_method, source_splits
+    from metasparse.baselines.build import FAMILIES, build_method, runnable_methods, source_splits
     from metasparse.model.corpus import EncodedCorpus
     from metasparse.scoring import score
 
@@ -199,6 +199,7 @@ def pareto_for_run(loaded, cfg: TransferBenchConfig) -> list[dict]:
         b.dataset, target_rows, b.tokenizer, b.tasks, loaded.system.backbone.spec.suffix_buckets
     )
     names = list(METHODS) if "all" in cfg.pareto_methods else list(cfg.pareto_methods)
+    names = runnable_methods(names, loaded, named=cfg.pareto_methods)
     rows = []
     for budget in [1.0, *cfg.pareto_budgets]:
         for name in ["dense"] if budget == 1.0 else [n for n in names if n != "dense"]:

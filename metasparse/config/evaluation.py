@@ -12,7 +12,7 @@ from metasparse.model.spec import EXIT_CRITERIA
 from metasparse.tracking import LoggerConfig
 
 # Every method ``evaluate`` and ``bench.transfer`` know, in report order (dense first).
-METHODS = ("dense", "meta", "multitask", "importance", "l0", "latency", "latency_mix", "teal", "random")
+METHODS = ("dense", "meta", "joint", "multitask", "importance", "l0", "latency", "latency_mix", "teal", "random")
 # Peers: other taggers a user would pick instead, scored on the same sentences (not ways of running the backbone).
 PEERS = ("udpipe",)
 # The starting points bench.transfer adapts from (metasparse.baselines.finetune builds them).

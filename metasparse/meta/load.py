@@ -37,6 +37,8 @@ class LoadedRun:
         pretrained: the backbone as pretrained, without the run's meta-learned heads, norms or adapters
             (where the baselines start).
         backbone_dir: the cached backbone's folder (its cost tables live there).
+        joint_controller: the joint phase's controller, where meta-training started (None: the backbone had
+            no joint phase, ``joint.steps=0``); ``evaluate``'s ``joint`` method, meta-training's ablation.
     """
 
     run_dir: Path
@@ -46,6 +48,7 @@ class LoadedRun:
     algo: MAML
     pretrained: GatedEncoder
     backbone_dir: Path | None = None
+    joint_controller: Controller | None = None
 
 
 def load_run_config(run_dir: Path) -> MetaTrainConfig:
@@ -152,7 +155,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     if not (final / "state.json").exists():
         raise PathError(f"run_dir={run_dir}: no finished controller at {final} (did the run complete?)")
     bundle = prepare(cfg)
-    backbone, _, backbone_dir, _ = backbone_with_controller(cfg, bundle)
+    backbone, _, backbone_dir, joint_controller = backbone_with_controller(cfg, bundle)
     for p in backbone.parameters():
         p.requires_grad_(False)
     pretrained = copy.deepcopy(backbone).eval()
@@ -161,4 +164,4 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     load_system_state(system, {k: v for k, v in tensors.items() if not k.startswith("algo.")})
     algo = build_algorithm(system, cfg)
     load_algorithm_state(algo, {k: v for k, v in tensors.items() if k.startswith("algo.")}, final)
-    return LoadedRun(run_dir, cfg, bundle, system.eval(), algo, pretrained, backbone_dir)
+    return LoadedRun(run_dir, cfg, bundle, system.eval(), algo, pretrained, backbone_dir, joint_controller)

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from metasparse.baselines.build import FAMILIES, build_method, source_splits
+from metasparse.baselines.build import FAMILIES, build_method, runnable_methods, source_splits
 from metasparse.config import EvaluateConfig
 from metasparse.control.controller import Controller
 from metasparse.meta.load import load_run
@@ -73,7 +73,7 @@ def evaluate_run(cfg: EvaluateConfig) -> dict:
     stress_rows = splits.test.rows[: cfg.stress_sentences].tolist()
     stress = stress_corpora(b.dataset, stress_rows, b.tokenizer, b.tasks, sb, seed=cfg.seed)
     methods = {}
-    for name in cfg.method_names():
+    for name in runnable_methods(cfg.method_names(), loaded, named=cfg.methods):
         t1 = time.time()
         methods[name] = build_method(name, loaded, splits, budget, steps=cfg.baseline_steps, seed=cfg.seed)
         log.info("built %s in %.1fs", name, time.time() - t1)

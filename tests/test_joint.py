@@ -139,6 +139,62 @@ def test_joint_budget_spread_gives_a_saturated_controller_its_budget_gradient_ba
     assert grads[None] < 1e-3 and grads[4.0] > 100 * grads[None]
 
 
+def test_a_latency_budget_prices_the_joint_phase_by_the_cost_table_and_names_it_in_the_key(tmp_path, monkeypatch):
+    """``joint.unit=latency``: the phase's budget term reads the pretrained backbone's cost table (measured
+    once, stored beside it, the global random state untouched) instead of FLOPs, and the folder's key names
+    the table, so another machine's table co-trains its own backbone; ``flops`` keeps the keys it had."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from model_utils import hand_made_table, random_batch, tiny_model
+
+    from metasparse.config.training import JointConfig
+    from metasparse.control.budget import FlopsCost, LatencyCost, decision_fraction
+    from metasparse.control.controller import Controller, ControllerSpec
+    from metasparse.runtime import costs
+
+    flops, latency = JointConfig(steps=300), JointConfig(steps=300, unit="latency")
+    assert J.joint_key("256809ca4b008236", flops, ControllerSpec()) == "a341ffacd960ce88"  # unchanged
+    keys = {J.joint_key("256809ca4b008236", latency, ControllerSpec(), t) for t in ("a-t2-x.json", "b-t2-x.json")}
+    assert len(keys) == 2 and "a341ffacd960ce88" not in keys
+
+    model = tiny_model(seed=1).train()
+    # skipping a layer is priced at half a full one, far more than its FLOPs (none): a table, not FLOPs
+    table = hand_made_table(
+        model, lambda p, n, b: b * (0.5 + (p.n_heads + p.n_groups) * n / 64), lengths=(4, 8, 16), batches=(1, 8)
+    )
+    table = dataclasses.replace(table, threads=torch.get_num_threads())  # the phase prices at the current count
+    measured = []
+
+    def fake_measure(m, **kw):
+        measured.append(1)
+        torch.rand(1000)  # a measurement draws from the global generator
+        return table
+
+    monkeypatch.setattr(costs, "measure", fake_measure)
+    assert J._budget_cost(flops, model, tmp_path, ControllerSpec()) is None
+    before = torch.random.get_rng_state()
+    cost = J._budget_cost(latency, model, tmp_path, ControllerSpec())
+    assert torch.equal(before, torch.random.get_rng_state())
+    assert isinstance(cost, LatencyCost) and str(tmp_path) in cost.source and measured == [1]
+    assert J._budget_cost(latency, model, tmp_path, ControllerSpec()).source == cost.source and measured == [1]
+
+    batch = random_batch([5, 3, 7], seed=2)
+    batch.labels = {t: torch.zeros_like(batch.word_mask, dtype=torch.long) for t in model.spec.tasks}
+    skip = model.codebook.index(next(p for p in model.codebook if p.skip))
+    ctrl = Controller(model)
+    with torch.no_grad():  # every layer skipped, by a margin the Gumbel noise cannot flip
+        for net in ctrl.nets:
+            net[2].bias.fill_(-30.0)[skip] = 30.0
+    levels = torch.full((3, model.spec.layers), skip)
+    cfg = SimpleNamespace(joint=JointConfig(steps=10, budget_warmup=0.0, unit="latency"), seed=0)
+    for priced, c in ((cost, cost), (FlopsCost(model), None)):
+        _, logged = J._step_loss(cfg, model, ctrl, batch, 9, 10, cost=c)
+        want = decision_fraction(priced, levels, batch.lengths, ctrl).mean()
+        assert logged["flops"] == pytest.approx(float(want), rel=1e-4)
+    assert float(decision_fraction(cost, levels, batch.lengths, ctrl).mean()) > 0.3  # priced, not free
+
+
 class _Killed(Exception):
     pass
 

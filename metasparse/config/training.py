@@ -105,7 +105,12 @@ class JointConfig:
             cache keys); ``linear``: both decay linearly to 0 at the last step, as pretraining's do, so the
             phase ends on settled weights instead of leaving the backbone at a quarter of pretraining's peak
             rate.
-        target: FLOPs budget the controller is trained toward (annealed from dense over ``budget_warmup``).
+        target: budget the controller is trained toward, a fraction of dense in ``unit`` (annealed from dense
+            over ``budget_warmup``).
+        unit: ``flops`` (analytic; the joint phases before the option, their cache keys) or ``latency``: the
+            pretrained backbone's cost table for this machine and thread count at batch 1 (measured and
+            stored beside it on first use), the price the main job's budget uses; the folder's key then
+            names the table, so another machine co-trains its own.
         budget_weight: weight of the squared budget gap.
         budget_warmup: share of the steps over which the budget anneals from 1.0 (the jobs' config,
             ``conf/joint/default.yaml``, sets 0: annealed, the controller saturated; this default is the
@@ -127,6 +132,7 @@ class JointConfig:
     controller_lr: float = 3e-3
     schedule: str = "constant"
     target: float = 0.5
+    unit: str = "flops"
     budget_weight: float = 20.0
     budget_warmup: float = 0.3
     budget_spread: float | None = None
@@ -142,6 +148,7 @@ class JointConfig:
         require(self.lr > 0 and self.controller_lr > 0, "joint.lr/controller_lr", "> 0", (self.lr, self.controller_lr))
         require(self.schedule in ("constant", "linear"), "joint.schedule", "constant | linear", self.schedule)
         require(0 < self.target <= 1, "joint.target", "(0, 1]", self.target)
+        require(self.unit in ("flops", "latency"), "joint.unit", "flops, latency", self.unit)
         require(self.budget_weight >= 0, "joint.budget_weight", ">= 0", self.budget_weight)
         require(0 <= self.budget_warmup <= 1, "joint.budget_warmup", "[0, 1]", self.budget_warmup)
         spread = self.budget_spread

@@ -31,7 +31,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from metasparse.checkpoint import load_checkpoint, optimizer_state, restore_optimizer_state, save_checkpoint
-from metasparse.control.budget import FlopsCost, annealed_target, budget_penalty, expected_fraction
+from metasparse.control.budget import (
+    FlopsCost,
+    LatencyCost,
+    annealed_target,
+    budget_cost,
+    budget_penalty,
+    expected_fraction,
+)
 from metasparse.control.controller import Controller, ControllerSpec
 from metasparse.control.relax import anneal_temperature
 from metasparse.data.prepare import DataBundle
@@ -63,8 +70,9 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
     return 1.0 if schedule == "constant" else (total - step) / total
 
 
-def joint_key(backbone_key: str, joint, controller: ControllerSpec) -> str:
-    """Hash of what the joint weights depend on: the backbone, the joint settings and the controller."""
+def joint_key(backbone_key: str, joint, controller: ControllerSpec, cost_table: str | None = None) -> str:
+    """Hash of what the joint weights depend on: the backbone, the joint settings, the controller and, for a
+    budget in latency, the cost table's name (machine, threads, decision timed)."""
     spec = {
         "backbone": backbone_key,
         # teacher=dense was the only teacher once, and the plain softmax the only budget view: left out then,
@@ -76,9 +84,12 @@ def joint_key(backbone_key: str, joint, controller: ControllerSpec) -> str:
             and not (k == "teacher" and v == "dense")
             and not (k == "budget_spread" and v is None)
             and not (k == "schedule" and v == "constant")
+            and not (k == "unit" and v == "flops")
         },
         "controller": dataclasses.asdict(controller),
     }
+    if cost_table is not None:
+        spec["cost_table"] = cost_table
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -104,7 +115,9 @@ def joint_train(
         (co-trained backbone, its controller, the phase's metrics, its folder).
     """
     j = cfg.joint
-    key = joint_key(backbone_dir.name, j, cfg.controller)
+    cost = _budget_cost(j, backbone, backbone_dir, cfg.controller)
+    table = Path(cost.source).name if isinstance(cost, LatencyCost) else None
+    key = joint_key(backbone_dir.name, j, cfg.controller, table)
     folder = backbone_dir.with_name(f"{backbone_dir.name}-joint-{key}")
     if (folder / "state.json").exists():
         model, ctrl, state = load_joint(folder, cfg.controller)
@@ -118,7 +131,7 @@ def joint_train(
     # the frozen teacher is the pretrained backbone itself: what trains is ``model``, a copy of it; the
     # teacher only ever runs in eval mode under no_grad
     teacher = backbone.eval() if cfg.joint.teacher == "frozen" else None
-    metrics = _train(cfg, bundle, model, ctrl, partial, teacher)
+    metrics = _train(cfg, bundle, model, ctrl, partial, teacher, cost)
     state = {"spec": spec_to_json(model.spec), "metrics": metrics, "key": key, "backbone": str(backbone_dir)}
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"controller.{k}": v for k, v in ctrl.state_dict().items()})
@@ -128,7 +141,16 @@ def joint_train(
     return model.eval(), ctrl.eval(), metrics, folder
 
 
-def _step_loss(cfg, model: GatedEncoder, ctrl: Controller, batch, step: int, total: int, teacher=None):
+def _budget_cost(j, backbone: GatedEncoder, backbone_dir: Path, controller: ControllerSpec):
+    """How the phase prices decisions: analytic FLOPs of the model being trained, or the pretrained
+    backbone's cost table (the architecture sets a pattern's time, not the weights) at batch 1."""
+    if j.unit == "flops":
+        return None  # FlopsCost of the model in training, built per step as before
+    with torch.random.fork_rng():  # whether the table was cached must not change the phase's random state
+        return budget_cost("latency", backbone, backbone_dir, batch=1, controller=controller)
+
+
+def _step_loss(cfg, model: GatedEncoder, ctrl: Controller, batch, step: int, total: int, teacher=None, cost=None):
     j = cfg.joint
     torch.manual_seed(cfg.seed * 7919 + 17 + step)  # dropout and Gumbel noise: a function of the step (resume)
     dense = model(batch)
@@ -140,7 +162,7 @@ def _step_loss(cfg, model: GatedEncoder, ctrl: Controller, batch, step: int, tot
     policy = ctrl.policy(model, hard=False, tau=tau, record=probs, budget_spread=j.budget_spread)
     gated = model(batch, policy, mode="masked")
     target = annealed_target(step, total, j.target, j.budget_warmup)
-    frac = expected_fraction(FlopsCost(model), probs, batch.lengths, ctrl)
+    frac = expected_fraction(cost if cost is not None else FlopsCost(model), probs, batch.lengths, ctrl)
     ce_dense = task_loss(dense.logits, batch.labels)
     ce_gated = task_loss(gated.logits, batch.labels)
     if teacher is None:
@@ -152,7 +174,9 @@ def _step_loss(cfg, model: GatedEncoder, ctrl: Controller, batch, step: int, tot
     return loss, {k: float(v.detach()) for k, v in logged.items()}
 
 
-def _train(cfg, bundle: DataBundle, model: GatedEncoder, ctrl: Controller, partial: Path, teacher=None) -> dict:
+def _train(
+    cfg, bundle: DataBundle, model: GatedEncoder, ctrl: Controller, partial: Path, teacher=None, cost=None
+) -> dict:
     j = cfg.joint
     train = EncodedCorpus.build(
         bundle.dataset, _rows(bundle, "train"), bundle.tokenizer, bundle.tasks, model.spec.suffix_buckets
@@ -183,7 +207,7 @@ def _train(cfg, bundle: DataBundle, model: GatedEncoder, ctrl: Controller, parti
             batches = {epoch: train.batches(j.max_words, shuffle=True, seed=cfg.seed + 1, epoch=epoch)}
         epoch_batches = batches[epoch]
         batch = train.batch(epoch_batches[pos % len(epoch_batches)])
-        loss, last = _step_loss(cfg, model, ctrl, batch, step, j.steps, teacher)
+        loss, last = _step_loss(cfg, model, ctrl, batch, step, j.steps, teacher, cost)
         for group, rate in zip(opt.param_groups, (j.lr, j.controller_lr), strict=True):
             group["lr"] = rate * lr_factor(j.schedule, step, j.steps)
         opt.zero_grad(set_to_none=True)

@@ -172,12 +172,16 @@ def test_a_latency_budget_prices_the_joint_phase_by_the_cost_table_and_names_it_
         return table
 
     monkeypatch.setattr(costs, "measure", fake_measure)
-    assert J._budget_cost(flops, model, tmp_path, ControllerSpec()) is None
+    # a folder of its own: a table of the same architecture in a sibling backbone folder (another test's,
+    # in the same pytest base directory) would be re-used, as the store does across backbones
+    folder = tmp_path / "backbones" / "pretrained"
+    folder.mkdir(parents=True)
+    assert J._budget_cost(flops, model, folder, ControllerSpec()) is None
     before = torch.random.get_rng_state()
-    cost = J._budget_cost(latency, model, tmp_path, ControllerSpec())
+    cost = J._budget_cost(latency, model, folder, ControllerSpec())
     assert torch.equal(before, torch.random.get_rng_state())
-    assert isinstance(cost, LatencyCost) and str(tmp_path) in cost.source and measured == [1]
-    assert J._budget_cost(latency, model, tmp_path, ControllerSpec()).source == cost.source and measured == [1]
+    assert isinstance(cost, LatencyCost) and str(folder) in cost.source and measured == [1]
+    assert J._budget_cost(latency, model, folder, ControllerSpec()).source == cost.source and measured == [1]
 
     batch = random_batch([5, 3, 7], seed=2)
     batch.labels = {t: torch.zeros_like(batch.word_mask, dtype=torch.long) for t in model.spec.tasks}

@@ -49,7 +49,7 @@ def test_distillation_is_zero_for_the_teacher_itself_and_ignores_padding():
 
 
 def test_existing_joint_cache_keys_hold_and_a_frozen_teacher_gets_its_own():
-    from metasparse.config.training import JointConfig
+    from metasparse.config import JointConfig
     from metasparse.control.controller import ControllerSpec
 
     # the default legal backbone's co-trained folder, made before joint.teacher existed: still found
@@ -67,7 +67,7 @@ def test_existing_joint_cache_keys_hold_and_a_frozen_teacher_gets_its_own():
 
 
 def test_joint_schedule_decays_linearly_to_the_last_step_and_refuses_unknown_names():
-    from metasparse.config.training import JointConfig
+    from metasparse.config import JointConfig
     from metasparse.errors import ConfigValueError
 
     assert [J.lr_factor("constant", s, 4) for s in range(4)] == [1.0, 1.0, 1.0, 1.0]
@@ -81,7 +81,7 @@ def test_frozen_teacher_anchors_the_dense_pass_and_never_trains():
 
     from model_utils import random_batch, tiny_model
 
-    from metasparse.config.training import JointConfig
+    from metasparse.config import JointConfig
     from metasparse.control.controller import Controller
 
     model = tiny_model(seed=1).train()
@@ -114,7 +114,7 @@ def test_joint_budget_spread_gives_a_saturated_controller_its_budget_gradient_ba
 
     from model_utils import random_batch, tiny_model
 
-    from metasparse.config.training import JointConfig
+    from metasparse.config import JointConfig
     from metasparse.control.controller import Controller
 
     model = tiny_model(seed=1).train()
@@ -148,7 +148,7 @@ def test_a_latency_budget_prices_the_joint_phase_by_the_cost_table_and_names_it_
 
     from model_utils import hand_made_table, random_batch, tiny_model
 
-    from metasparse.config.training import JointConfig
+    from metasparse.config import JointConfig
     from metasparse.control.budget import FlopsCost, LatencyCost, decision_fraction
     from metasparse.control.controller import Controller, ControllerSpec
     from metasparse.runtime import costs

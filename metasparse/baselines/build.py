@@ -103,19 +103,16 @@ def build_method(
     model = run.system.backbone
     if name == "dense":
         return Dense(model)
-    if name == "meta":
-        ctrl = copy.deepcopy(run.system.controller)
-        calibrate_bias(model, ctrl, splits.calib, budget, cost=run.system.cost)
-        return controlled(model, ctrl, "meta")
-    if name == "joint":  # meta-training's ablation: where it started, calibrated the same way
-        if run.joint_controller is None:
+    if name in ("meta", "joint"):  # joint: meta-training's ablation, where it started, calibrated the same way
+        ctrl = run.system.controller if name == "meta" else run.joint_controller
+        if ctrl is None:
             raise ValueError(
                 "method=joint is the joint phase's controller, and this run's backbone had no joint phase "
                 "(joint.steps=0): leave joint out of methods"
             )
-        ctrl = copy.deepcopy(run.joint_controller)
+        ctrl = copy.deepcopy(ctrl)
         calibrate_bias(model, ctrl, splits.calib, budget, cost=run.system.cost)
-        return controlled(model, ctrl, "joint")
+        return controlled(model, ctrl, name)
     if name == "multitask":
         spec = run.cfg.controller
         ctrl = trained_controller(

@@ -30,13 +30,13 @@ from metasparse.config.evaluation import (
     SpeedBenchOptions,
     TransferBenchConfig,
 )
+from metasparse.config.joint import JointConfig
 from metasparse.config.training import (
     ADAPT_PARTS,
     ALGORITHMS,
     AdaptConfig,
     AdaptRunConfig,
     BudgetConfig,
-    JointConfig,
     MetaConfig,
     MetaTrainConfig,
     PretrainConfig,

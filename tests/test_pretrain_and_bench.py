@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 import metasparse.train.pretraining as P
 from metasparse.config import CONF_DIR
 from metasparse.data.prepare import prepare
-from metasparse.train.backbone_cache import backbone_key
+from metasparse.train.backbone_cache import backbone_identity, backbone_key
 
 TINY = [
     "model=tiny",
@@ -83,6 +84,42 @@ def test_pretrain_caches_and_resumes_exactly(monkeypatch, tmp_path, ud_root):
     state3 = resumed.state_dict()
     assert all(torch.equal(state[k], state3[k]) for k in state)
     assert metrics2["macro"] == metrics["macro"]
+
+
+@pytest.mark.slow
+def test_a_backbone_stopped_by_max_minutes_warns_on_every_use_and_a_longer_allowance_finishes_it(
+    monkeypatch, tmp_path, ud_root, caplog
+):
+    cfg = _cfg()
+    bundle = prepare(cfg)
+    monkeypatch.setenv("METASPARSE_CACHE_DIR", str(tmp_path / "uninterrupted"))
+    reference, _, _ = P.pretrain(cfg, bundle)
+
+    monkeypatch.setenv("METASPARSE_CACHE_DIR", str(tmp_path / "cut"))
+    short = _cfg("pretrain", "pretrain.max_minutes=0.000001")  # past it after the first step
+    _, metrics, folder = P.pretrain(short, bundle)
+    partial = folder.with_name(f"{folder.name}.partial")
+    assert metrics["stopped_early"] and metrics["steps"] == 1 < metrics["planned_steps"]
+    assert metrics["max_minutes"] == 0.000001 and partial.exists()
+    assert "stopped early at pretrain.max_minutes" in (folder / "report.md").read_text()
+    assert backbone_identity(folder) == f"{folder.name}@1"  # a joint phase on it keys apart from the finished one
+
+    # A run that allows no more minutes uses it as it is, and says so.
+    with caplog.at_level(logging.WARNING, logger="metasparse.train.pretraining"):
+        _, again, _ = P.pretrain(short, bundle)
+    assert again["steps"] == 1 and "is truncated" in caplog.text and "resumes at step 1" in caplog.text
+
+    # One that allows more resumes at the kept step and ends where the uninterrupted run did.
+    finished, done, folder2 = P.pretrain(cfg, bundle)
+    assert folder2 == folder and not done["stopped_early"] and done["resumed_at_step"] == 1
+    assert done["steps"] == done["planned_steps"] == metrics["planned_steps"]
+    want, got = reference.state_dict(), finished.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert not partial.exists() and backbone_identity(folder) == folder.name
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="metasparse.train.pretraining"):
+        P.pretrain(short, bundle)  # finished: a plain cache hit, no warning
+    assert "truncated" not in caplog.text
 
 
 @pytest.mark.slow

@@ -60,7 +60,9 @@ def _rows(bundle: DataBundle, split: str) -> list[int]:
 def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) -> tuple[GatedEncoder, dict, Path]:
     """Train the backbone, or load it from the cache when the same config and data were trained before.
 
-    Resumes from the last periodic checkpoint of an interrupted run with the same key.
+    Resumes from the last periodic checkpoint of an interrupted run with the same key. A backbone that
+    ``pretrain.max_minutes`` stopped early is cached and used (with a warning on every use) and finished, from
+    the checkpoint kept at its last step, by a later run that allows more minutes.
 
     Returns:
         The model (eval mode), its metrics (dense accuracy per language vs the lookup baseline, accuracy
@@ -68,10 +70,12 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
     """
     key = backbone_key(cfg, bundle)
     folder = cache_dir() / "backbones" / key
+    partial = folder.with_name(f"{key}.partial")
     if (folder / "state.json").exists() and not force:
         model, state = load_backbone(folder)
-        log.info("backbone cache hit: %s", folder)
-        return model, state["metrics"], folder
+        if not _finishes_truncated(cfg, state["metrics"], folder, partial):
+            log.info("backbone cache hit: %s", folder)
+            return model, state["metrics"], folder
     if cfg.pretrain.threads:
         torch.set_num_threads(cfg.pretrain.threads)
     torch.manual_seed(cfg.seed)
@@ -80,7 +84,6 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
     importance = _convert(cfg, bundle, model) if spec.pretrained else None
     n_params = sum(x.numel() for x in model.parameters()) / 1e6
     log.info("pretraining backbone %s (%.1fM parameters) -> %s", cfg.model.name, n_params, folder)
-    partial = folder.with_name(f"{key}.partial")
     progress = _train(cfg, bundle, model, partial)
     if not is_main():  # data parallel: rank 0 evaluates and writes the cache
         return model.eval(), progress, folder
@@ -91,9 +94,40 @@ def pretrain(cfg: PretrainConfig, bundle: DataBundle, *, force: bool = False) ->
     state = {"spec": spec_to_json(spec), "metrics": metrics, "key": key, "config": _plain(cfg)}
     save_checkpoint(folder, {f"model.{k}": v for k, v in model.state_dict().items()}, state)
     atomic_write(folder / "report.md", format_report(metrics))
-    if partial.exists():
+    if partial.exists() and not progress["stopped_early"]:  # a truncated backbone keeps it: it can be finished
         shutil.rmtree(partial)
     return model.eval(), metrics, folder
+
+
+def _finishes_truncated(cfg: PretrainConfig, metrics: dict, folder: Path, partial: Path) -> bool:
+    """Whether a cached backbone is to be trained on: one that ``pretrain.max_minutes`` stopped early is
+    finished (resumed from the checkpoint kept at its last step) when this run allows more minutes than
+    the one that stopped it; otherwise it is used as it is, with a warning on every use, because its
+    weights depend on how fast the machine was, not only on the key's config."""
+    if not metrics.get("stopped_early"):
+        return False
+    stopped_at = metrics.get("max_minutes")
+    if partial.exists() and stopped_at is not None and cfg.pretrain.max_minutes > stopped_at:
+        log.warning(
+            "finishing the truncated backbone %s: resuming at step %d of %d (pretrain.max_minutes=%s; "
+            "it stopped at %s)",
+            folder.name,
+            metrics["steps"],
+            metrics["planned_steps"],
+            cfg.pretrain.max_minutes,
+            stopped_at,
+        )
+        return True
+    log.warning(
+        "backbone %s is truncated: pretrain.max_minutes=%s stopped it at step %d of %d, so its weights depend "
+        "on this machine's speed; to finish it, rerun with a larger pretrain.max_minutes (it resumes at step %d)",
+        folder.name,
+        stopped_at,
+        metrics["steps"],
+        metrics["planned_steps"],
+        metrics["steps"],
+    )
+    return False
 
 
 def _convert(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder) -> dict:
@@ -162,10 +196,16 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
         if (time.time() - t_start) / 60 > p.max_minutes and done < total:
             log.warning("pretrain.max_minutes=%s reached at step %d/%d: stopping early", p.max_minutes, done, total)
             stopped_early = True
+            if is_main():  # kept beside the truncated backbone, so that a longer allowance can finish it
+                _save_partial(partial, model, opt, done, total)
             break
     bar.close()
     minutes = round((time.time() - t_start) / 60, 2)
     progress = {"steps": done, "planned_steps": total, "train_minutes": minutes, "stopped_early": stopped_early}
+    if stopped_early:
+        progress["max_minutes"] = p.max_minutes  # what a later run must exceed to finish it
+    if start:
+        progress["resumed_at_step"] = start
     return {**progress, "nonfinite_steps": nonfinite, "data_parallel_ranks": world}
 
 

@@ -266,3 +266,40 @@ def test_word_dropout_is_seeded_and_changes_training(monkeypatch, tmp_path, ud_r
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, same drops
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)  # the drops changed training
+
+
+@pytest.mark.slow
+def test_bf16_pretraining_runs_its_matmuls_in_bf16_keys_apart_and_saves_fp32(monkeypatch, tmp_path, ud_root):
+    monkeypatch.setenv("METASPARSE_CACHE_DIR", str(tmp_path))
+    fp32, bf16 = _cfg(), _cfg("pretrain", "pretrain.precision=bf16")
+    bundle = prepare(fp32)
+    import metasparse.train.backbone_cache as C
+
+    specs, dumps = [], C.json.dumps
+    monkeypatch.setattr(C.json, "dumps", lambda spec, **k: specs.append(spec) or dumps(spec, **k))
+    keys = backbone_key(fp32, bundle), backbone_key(bf16, bundle)
+    monkeypatch.setattr(C.json, "dumps", dumps)
+    assert keys[0] != keys[1]
+    # fp32 is absent from the key: the backbones cached before the option keep theirs
+    assert "precision" not in specs[0]["pretrain"] and specs[1]["pretrain"]["precision"] == "bf16"
+
+    seen: list[torch.dtype] = []
+    real_init = P.GatedEncoder.__init__
+
+    def watched_init(self, spec):
+        real_init(self, spec)
+        head = next(iter(self.heads.values()))  # a plain Linear on the final states: its output's dtype
+        head.register_forward_hook(lambda m, i, out: seen.append(out.dtype) if m.training else None)
+
+    monkeypatch.setattr(P.GatedEncoder, "__init__", watched_init)
+    half, metrics, _ = P.pretrain(bf16, bundle)
+    again, _, _ = P.pretrain(bf16, bundle, force=True)
+    monkeypatch.setattr(P.GatedEncoder, "__init__", real_init)
+    full, full_metrics, _ = P.pretrain(fp32, bundle)
+    assert seen and set(seen) == {torch.bfloat16}  # the training passes ran under autocast
+    sh, sa, sf = half.state_dict(), again.state_dict(), full.state_dict()
+    assert all(v.dtype == torch.float32 for v in sh.values() if v.is_floating_point())  # saved fp32
+    assert all(torch.equal(sh[k], sa[k]) for k in sh)  # seeded as fp32 is
+    assert not all(torch.equal(sh[k], sf[k]) for k in sh)
+    # it learns as fp32 does on this tiny run (half an epoch): well above chance either way
+    assert metrics["macro"]["upos"]["dense"] > 0.5 and full_metrics["macro"]["upos"]["dense"] > 0.5

@@ -18,7 +18,8 @@ def task_loss(
     normalizers: dict[str, int] | None = None,
 ) -> torch.Tensor:
     """Sum over ``tasks`` (default: every task with both logits and labels) of the mean token cross-entropy;
-    padding positions carry ``IGNORE_INDEX`` and do not count.
+    padding positions carry ``IGNORE_INDEX`` and do not count. Computed in fp32 (the logits of a bf16
+    autocast pass are cast up; fp32 logits are used as they are).
 
     Args:
         normalizers: task -> the token count to divide the summed cross-entropy by (default: this batch's
@@ -28,10 +29,13 @@ def task_loss(
     names = list(tasks) if tasks is not None else [t for t in logits if t in labels]
     if normalizers is None:
         return sum(
-            F.cross_entropy(logits[t].flatten(0, 1), labels[t].flatten(), ignore_index=IGNORE_INDEX) for t in names
+            F.cross_entropy(logits[t].flatten(0, 1).float(), labels[t].flatten(), ignore_index=IGNORE_INDEX)
+            for t in names
         )
     return sum(
-        F.cross_entropy(logits[t].flatten(0, 1), labels[t].flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+        F.cross_entropy(
+            logits[t].flatten(0, 1).float(), labels[t].flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
         / max(1, normalizers[t])
         for t in names
     )

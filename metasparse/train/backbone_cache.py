@@ -86,6 +86,7 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
             # added later: absent at 0, so older cache keys stay valid
             and not (k in ("word_dropout", "word_dropout_alpha") and v == 0.0)
             and not (k == "language_alpha" and v == 1.0)
+            and not (k == "precision" and v == "fp32")
         },
         "tasks": sorted(bundle.tasks),
         "seed": cfg.seed,

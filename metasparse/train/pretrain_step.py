@@ -15,6 +15,7 @@ from metasparse.errors import ConfigValueError, NonFiniteError
 from metasparse.model.encoder import Decision, GatedEncoder
 from metasparse.model.features import IGNORE_INDEX
 from metasparse.model.loss import task_loss
+from metasparse.model.precision import training_autocast
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,8 @@ def optimise(
 ) -> float | None:
     """One step on ``batch``: loss, backward, all-reduce, clipped; the optimiser steps at ``lr`` only on a
     finite gradient. Returns the whole batch's loss, or None for a skipped step."""
-    loss = _step_loss(cfg, model, batch, step, rank, world, unknown)
+    with training_autocast(cfg.pretrain.precision):
+        loss = _step_loss(cfg, model, batch, step, rank, world, unknown)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     all_reduce_grads(model.parameters())  # data parallel: every rank now holds the whole batch's gradient

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 import metasparse.train.pretraining as P
 from metasparse.config import CONF_DIR
 from metasparse.data.prepare import prepare
-from metasparse.train.backbone_cache import backbone_identity, backbone_key
+from metasparse.train.backbone_cache import backbone_key, backbone_weights_id
 
 TINY = [
     "model=tiny",
@@ -102,7 +102,7 @@ def test_a_backbone_stopped_by_max_minutes_warns_on_every_use_and_a_longer_allow
     assert metrics["stopped_early"] and metrics["steps"] == 1 < metrics["planned_steps"]
     assert metrics["max_minutes"] == 0.000001 and partial.exists()
     assert "stopped early at pretrain.max_minutes" in (folder / "report.md").read_text()
-    assert backbone_identity(folder) == f"{folder.name}@1"  # a joint phase on it keys apart from the finished one
+    assert backbone_weights_id(folder) == f"{folder.name}@1"  # a joint phase on it keys apart from the finished one
 
     # A run that allows no more minutes uses it as it is, and says so.
     with caplog.at_level(logging.WARNING, logger="metasparse.train.pretraining"):
@@ -115,7 +115,7 @@ def test_a_backbone_stopped_by_max_minutes_warns_on_every_use_and_a_longer_allow
     assert done["steps"] == done["planned_steps"] == metrics["planned_steps"]
     want, got = reference.state_dict(), finished.state_dict()
     assert all(torch.equal(want[k], got[k]) for k in want)
-    assert not partial.exists() and backbone_identity(folder) == folder.name
+    assert not partial.exists() and backbone_weights_id(folder) == folder.name
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="metasparse.train.pretraining"):
         P.pretrain(short, bundle)  # finished: a plain cache hit, no warning

@@ -108,7 +108,7 @@ def backbone_key(cfg: PretrainConfig, bundle: DataBundle) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def backbone_identity(folder: Path) -> str:
+def backbone_weights_id(folder: Path) -> str:
     """What a joint phase's key names its backbone by: the folder's key, and for a backbone that
     ``pretrain.max_minutes`` stopped early also its steps (finished later under the same key, it is other
     weights, and a joint phase co-trained on the truncated one must not be reused for it)."""

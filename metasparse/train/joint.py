@@ -47,7 +47,7 @@ from metasparse.model.encoder import GatedEncoder
 from metasparse.model.features import IGNORE_INDEX
 from metasparse.model.loss import task_loss
 from metasparse.tracking import log_scalars
-from metasparse.train.backbone_cache import backbone_identity, load_backbone, spec_to_json
+from metasparse.train.backbone_cache import backbone_weights_id, load_backbone, spec_to_json
 from metasparse.train.pretraining import _rows
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def joint_train(
     j = cfg.joint
     cost = _budget_cost(j, backbone, backbone_dir, cfg.controller)
     table = Path(cost.source).name if isinstance(cost, LatencyCost) else None
-    key = joint_key(backbone_identity(backbone_dir), j, cfg.controller, table)
+    key = joint_key(backbone_weights_id(backbone_dir), j, cfg.controller, table)
     folder = backbone_dir.with_name(f"{backbone_dir.name}-joint-{key}")
     if (folder / "state.json").exists():
         model, ctrl, state = load_joint(folder, cfg.controller)

@@ -62,9 +62,10 @@ class PretrainOptimConfig:
         language_alpha: each epoch draws its sentences so that a language's share is proportional to its
             sentence count to this power (1: every sentence once, as they come; below 1 small treebanks are
             seen more often and large ones less, the exponent sampling of multilingual models).
-        precision: ``fp32`` or ``bf16``: the forward passes under bfloat16 autocast (matmuls in bf16, weights,
-            optimiser state and norms in fp32; the saved backbone is fp32 and inference stays fp32), for
-            more steps a minute on a CPU with bf16 instructions.
+        precision: ``fp32`` or ``bf16``: the training passes under bfloat16 autocast
+            (:func:`metasparse.model.precision.training_autocast`; weights, optimiser state, losses and the
+            saved backbone in fp32, inference unchanged), for more steps a minute on a CPU with bf16
+            instructions.
     """
 
     epochs: float = 6.0
@@ -86,7 +87,6 @@ class PretrainOptimConfig:
 
     def __post_init__(self) -> None:
         require(self.epochs > 0, "pretrain.epochs", "> 0", self.epochs)
-        require(self.precision in PRECISIONS, "pretrain.precision", " | ".join(PRECISIONS), self.precision)
         require(self.max_words >= 256, "pretrain.max_words", ">= 256", self.max_words)
         require(self.lr > 0, "pretrain.lr", "> 0", self.lr)
         require(0 <= self.warmup < 1, "pretrain.warmup", "[0, 1)", self.warmup)
@@ -96,6 +96,7 @@ class PretrainOptimConfig:
         require(0 <= self.word_dropout < 1, "pretrain.word_dropout", "[0, 1)", self.word_dropout)
         require(self.word_dropout_alpha >= 0, "pretrain.word_dropout_alpha", ">= 0", self.word_dropout_alpha)
         require(0 < self.language_alpha <= 1, "pretrain.language_alpha", "(0, 1]", self.language_alpha)
+        require(self.precision in PRECISIONS, "pretrain.precision", " | ".join(PRECISIONS), self.precision)
 
 
 @dataclass

@@ -160,13 +160,7 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
     def lr_at(step: int) -> float:  # linear warmup, linear decay; a pure function of the step (resume-safe)
         return p.lr * min((step + 1) / warm, max(0.0, (total - step) / max(1, total - warm)))
 
-    start = 0
-    if partial.exists():
-        tensors, state = load_checkpoint(partial)
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        restore_optimizer_state(opt, dict(model.named_parameters()), tensors, state["optimizer"])
-        start = state["step"]
-        log.info("resuming pretraining from step %d/%d (%s)", start, total, partial)
+    start = _resume(partial, model, opt, total)
     model.train()
     rank, world = rank_and_size()
     nonfinite: list[dict] = []
@@ -187,17 +181,13 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
         if done % 10 == 0 and loss_ema is not None:
             log_scalars("pretrain", {"loss": loss_ema, "lr": lr_at(step)}, done)
         if p.eval_every and done % p.eval_every == 0:
-            r = score(Dense(model), dev)
-            log.info("step %d dev macro %s", done, {t: round(r.by_lang.macro(t), 4) for t in bundle.tasks})
-            log_scalars("pretrain/dev", {t: r.by_lang.macro(t) for t in bundle.tasks}, done)
-            model.train()
-        if done % p.checkpoint_every == 0 and done < total and is_main():
+            _log_dev(model, dev, bundle.tasks, done)
+        stopped_early = (time.time() - t_start) / 60 > p.max_minutes and done < total
+        # a truncated backbone keeps its last step too, so that a longer allowance can finish it
+        if is_main() and done < total and (stopped_early or done % p.checkpoint_every == 0):
             _save_partial(partial, model, opt, done, total)
-        if (time.time() - t_start) / 60 > p.max_minutes and done < total:
+        if stopped_early:
             log.warning("pretrain.max_minutes=%s reached at step %d/%d: stopping early", p.max_minutes, done, total)
-            stopped_early = True
-            if is_main():  # kept beside the truncated backbone, so that a longer allowance can finish it
-                _save_partial(partial, model, opt, done, total)
             break
     bar.close()
     minutes = round((time.time() - t_start) / 60, 2)
@@ -207,6 +197,25 @@ def _train(cfg: PretrainConfig, bundle: DataBundle, model: GatedEncoder, partial
     if start:
         progress["resumed_at_step"] = start
     return {**progress, "nonfinite_steps": nonfinite, "data_parallel_ranks": world}
+
+
+def _resume(partial: Path, model: GatedEncoder, opt, total: int) -> int:
+    """Load an interrupted run's checkpoint into ``model`` and ``opt``; returns the step to start at (0 without one)."""
+    if not partial.exists():
+        return 0
+    tensors, state = load_checkpoint(partial)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    restore_optimizer_state(opt, dict(model.named_parameters()), tensors, state["optimizer"])
+    log.info("resuming pretraining from step %d/%d (%s)", state["step"], total, partial)
+    return state["step"]
+
+
+def _log_dev(model: GatedEncoder, dev: EncodedCorpus, tasks, done: int) -> None:
+    """Dense dev accuracy during training (``pretrain.eval_every``), logged; the model goes back to train mode."""
+    r = score(Dense(model), dev)
+    log.info("step %d dev macro %s", done, {t: round(r.by_lang.macro(t), 4) for t in tasks})
+    log_scalars("pretrain/dev", {t: r.by_lang.macro(t) for t in tasks}, done)
+    model.train()
 
 
 def _save_partial(folder: Path, model, opt, step: int, total: int) -> None:

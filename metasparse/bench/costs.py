@@ -173,7 +173,7 @@ def run(cfg: CostBenchConfig, out_dir: Path) -> dict:
 def summary(table: CostTable, model: GatedEncoder) -> list[dict]:
     """Per batch bucket and pattern, the mean over layers of the pattern's latency relative to the full
     pattern's at the middle length bucket: how much each pattern saves in time (compare its FLOPs share)."""
-    arr = np.asarray(table.layer_ms)  # [L, B, T, P]
+    arr, alone = table.priced()[0], np.asarray(table.layer_ms)  # [L, B, T, P]: calibrated, timed alone
     mid, full = len(table.lengths) // 2, table.full_index()
     out = []
     for bi, b in enumerate(table.batches):
@@ -188,6 +188,7 @@ def summary(table: CostTable, model: GatedEncoder) -> list[dict]:
                     "length": table.lengths[mid],
                     "pattern": table.codebook[p],
                     "latency_share": float(rel[p]),
+                    "in_context_scale": float(arr[:, bi, mid, p].sum() / max(alone[:, bi, mid, p].sum(), 1e-9)),
                     "flops_share": flops / full_flops,
                 }
             )
@@ -199,13 +200,14 @@ def format_report(result: dict) -> str:
         f"Cost table: `{result['table']}` ({'measured now' if result['measured_now'] else 'loaded'}; "
         f"{result['threads']} threads; median IQR of cells {100 * result['spread']:.1f}%)",
         "",
-        "| batch | length | pattern (heads, groups, tokens, top-k) | FLOPs share | latency share |",
-        "|---:|---:|---|---:|---:|",
+        "| batch | length | pattern (heads, groups, tokens, top-k) | FLOPs share | latency share | "
+        "in whole forwards / alone |",
+        "|---:|---:|---|---:|---:|---:|",
     ]
     for r in result["table_summary"]:
         lines.append(
             f"| {r['batch']} | {r['length']} | {tuple(r['pattern'])} | {r['flops_share']:.3f} | "
-            f"{r['latency_share']:.3f} |"
+            f"{r['latency_share']:.3f} | {r['in_context_scale']:.2f} |"
         )
     lines += [
         "",

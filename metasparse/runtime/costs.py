@@ -9,14 +9,10 @@ Storing and re-using tables beside the backbones is :mod:`metasparse.runtime.cos
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +22,8 @@ from metasparse.model.features import Batch
 from metasparse.model.grouped import run_grouped
 from metasparse.model.patterns import Pattern
 from metasparse.runtime.controller_timing import controller_signature, in_place_ms
+from metasparse.runtime.identity import backbone_identity, machine_fingerprint
+from metasparse.runtime.in_context import context_scales, uniform_plan_ms
 from metasparse.runtime.latency import interleaved_samples
 from metasparse.runtime.synthetic import bucket_grid
 
@@ -37,26 +35,18 @@ log = logging.getLogger(__name__)
 # in L2 and looked cheaper than it runs (a quarter layer at batch 1: 0.57 of the full one warm, 0.69 cold).
 # "-fused": since inference stacks q/k/v and attends in one SDPA call (metasparse.model.attention), a
 # table timed on the unfused ops prices every layer higher than it now runs.
-TIMING = "cold-l2-fused"
+# "+context": every pattern is also timed on every layer as whole forwards and its cells scaled to match
+# (:mod:`metasparse.runtime.in_context`); cells alone under-priced wide layers at batch 1 by a third.
+TIMING = "cold-l2-fused+context"
 BATCH_BUCKETS = (1, 8, 32)
 # 24 and 48 since the grouping row: a layer's time grows faster than linearly between 32 and 64 words at
 # batch 32 (attention, and an FFN activation past L2), so interpolating there priced a 45-word batch's dense
 # layer 16% high (11.3 ms predicted, 9.7 measured) and made every ratio against dense look too good
 LENGTH_BUCKETS = (8, 16, 24, 32, 48, 64)
 FORMAT = 1
-
-
-def machine_fingerprint() -> str:
-    """What a latency depends on besides the model: processor model, core count, architecture, torch."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()}|{cpu}|cores={os.cpu_count()}|torch={torch.__version__}"
+# Whole-forward samples per cell round: a forward's time is noisier than a cell's (7 rounds left the
+# ratio of two patterns 0.1 apart between measurements; 21 kept it within 0.03)
+CONTEXT_ROUNDS_PER_ROUND = 3
 
 
 def codebook_units(codebook: list[Pattern]) -> list[list]:
@@ -74,8 +64,11 @@ class CostTable:
         backbone: the backbone's identity (its cache key, or a hash of its architecture).
         codebook: unit counts of each pattern (columns of ``layer_ms``).
         batches, lengths: the buckets.
-        layer_ms: ``[layer][batch][length][pattern]``.
+        layer_ms: ``[layer][batch][length][pattern]``, each cell timed alone.
         fixed_ms: ``[batch][length]``: embeddings, character encoder, final norm and task heads.
+        context_ms: ``[batch][length][pattern]``: one forward running the pattern on every layer, back to
+            back; predictions scale each pattern's cells to it (:func:`~metasparse.runtime.in_context.
+            context_scales`). Empty in a table made by hand: its cells are used as they are.
         controller_ms: ``[batch][length]``: one controller decision (per layer; an upfront controller's one
             per forward), timed inside dense forwards (:mod:`metasparse.runtime.controller_timing`).
         controller: :func:`controller_signature` of the controller timed in ``controller_ms`` ("": none,
@@ -104,6 +97,7 @@ class CostTable:
     format: int = FORMAT
     extra: dict = field(default_factory=dict)
     grouping_ms: list[list[float]] = field(default_factory=list)
+    context_ms: list[list[list[float]]] = field(default_factory=list)
 
     # ----- storage ------------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -126,10 +120,10 @@ class CostTable:
         arr = np.asarray(self.layer_ms, dtype=float)
         if arr.shape != (L, B, T, P) or np.asarray(self.fixed_ms).shape != (B, T):
             raise ValueError(f"cost table shapes disagree: layer_ms {arr.shape}, buckets {B}x{T}, patterns {P}")
-        if self.grouping_ms and np.asarray(self.grouping_ms).shape != (B, T):  # empty: an older table
-            raise ValueError(
-                f"cost table shapes disagree: grouping_ms {np.asarray(self.grouping_ms).shape}, buckets {B}x{T}"
-            )
+        for name, shape in (("grouping_ms", (B, T)), ("context_ms", (B, T, P))):
+            got = np.asarray(getattr(self, name)).shape
+            if getattr(self, name) and got != shape:  # empty: an older or hand-made table
+                raise ValueError(f"cost table shapes disagree: {name} {got}, buckets {B}x{T}, patterns {P}")
 
     def stale_reason(self, machine: str, threads: int, backbone: str, codebook: list[list]) -> str | None:
         """Why this table does not describe the current setting (None: it does)."""
@@ -148,6 +142,15 @@ class CostTable:
         return None
 
     # ----- reading ------------------------------------------------------------------------------
+    def priced(self) -> tuple[np.ndarray, np.ndarray]:
+        """The cells ``[L, B, T, P]`` and fixed part ``[B, T]`` predictions read: calibrated to whole
+        forwards where the table has ``context_ms``, as timed alone where it does not."""
+        layer, fixed = np.asarray(self.layer_ms, dtype=float), np.asarray(self.fixed_ms, dtype=float)
+        if not self.context_ms:
+            return layer, fixed
+        scale, fixed = context_scales(layer, fixed, np.asarray(self.context_ms, dtype=float), self.codebook)
+        return layer * scale[None], fixed
+
     def batch_bucket(self, batch: int) -> int:
         """Index of the batch bucket nearest to ``batch`` (in log scale)."""
         return int(np.argmin([abs(np.log2(b) - np.log2(max(1, batch))) for b in self.batches]))
@@ -178,9 +181,10 @@ class CostTable:
         b = self.batch_bucket(batch)
         size = self.batches[b]
         n = np.asarray([float(x) for x in lengths])
-        layer = np.asarray(self.layer_ms, dtype=float)[:, b]  # [L, T, P]
+        layer_ms, fixed_ms = self.priced()
+        layer = layer_ms[:, b]  # [L, T, P]
         per_layer = np.stack([self._interp(lay.T, n).T for lay in layer]) / size  # [L, N, P]
-        fixed = self._interp(np.asarray(self.fixed_ms[b]), n) / size
+        fixed = self._interp(fixed_ms[b], n) / size
         ctrl = self._interp(np.asarray(self.controller_ms[b]), n) / size
         full = self.full_index()
         dense = per_layer[:, :, full].sum(0) + fixed
@@ -216,8 +220,8 @@ class CostTable:
         batch 32 about half as slow as measured). A layer with more than one group also pays the split
         itself (``grouping_ms``)."""
         n = len(patterns_per_layer[0])
-        layers = np.asarray(self.layer_ms, dtype=float)  # [L, B, T, P]
-        total = self.sized_ms(self.fixed_ms, n, length) + decisions * self.sized_ms(self.controller_ms, n, length)
+        layers, fixed = self.priced()  # [L, B, T, P], [B, T]
+        total = self.sized_ms(fixed, n, length) + decisions * self.sized_ms(self.controller_ms, n, length)
         split = self.sized_ms(self.grouping_ms, n, length) if self.grouping_ms else 0.0
         for li, row in enumerate(patterns_per_layer):
             patterns, counts = np.unique(np.asarray(row), return_counts=True)
@@ -225,18 +229,6 @@ class CostTable:
             for p, k in zip(patterns, counts, strict=True):
                 total += self.sized_ms(layers[li, :, :, int(p)], int(k), length)
         return total
-
-
-def backbone_identity(model: GatedEncoder) -> str:
-    """A stable name for a backbone's architecture (latency depends on shapes, not on weight values)."""
-    s = model.spec
-    shape = [s.layers, s.d_model, s.heads, s.d_ffn, s.ffn_groups, s.char_dim, s.char_channels, sorted(s.tasks.items())]
-    shape.append(None if s.adapter is None else [s.adapter.kind, s.adapter.rank])
-    if s.piece_ends:  # added later: absent when off, so older tables keep their names
-        shape.append("piece_ends")
-    if s.tag_lexicon:  # likewise: its projection is part of every forward's fixed cost
-        shape.append(f"tag_lexicon={s.tag_lexicon}")
-    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
 
 # ----- measurement ----------------------------------------------------------------------------------
@@ -298,7 +290,8 @@ def measure(
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     model.eval()
-    cells, fns = _timed_calls(model, bucket_grid(model, batches, lengths))
+    grid = bucket_grid(model, batches, lengths)
+    cells, fns = _timed_calls(model, grid)
     samples = interleaved_samples(fns, rounds, min_ms, progress)
     med = [float(np.median(s)) for s in samples]
     iqr = [float(np.subtract(*np.percentile(s, [75, 25])) / max(np.median(s), 1e-9)) for s in samples]
@@ -324,6 +317,7 @@ def measure(
         fixed_ms=fixed_ms.tolist(),
         controller_ms=np.zeros((B, T)).tolist(),
         grouping_ms=grouping_ms.tolist(),
+        context_ms=uniform_plan_ms(model, grid, CONTEXT_ROUNDS_PER_ROUND * rounds, progress).tolist(),
         spread=float(np.median(iqr)),
         rounds=rounds,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"),

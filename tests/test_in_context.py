@@ -1,0 +1,86 @@
+"""The cost table's calibration to whole forwards: uniform plans priced at their measured forward times,
+scales pooled over lengths, implausible scales clipped with a warning, and measured tables carrying it."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from model_utils import hand_made_table, tiny_model
+
+from metasparse.runtime.costs import CostTable, measure
+from metasparse.runtime.in_context import context_scales
+
+
+def _calibrated(model, scale_of, fixed_in_context=0.3, outlier=None):
+    """A hand-made table (cells: 1 ms a call per unit share, skip 0) with ``context_ms`` built so that
+    pattern p runs ``scale_of(p)`` times its cells inside whole forwards, the fixed part at
+    ``fixed_in_context``; ``outlier``: (length bucket, pattern, factor) for one noisy bucket."""
+    share = lambda p: (p.n_heads + p.n_groups) / (model.spec.heads + model.spec.ffn_groups)  # noqa: E731
+    t = hand_made_table(model, lambda p, n, b: share(p) * n / 4, lengths=(4, 8, 16), fixed_ms=0.5)
+    L = len(model.blocks)
+    ctx = np.array(
+        [[[fixed_in_context + scale_of(p) * L * share(p) * n / 4 for p in model.codebook] for n in t.lengths]]
+    )
+    if outlier is not None:
+        ti, p, factor = outlier
+        ctx[0, ti, p] *= factor
+    t.context_ms = ctx.tolist()
+    return t
+
+
+def test_a_uniform_plan_is_priced_at_its_whole_forward_time():
+    """Wide patterns slower in context than alone (1.4x), narrow ones as timed (1.0x): every uniform plan's
+    prediction equals its forward's time, and a mixed plan reads each pattern's own scale."""
+    model = tiny_model()
+    full = model.codebook.index(model.full)
+    scale_of = lambda p: 1.4 if p == model.full else 1.0  # noqa: E731
+    t = _calibrated(model, scale_of)
+    L = len(model.blocks)
+    for p in range(model.n_patterns):
+        for ti, n in enumerate(t.lengths):
+            assert t.predict_ms([[p]] * L, n) == pytest.approx(t.context_ms[0][ti][p])
+    narrow = next(i for i, p in enumerate(model.codebook) if not p.skip and i != full)
+    mixed = t.predict_ms([[full]] + [[narrow]] * (L - 1), 8)
+    alone = CostTable(**{**t.__dict__, "context_ms": []})  # the same cells, uncalibrated
+    skip = next(i for i, p in enumerate(model.codebook) if p.skip)
+    cell = lambda p: (alone.predict_ms([[p]] * L, 8) - alone.predict_ms([[skip]] * L, 8)) / L  # noqa: E731
+    assert mixed == pytest.approx(0.3 + 1.4 * cell(full) + (L - 1) * cell(narrow))
+    # the calibrated dense forward is dearer, so a narrow plan's ratio against it falls
+    ratio = lambda tab: tab.predict_ms([[narrow]] * L, 8) / tab.predict_ms([[full]] * L, 8)  # noqa: E731
+    assert ratio(t) < ratio(alone)
+
+
+def test_one_noisy_length_bucket_does_not_move_the_scale():
+    model = tiny_model()
+    full = model.codebook.index(model.full)
+    t = _calibrated(model, lambda p: 1.2, outlier=(1, full, 1.5))
+    scale, fixed = context_scales(np.asarray(t.layer_ms), np.asarray(t.fixed_ms), np.asarray(t.context_ms), t.codebook)
+    live = [i for i, p in enumerate(model.codebook) if not p.skip]
+    assert np.allclose(scale[0][:, live], 1.2)  # the median over three lengths ignores the one outlier
+    assert np.allclose(fixed, 0.3)  # the all-skip forward's time, not the cell timed alone (0.5)
+
+
+def test_an_implausible_scale_is_clipped_and_reported(caplog):
+    model = tiny_model()
+    t = _calibrated(model, lambda p: 9.0)
+    with caplog.at_level(logging.WARNING, logger="metasparse.runtime.in_context"):
+        scale, _ = context_scales(np.asarray(t.layer_ms), np.asarray(t.fixed_ms), np.asarray(t.context_ms), t.codebook)
+    assert scale.max() == 4.0 and "clipped" in caplog.text
+
+
+def test_a_measured_table_is_calibrated_to_forwards_and_round_trips():
+    model = tiny_model()
+    t = measure(model, batches=(1, 4), lengths=(4, 8), rounds=2, min_ms=0.1, threads=1)
+    ctx = np.asarray(t.context_ms)
+    assert ctx.shape == (2, 2, model.n_patterns) and (ctx > 0).all()
+    again = CostTable.from_json(t.to_json())
+    assert again == t
+    plan = [[0]] * len(model.blocks)
+    assert again.predict_ms(plan, 8) == t.predict_ms(plan, 8)
+    wrong = json.loads(t.to_json())
+    wrong["context_ms"] = [[[1.0]]]  # one pattern where the codebook has several
+    with pytest.raises(ValueError, match="bad.json: .*context_ms"):
+        CostTable.from_json(json.dumps(wrong), "bad.json")

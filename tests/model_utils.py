@@ -71,12 +71,12 @@ def hand_made_table(
     """A cost table for ``model`` with chosen times: ``cell_ms(pattern, length, batch)`` per layer cell
     (the same on every layer), constant fixed, controller and grouping times (scaled by the batch; no
     grouping at batch 1)."""
-    from metasparse.runtime import costs
+    from metasparse.runtime import costs, identity
 
     return costs.CostTable(
-        machine=costs.machine_fingerprint(),
+        machine=identity.machine_fingerprint(),
         threads=1,
-        backbone=costs.backbone_identity(model),
+        backbone=identity.backbone_identity(model),
         codebook=costs.codebook_units(model.codebook),
         batches=list(batches),
         lengths=list(lengths),

@@ -19,9 +19,12 @@ from metasparse.control.budget import (
     expected_fraction,
 )
 from metasparse.control.controller import Controller
-from metasparse.runtime import cost_store, costs
+from metasparse.runtime import cost_measure, cost_store, identity
+from metasparse.runtime.controller_timing import controller_signature
+from metasparse.runtime.cost_measure import measure
 from metasparse.runtime.cost_store import load_or_measure
-from metasparse.runtime.costs import CostTable, machine_fingerprint, measure
+from metasparse.runtime.costs import CostTable
+from metasparse.runtime.identity import machine_fingerprint
 from metasparse.runtime.synthetic import synthetic_batch
 
 
@@ -135,7 +138,7 @@ def test_a_latency_cannot_fall_with_length():
 def test_a_stale_table_is_remeasured_not_used(tmp_path, monkeypatch, caplog, change, reason):
     model = tiny_model()
     good = _synthetic_table(model)
-    path = cost_store.table_path(tmp_path, 1, costs.backbone_identity(model))
+    path = cost_store.table_path(tmp_path, 1, identity.backbone_identity(model))
     path.parent.mkdir(parents=True)
     if "codebook" in change:  # same number of patterns, different ones
         change = {"codebook": [[h, g, tok, 99] for h, g, tok, _ in good.codebook]}
@@ -147,7 +150,7 @@ def test_a_stale_table_is_remeasured_not_used(tmp_path, monkeypatch, caplog, cha
         calls.append(kw)
         return good
 
-    monkeypatch.setattr(costs, "measure", fake_measure)
+    monkeypatch.setattr(cost_measure, "measure", fake_measure)
     with caplog.at_level(logging.WARNING, logger="metasparse.runtime.cost_store"):
         got, where, fresh = load_or_measure(model, tmp_path, threads=1)
     assert fresh and len(calls) == 1 and where == path
@@ -163,14 +166,14 @@ def test_a_table_of_the_same_architecture_is_reused_across_backbones(tmp_path, m
     model = tiny_model()
     good = _synthetic_table(model)
     seed0, seed1 = tmp_path / "backbones" / "aaaa", tmp_path / "backbones" / "bbbb"
-    first = cost_store.table_path(seed0, 1, costs.backbone_identity(model))
+    first = cost_store.table_path(seed0, 1, identity.backbone_identity(model))
     first.parent.mkdir(parents=True)
     first.write_text(good.to_json())
     calls = []
-    monkeypatch.setattr(costs, "measure", lambda m, **kw: calls.append(kw) or good)
+    monkeypatch.setattr(cost_measure, "measure", lambda m, **kw: calls.append(kw) or good)
     got, where, fresh = load_or_measure(model, seed1, threads=1)
     assert not fresh and not calls and got == good
-    assert where == cost_store.table_path(seed1, 1, costs.backbone_identity(model)) and where.exists()
+    assert where == cost_store.table_path(seed1, 1, identity.backbone_identity(model)) and where.exists()
     other = CostTable(**{**good.__dict__, "threads": 7})  # a sibling for another thread count is not used
     for table_file in (first, where):
         table_file.write_text(other.to_json())
@@ -182,7 +185,7 @@ def test_a_table_of_the_same_architecture_is_reused_across_backbones(tmp_path, m
     from metasparse.model.encoder import GatedEncoder
 
     with_lexicon = GatedEncoder(dataclasses.replace(model.spec, tag_lexicon=8))
-    assert costs.backbone_identity(with_lexicon) != costs.backbone_identity(model)
+    assert identity.backbone_identity(with_lexicon) != identity.backbone_identity(model)
     from metasparse.runtime.synthetic import synthetic_batch
 
     timed_on = synthetic_batch(with_lexicon, 2, 5)  # and the batches it is timed on carry its features
@@ -197,17 +200,17 @@ def test_the_controller_row_is_retimed_for_another_controller_and_the_layers_kep
     model = tiny_model()
     bare = _synthetic_table(model)
     bare = CostTable(**{**bare.__dict__, "controller_ms": [[0.0] * len(bare.lengths)] * len(bare.batches)})
-    path = cost_store.table_path(tmp_path, 1, costs.backbone_identity(model))
+    path = cost_store.table_path(tmp_path, 1, identity.backbone_identity(model))
     path.parent.mkdir(parents=True)
     path.write_text(bare.to_json())
-    monkeypatch.setattr(costs, "measure", lambda m, **kw: pytest.fail("the layer cells were measured again"))
+    monkeypatch.setattr(cost_measure, "measure", lambda m, **kw: pytest.fail("the layer cells were measured again"))
     with_feature = Controller(model, ControllerSpec(uncertainty_task="upos"))
     got, _, fresh = load_or_measure(model, tmp_path, threads=1, rounds=3, controller=with_feature)
-    assert not fresh and got.controller == costs.controller_signature(with_feature) and "upos" in got.controller
+    assert not fresh and got.controller == controller_signature(with_feature) and "upos" in got.controller
     assert all(ms > 0 for row in got.controller_ms for ms in row) and got.layer_ms == bare.layer_ms
     assert CostTable.from_json(path.read_text()) == got  # stored
     calls = []
-    monkeypatch.setattr(costs, "retime_controller", lambda *a, **k: calls.append(1) or got)
+    monkeypatch.setattr(cost_measure, "retime_controller", lambda *a, **k: calls.append(1) or got)
     again, _, _ = load_or_measure(model, tmp_path, threads=1, controller=Controller(model, ControllerSpec()))
     assert again == got and not calls  # the same settings (other weights): the stored row is used
     load_or_measure(model, tmp_path, threads=1, controller=Controller(model, ControllerSpec(uncertainty_task=None)))
@@ -245,7 +248,7 @@ def test_a_noisy_measurement_is_repeated_and_never_kept_silently(tmp_path, monke
         calls.append(kw.get("rounds"))
         return CostTable(**{**good.__dict__, "spread": spreads[len(calls) - 1]})
 
-    monkeypatch.setattr(costs, "measure", fake_measure)
+    monkeypatch.setattr(cost_measure, "measure", fake_measure)
     with caplog.at_level(logging.WARNING, logger="metasparse.runtime.cost_store"):
         got, path, fresh = load_or_measure(model, tmp_path / "backbones" / "a", threads=1, rounds=5)
     assert fresh and calls == [5, 10] and got.spread == 0.06
@@ -356,18 +359,18 @@ def test_a_runs_latency_budget_prices_the_backbone_with_its_adapters(tmp_path, m
     priced = []
 
     def fake_measure(m, **kw):
-        priced.append(costs.backbone_identity(m))
+        priced.append(identity.backbone_identity(m))
         torch.rand(1000)  # a measurement that draws random inputs from the global generator
         return _synthetic_table(m)
 
-    monkeypatch.setattr(costs, "measure", fake_measure)
+    monkeypatch.setattr(cost_measure, "measure", fake_measure)
     states = []
     for _ in range(2):  # measured, then loaded from the backbone folder
         system = new_system(tiny_model(), cfg, tmp_path)
         states.append(torch.rand(3))
     assert system.backbone.spec.adapter is not None and len(priced) == 1
-    assert priced[0] == costs.backbone_identity(system.backbone)  # adapters included
-    assert priced[0] != costs.backbone_identity(tiny_model())
+    assert priced[0] == identity.backbone_identity(system.backbone)  # adapters included
+    assert priced[0] != identity.backbone_identity(tiny_model())
     assert torch.equal(states[0], states[1])
 
 

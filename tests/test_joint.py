@@ -151,7 +151,7 @@ def test_a_latency_budget_prices_the_joint_phase_by_the_cost_table_and_names_it_
     from metasparse.config import JointConfig
     from metasparse.control.budget import FlopsCost, LatencyCost, decision_fraction
     from metasparse.control.controller import Controller, ControllerSpec
-    from metasparse.runtime import costs
+    from metasparse.runtime import cost_measure
 
     flops, latency = JointConfig(steps=300), JointConfig(steps=300, unit="latency")
     assert J.joint_key("256809ca4b008236", flops, ControllerSpec()) == "a341ffacd960ce88"  # unchanged
@@ -171,7 +171,7 @@ def test_a_latency_budget_prices_the_joint_phase_by_the_cost_table_and_names_it_
         torch.rand(1000)  # a measurement draws from the global generator
         return table
 
-    monkeypatch.setattr(costs, "measure", fake_measure)
+    monkeypatch.setattr(cost_measure, "measure", fake_measure)
     # a folder of its own: a table of the same architecture in a sibling backbone folder (another test's,
     # in the same pytest base directory) would be re-used, as the store does across backbones
     folder = tmp_path / "backbones" / "pretrained"

@@ -216,7 +216,7 @@ def test_pretrain_and_speed_bench_clis(tmp_path, ud_root):
     # Its controller row (0 ms) stands for bench.speed's default controller, so it is used as made, not re-timed.
     from metasparse.config import SpeedBenchOptions
     from metasparse.control.controller import Controller, ControllerSpec
-    from metasparse.runtime.costs import controller_signature
+    from metasparse.runtime.controller_timing import controller_signature
 
     o = SpeedBenchOptions()
     ctrl = Controller(model, ControllerSpec(placement=o.placement, uncertainty_task=o.uncertainty_task))

@@ -22,10 +22,12 @@ from metasparse.baselines.units import KeptUnits, reorder_units
 from metasparse.model.corpus import EncodedCorpus
 from metasparse.model.encoder import GatedEncoder
 from metasparse.runtime.costs import CostTable
+from metasparse.runtime.in_context import footprint_position
 from metasparse.scoring.methods import StaticMethod
 
 log = logging.getLogger(__name__)
 GRID = 4000  # latency steps of the knapsack: the budget is met to 1/GRID of dense latency
+KNAPSACK_ROUNDS = 6  # solves at most, each at the footprint of the plan before (a plan repeating stops it)
 
 
 @dataclass
@@ -97,18 +99,39 @@ def latency_knapsack(
     model: GatedEncoder, values: np.ndarray, table: CostTable, lengths, target: float, batch: int = 1
 ) -> KnapsackChoice:
     """The pattern per layer keeping the most importance within ``target`` of dense latency, predicted by
-    ``table`` for sentences of ``lengths`` run ``batch`` at a time."""
+    ``table`` for sentences of ``lengths`` run ``batch`` at a time.
+
+    Where the table prices a pattern by the footprint of the plan it runs in (a plan reading fewer
+    weights keeps more in the caches), the knapsack is solved at a footprint, the plan's own footprint
+    re-priced and solved again, until the plan repeats; the best plan that meets the target at its own
+    footprint is kept."""
     c = table.per_example(list(lengths), batch)
-    costs = c["layers"].sum(1).numpy()  # [L, P], summed over the sentences
     fixed, dense = float(c["fixed"].sum()), float(c["dense"].sum())
-    levels = solve_knapsack(values, costs, target * dense - fixed)
-    if levels is None:
+    weights = c["weights"].numpy() if "weights" in c else None
+
+    def costs_at(footprint: float | None) -> np.ndarray:  # [L, P], summed over the sentences
+        if footprint is None or weights is None:
+            return c["layers"].sum(1).numpy()
+        x = footprint_position([footprint], weights, len(c["layers"]))[0]
+        return (c["single"] + torch.as_tensor(x, dtype=torch.float32) * (c["layers"] - c["single"])).sum(1).numpy()
+
+    footprint, tried, best = None, [], None
+    for _ in range(KNAPSACK_ROUNDS):
+        levels = solve_knapsack(values, costs_at(footprint), target * dense - fixed)
+        if levels is None or levels in tried:
+            break
+        tried.append(levels)
+        footprint = None if weights is None else float(sum(weights[p] for p in levels))
+        used = fixed + sum(costs_at(footprint)[li, p] for li, p in enumerate(levels))
+        value = float(sum(values[li, p] for li, p in enumerate(levels)))
+        if used <= target * dense * (1 + 1e-9) and (best is None or value > best.value):
+            best = KnapsackChoice(levels, value, used / dense)
+    if best is None:
         raise ValueError(
             f"latency budget {target} is below what skipping every layer costs here "
             f"({fixed / dense:.3f} of dense: embeddings and heads)"
         )
-    used = fixed + sum(costs[li, p] for li, p in enumerate(levels))
-    return KnapsackChoice(levels, float(sum(values[li, p] for li, p in enumerate(levels))), used / dense)
+    return best
 
 
 def ranked_units(head_imp: torch.Tensor, group_imp: torch.Tensor) -> KeptUnits:

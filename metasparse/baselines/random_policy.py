@@ -25,13 +25,14 @@ def pattern_probs(
     decisions pay no controller)."""
     lengths = torch.as_tensor(np.asarray(lengths))
     parts = (cost or FlopsCost(model)).parts(lengths)
-    layers = parts.layers.double().sum(1)  # [L, P] summed over the sentences
+    layers = parts.layers.double().sum(1)  # [L, P] summed over the sentences, each pattern as on every layer
     dense, fixed = float(parts.dense.double().sum()), float(parts.fixed.double().sum())
     share = layers.sum(0) / layers.sum(0).max()
 
     def frac(c: float) -> float:
         p = torch.softmax(c * share, 0)
-        return float(((layers * p).sum() + fixed) / dense)
+        at = parts.layers_at(parts.footprint([p.float()[None]] * len(layers)))  # priced at the plans' footprint
+        return float(((at.double().sum(1) * p).sum() + fixed) / dense)
 
     lo, hi = -60.0, 60.0
     for _ in range(iters):

@@ -23,6 +23,7 @@ from metasparse.model.encoder import GatedEncoder
 from metasparse.model.flops import block_flops, dense_flops, fixed_flops
 from metasparse.runtime.cost_store import load_or_measure
 from metasparse.runtime.costs import CostTable
+from metasparse.runtime.in_context import footprint_position
 
 if TYPE_CHECKING:
     from metasparse.control.controller import Controller
@@ -40,12 +41,37 @@ class CostParts:
         fixed: ``[N]`` what no pattern changes (embeddings, task heads).
         dense: ``[N]`` every layer on its widest pattern, plus ``fixed``.
         controller: ``[N]`` one controller decision at one layer (0 without a controller).
+        single: ``[L, N, P]`` each pattern's cost when it runs on a single layer, the others skipped
+            (latency only, where the table has it: a plan reading fewer weights keeps more of them in the
+            caches); None: a pattern costs the same in any plan.
+        weights: ``[P]`` share of a layer's weights each pattern reads (with ``single``).
     """
 
     layers: torch.Tensor
     fixed: torch.Tensor
     dense: torch.Tensor
     controller: torch.Tensor
+    single: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+
+    def footprint(self, probs_or_levels) -> torch.Tensor | None:
+        """``[N]`` layers' worth of weights each example's plan reads: from its pattern probabilities per
+        layer (expected, detached: the price follows the plan, the gradient flows through the probabilities)
+        or its hard levels ``[N, L]``; None where the cost does not depend on it."""
+        if self.single is None:
+            return None
+        if isinstance(probs_or_levels, torch.Tensor):
+            return self.weights[probs_or_levels.long()].sum(1)
+        return sum((p.detach() * self.weights).sum(-1) for p in probs_or_levels)
+
+    def layers_at(self, footprint: torch.Tensor | None) -> torch.Tensor:
+        """``[L, N, P]`` the layers' costs for plans of ``footprint`` ``[N]`` (None: as on every layer),
+        between ``single`` and ``layers`` (:func:`metasparse.runtime.in_context.footprint_position`)."""
+        if footprint is None or self.single is None:
+            return self.layers
+        x = footprint_position(footprint.numpy(), self.weights.numpy(), len(self.layers))
+        x = torch.as_tensor(x, dtype=self.layers.dtype)[None]  # [1, N, P]
+        return self.single + x * (self.layers - self.single)
 
 
 class CostModel(Protocol):
@@ -89,7 +115,7 @@ class LatencyCost:
         ctrl = c["controller"] if controller is not None else torch.zeros_like(c["fixed"])
         if controller is not None and controller.upfront:  # one decision for every layer, counted per layer
             ctrl = ctrl / len(c["layers"])
-        return CostParts(c["layers"], c["fixed"], c["dense"], ctrl)
+        return CostParts(c["layers"], c["fixed"], c["dense"], ctrl, c.get("single"), c.get("weights"))
 
 
 def budget_cost(
@@ -131,7 +157,8 @@ def expected_fraction(
 ) -> torch.Tensor:
     """Per-example expected cost over dense cost ``[B]``, differentiable in the probabilities."""
     parts = cost.parts(lengths, controller)
-    exp = sum((probs * parts.layers[i]).sum(-1) for i, probs in enumerate(probs_per_layer))
+    layers = parts.layers_at(parts.footprint(probs_per_layer))
+    exp = sum((probs * layers[i]).sum(-1) for i, probs in enumerate(probs_per_layer))
     return (exp + parts.controller * len(probs_per_layer) + parts.fixed) / parts.dense
 
 
@@ -142,7 +169,7 @@ def decision_fraction(
     parts = cost.parts(lengths, controller)
     L = levels.shape[1]
     idx = levels.T.to(torch.long)[..., None]  # [L, B, 1]
-    chosen = parts.layers[:L].gather(2, idx).squeeze(-1).sum(0)
+    chosen = parts.layers_at(parts.footprint(levels))[:L].gather(2, idx).squeeze(-1).sum(0)
     return (chosen + parts.controller * L + parts.fixed) / parts.dense
 
 

@@ -18,8 +18,10 @@ import torch
 
 from metasparse.io import atomic_write
 from metasparse.model.encoder import GatedEncoder
-from metasparse.runtime import costs
-from metasparse.runtime.costs import CostTable, backbone_identity, codebook_units, machine_fingerprint
+from metasparse.runtime import cost_measure
+from metasparse.runtime.controller_timing import controller_signature
+from metasparse.runtime.costs import CostTable, codebook_units
+from metasparse.runtime.identity import backbone_identity, machine_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +90,10 @@ def _for_controller(table: CostTable, path: Path, model: GatedEncoder, measure_k
     """``table``, its controller row re-timed (and stored) when it was timed for another controller or none:
     a table first measured without one (a static baseline's) would otherwise price a controller at 0."""
     ctrl = measure_kw.get("controller")
-    if ctrl is None or table.controller == costs.controller_signature(ctrl):
+    if ctrl is None or table.controller == controller_signature(ctrl):
         return table
-    log.info("cost table %s: timing the controller row for %s", path, costs.controller_signature(ctrl))
-    table = costs.retime_controller(table, model, ctrl, rounds=measure_kw.get("rounds", 7))
+    log.info("cost table %s: timing the controller row for %s", path, controller_signature(ctrl))
+    table = cost_measure.retime_controller(table, model, ctrl, rounds=measure_kw.get("rounds", 7))
     atomic_write(path, table.to_json().encode())
     return table
 
@@ -102,14 +104,14 @@ def _measure_quietly(model: GatedEncoder, ident: str, threads: int, measure_kw: 
     old = torch.get_num_threads()
     try:
         t0 = time.time()
-        table = costs.measure(model, backbone=ident, threads=threads, **measure_kw)
+        table = cost_measure.measure(model, backbone=ident, threads=threads, **measure_kw)
         log.info("measured the cost table in %.1fs (median IQR %.1f%%)", time.time() - t0, 100 * table.spread)
         if table.spread > NOISY_SPREAD:
             rounds = 2 * measure_kw.get("rounds", 7)
             log.warning(
                 "cost table noisy (median IQR %.0f%%): measuring again with %d rounds", 100 * table.spread, rounds
             )
-            again = costs.measure(model, backbone=ident, threads=threads, **{**measure_kw, "rounds": rounds})
+            again = cost_measure.measure(model, backbone=ident, threads=threads, **{**measure_kw, "rounds": rounds})
             table = min(table, again, key=lambda t: t.spread)
         if table.spread > NOISY_SPREAD:
             log.warning(

@@ -4,28 +4,21 @@ FLOPs savings do not turn into speed by themselves (at batch 1 a narrow matmul c
 one does; a skipped layer saves more than its FLOPs say). For one backbone, machine and thread count the
 table holds the median wall-clock of each pattern on each layer per batch and length bucket, what no
 pattern changes, and one controller decision; :meth:`CostTable.per_example` reads it for a budget.
-Storing and re-using tables beside the backbones is :mod:`metasparse.runtime.cost_store`'s job.
+Measuring one is :mod:`metasparse.runtime.cost_measure`'s job, storing and re-using tables beside the
+backbones :mod:`metasparse.runtime.cost_store`'s.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
-from metasparse.model.encoder import GatedEncoder
-from metasparse.model.features import Batch
-from metasparse.model.grouped import run_grouped
 from metasparse.model.patterns import Pattern
-from metasparse.runtime.controller_timing import controller_signature, in_place_ms
-from metasparse.runtime.identity import backbone_identity, machine_fingerprint
-from metasparse.runtime.in_context import context_scales, uniform_plan_ms
-from metasparse.runtime.latency import interleaved_samples
-from metasparse.runtime.synthetic import bucket_grid
+from metasparse.runtime.in_context import context_scales, footprint_position
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +30,14 @@ log = logging.getLogger(__name__)
 # table timed on the unfused ops prices every layer higher than it now runs.
 # "+context": every pattern is also timed on every layer as whole forwards and its cells scaled to match
 # (:mod:`metasparse.runtime.in_context`); cells alone under-priced wide layers at batch 1 by a third.
-TIMING = "cold-l2-fused+context"
+# "+single": and on one layer with the others skipped, priced by a plan's footprint between the two.
+TIMING = "cold-l2-fused+context+single"
 BATCH_BUCKETS = (1, 8, 32)
 # 24 and 48 since the grouping row: a layer's time grows faster than linearly between 32 and 64 words at
 # batch 32 (attention, and an FFN activation past L2), so interpolating there priced a 45-word batch's dense
 # layer 16% high (11.3 ms predicted, 9.7 measured) and made every ratio against dense look too good
 LENGTH_BUCKETS = (8, 16, 24, 32, 48, 64)
 FORMAT = 1
-# Whole-forward samples per cell round: a forward's time is noisier than a cell's (7 rounds left the
-# ratio of two patterns 0.1 apart between measurements; 21 kept it within 0.03)
-CONTEXT_ROUNDS_PER_ROUND = 3
 
 
 def codebook_units(codebook: list[Pattern]) -> list[list]:
@@ -59,7 +50,7 @@ class CostTable:
     """Median milliseconds per call, for a whole batch of ``batch`` sentences of ``length`` words.
 
     Attributes:
-        machine: :func:`machine_fingerprint` where it was measured.
+        machine: :func:`~metasparse.runtime.identity.machine_fingerprint` where it was measured.
         threads: torch threads during the measurement.
         backbone: the backbone's identity (its cache key, or a hash of its architecture).
         codebook: unit counts of each pattern (columns of ``layer_ms``).
@@ -69,6 +60,10 @@ class CostTable:
         context_ms: ``[batch][length][pattern]``: one forward running the pattern on every layer, back to
             back; predictions scale each pattern's cells to it (:func:`~metasparse.runtime.in_context.
             context_scales`). Empty in a table made by hand: its cells are used as they are.
+        single_ms: ``[batch][length][pattern]``: one forward running the pattern on one layer, the others
+            skipped. A plan that reads fewer weights keeps more of them in the caches: its layers are
+            priced between the two by its footprint (``pattern_weights`` summed over its layers).
+        pattern_weights: share of a layer's weights each pattern reads.
         controller_ms: ``[batch][length]``: one controller decision (per layer; an upfront controller's one
             per forward), timed inside dense forwards (:mod:`metasparse.runtime.controller_timing`).
         controller: :func:`controller_signature` of the controller timed in ``controller_ms`` ("": none,
@@ -98,6 +93,8 @@ class CostTable:
     extra: dict = field(default_factory=dict)
     grouping_ms: list[list[float]] = field(default_factory=list)
     context_ms: list[list[list[float]]] = field(default_factory=list)
+    single_ms: list[list[list[float]]] = field(default_factory=list)
+    pattern_weights: list[float] = field(default_factory=list)
 
     # ----- storage ------------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -120,7 +117,7 @@ class CostTable:
         arr = np.asarray(self.layer_ms, dtype=float)
         if arr.shape != (L, B, T, P) or np.asarray(self.fixed_ms).shape != (B, T):
             raise ValueError(f"cost table shapes disagree: layer_ms {arr.shape}, buckets {B}x{T}, patterns {P}")
-        for name, shape in (("grouping_ms", (B, T)), ("context_ms", (B, T, P))):
+        for name, shape in (("grouping_ms", (B, T)), ("context_ms", (B, T, P)), ("single_ms", (B, T, P))):
             got = np.asarray(getattr(self, name)).shape
             if getattr(self, name) and got != shape:  # empty: an older or hand-made table
                 raise ValueError(f"cost table shapes disagree: {name} {got}, buckets {B}x{T}, patterns {P}")
@@ -142,14 +139,27 @@ class CostTable:
         return None
 
     # ----- reading ------------------------------------------------------------------------------
-    def priced(self) -> tuple[np.ndarray, np.ndarray]:
+    def priced(self, footprint: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The cells ``[L, B, T, P]`` and fixed part ``[B, T]`` predictions read: calibrated to whole
-        forwards where the table has ``context_ms``, as timed alone where it does not."""
+        forwards where the table has ``context_ms`` (as timed alone where it does not), for a plan reading
+        ``footprint`` layers' worth of weights (None: every pattern as on every layer)."""
         layer, fixed = np.asarray(self.layer_ms, dtype=float), np.asarray(self.fixed_ms, dtype=float)
         if not self.context_ms:
             return layer, fixed
-        scale, fixed = context_scales(layer, fixed, np.asarray(self.context_ms, dtype=float), self.codebook)
+        single = np.asarray(self.single_ms, dtype=float) if self.single_ms else None
+        scale, one, fixed = context_scales(
+            layer, fixed, np.asarray(self.context_ms, dtype=float), self.codebook, single
+        )
+        if footprint is not None and one is not None:
+            x = footprint_position(footprint, self.pattern_weights, len(layer))[0]  # [P]
+            scale = one + x * (scale - one)
         return layer * scale[None], fixed
+
+    def footprint(self, patterns_per_layer) -> float:
+        """Layers' worth of weights a batch reads: per layer the widest pattern any of its rows runs (the
+        patterns are prefixes of one another)."""
+        w = np.asarray(self.pattern_weights or [1.0] * len(self.codebook))
+        return float(sum(w[np.asarray(row, dtype=int)].max() for row in patterns_per_layer))
 
     def batch_bucket(self, batch: int) -> int:
         """Index of the batch bucket nearest to ``batch`` (in log scale)."""
@@ -175,21 +185,26 @@ class CostTable:
         """Predicted milliseconds per sentence, for sentences of ``lengths`` words run ``batch`` at a time.
 
         Returns:
-            ``layers`` ``[L, N, P]`` per pattern, ``fixed`` ``[N]``, ``controller`` ``[N]`` per layer, and
-            ``dense`` ``[N]`` (every layer on its full pattern plus the fixed part).
+            ``layers`` ``[L, N, P]`` per pattern (as run on every layer), ``fixed`` ``[N]``, ``controller``
+            ``[N]`` per layer, and ``dense`` ``[N]`` (every layer on its full pattern plus the fixed part);
+            where the table has single-layer forwards, also ``single`` ``[L, N, P]`` (as run on one layer,
+            the others skipped) and ``weights`` ``[P]`` (:attr:`pattern_weights`), which
+            :meth:`metasparse.control.budget.CostParts.layers_at` mixes by a plan's footprint.
         """
         b = self.batch_bucket(batch)
         size = self.batches[b]
         n = np.asarray([float(x) for x in lengths])
+        at = lambda layer_ms: np.stack([self._interp(lay.T, n).T for lay in layer_ms[:, b]]) / size  # noqa: E731
         layer_ms, fixed_ms = self.priced()
-        layer = layer_ms[:, b]  # [L, T, P]
-        per_layer = np.stack([self._interp(lay.T, n).T for lay in layer]) / size  # [L, N, P]
+        per_layer = at(layer_ms)  # [L, N, P]
         fixed = self._interp(fixed_ms[b], n) / size
         ctrl = self._interp(np.asarray(self.controller_ms[b]), n) / size
-        full = self.full_index()
-        dense = per_layer[:, :, full].sum(0) + fixed
+        dense = per_layer[:, :, self.full_index()].sum(0) + fixed
         as_t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
-        return {"layers": as_t(per_layer), "fixed": as_t(fixed), "controller": as_t(ctrl), "dense": as_t(dense)}
+        out = {"layers": as_t(per_layer), "fixed": as_t(fixed), "controller": as_t(ctrl), "dense": as_t(dense)}
+        if self.single_ms and self.context_ms:
+            out["single"], out["weights"] = as_t(at(self.priced(0.0)[0])), as_t(self.pattern_weights)
+        return out
 
     def full_index(self) -> int:
         """The column of the widest pattern (every head and group, every token, full attention)."""
@@ -220,7 +235,7 @@ class CostTable:
         batch 32 about half as slow as measured). A layer with more than one group also pays the split
         itself (``grouping_ms``)."""
         n = len(patterns_per_layer[0])
-        layers, fixed = self.priced()  # [L, B, T, P], [B, T]
+        layers, fixed = self.priced(self.footprint(patterns_per_layer))  # [L, B, T, P], [B, T]
         total = self.sized_ms(fixed, n, length) + decisions * self.sized_ms(self.controller_ms, n, length)
         split = self.sized_ms(self.grouping_ms, n, length) if self.grouping_ms else 0.0
         for li, row in enumerate(patterns_per_layer):
@@ -229,111 +244,3 @@ class CostTable:
             for p, k in zip(patterns, counts, strict=True):
                 total += self.sized_ms(layers[li, :, :, int(p)], int(k), length)
         return total
-
-
-# ----- measurement ----------------------------------------------------------------------------------
-def _timed_calls(model: GatedEncoder, grid: list[list[Batch]]) -> tuple[list[tuple], list]:
-    """Every cell of the table, ``(kind, layer, batch bucket, length bucket, pattern)``, and the call that
-    times it, on the synthetic batch of each (batch, length) bucket (``grid``: see
-    :func:`~metasparse.runtime.synthetic.bucket_grid`)."""
-    cells: list[tuple] = []
-    fns: list = []
-    two_groups = [model.full, model.full]  # for the split's cell: any two non-skip patterns (identity step)
-    for bi, row in enumerate(grid):
-        for ti, batch in enumerate(row):
-            with torch.no_grad():
-                x = model.embed(batch)
-            m = batch.word_mask
-            scores = torch.randn(m.shape)
-            cells.append(("fixed", None, bi, ti, None))
-            fns.append(lambda batch=batch: model.forward_with(batch, lambda i, block, h, mask: h))
-            if m.shape[0] > 1:  # the split alone: two groups, each passed through unchanged
-                half = (torch.arange(m.shape[0]) % 2).flip(0)  # interleaved, as sentences' choices are
-                cells.append(("grouping", None, bi, ti, None))
-                fns.append(lambda x=x, m=m, lv=half: run_grouped(_unchanged, x, m, lv, two_groups, None))
-            for li, block in enumerate(model.blocks):
-                for p, pat in enumerate(model.codebook):
-                    cells.append(("layer", li, bi, ti, p))
-                    fns.append(lambda b=block, x=x, m=m, q=pat, s=scores: b.forward_sliced(x, m, q, s))
-    return cells, fns
-
-
-def _unchanged(x, mask, pattern, scores, active):
-    return x
-
-
-def measure(
-    model: GatedEncoder,
-    *,
-    backbone: str | None = None,
-    batches=BATCH_BUCKETS,
-    lengths=LENGTH_BUCKETS,
-    rounds: int = 7,
-    min_ms: float = 2.0,
-    threads: int | None = None,
-    controller=None,
-    progress=None,
-) -> CostTable:
-    """Measure a cost table for ``model`` here: every (cell, pattern) once per round, in a new random
-    order each round (interleaved, so drift spreads over all cells), median over rounds.
-
-    Args:
-        backbone: the backbone's identity stored in the table (default: :func:`backbone_identity`).
-        rounds: timed rounds (one untimed warm-up round first).
-        min_ms: each timed call is repeated until it takes about this long (sub-millisecond calls).
-        threads: torch threads to measure with (default: the current setting).
-        controller: a :class:`metasparse.control.Controller` whose decision is timed, inside forwards;
-            None: no controller cost (0).
-        progress: optional callable ``(done, total)``.
-    """
-    if threads is not None:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
-    model.eval()
-    grid = bucket_grid(model, batches, lengths)
-    cells, fns = _timed_calls(model, grid)
-    samples = interleaved_samples(fns, rounds, min_ms, progress)
-    med = [float(np.median(s)) for s in samples]
-    iqr = [float(np.subtract(*np.percentile(s, [75, 25])) / max(np.median(s), 1e-9)) for s in samples]
-    L, P = len(model.blocks), model.n_patterns
-    B, T = len(batches), len(lengths)
-    layer_ms = np.zeros((L, B, T, P))
-    fixed_ms, grouping_ms = np.zeros((B, T)), np.zeros((B, T))
-    for (kind, li, bi, ti, p), m in zip(cells, med, strict=True):
-        if kind == "fixed":
-            fixed_ms[bi, ti] = m
-        elif kind == "grouping":
-            grouping_ms[bi, ti] = m
-        else:
-            layer_ms[li, bi, ti, p] = m
-    table = CostTable(
-        machine=machine_fingerprint(),
-        threads=threads,
-        backbone=backbone or backbone_identity(model),
-        codebook=codebook_units(model.codebook),
-        batches=list(batches),
-        lengths=list(lengths),
-        layer_ms=layer_ms.tolist(),
-        fixed_ms=fixed_ms.tolist(),
-        controller_ms=np.zeros((B, T)).tolist(),
-        grouping_ms=grouping_ms.tolist(),
-        context_ms=uniform_plan_ms(model, grid, CONTEXT_ROUNDS_PER_ROUND * rounds, progress).tolist(),
-        spread=float(np.median(iqr)),
-        rounds=rounds,
-        measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
-        timing=TIMING,
-    )
-    return table if controller is None else retime_controller(table, model, controller, rounds=rounds)
-
-
-def retime_controller(table: CostTable, model: GatedEncoder, controller, *, rounds: int = 7) -> CostTable:
-    """``table`` with its controller row timed for ``controller`` (same buckets and thread count; the layer
-    cells are kept): a controller's settings change its cost, not the backbone's."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(table.threads)
-    try:
-        grid = bucket_grid(model, table.batches, table.lengths)
-        ms = in_place_ms(model, controller, grid, rounds, level=table.full_index())
-    finally:
-        torch.set_num_threads(old)
-    return replace(table, controller_ms=ms.tolist(), controller=controller_signature(controller))

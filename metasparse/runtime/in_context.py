@@ -10,11 +10,12 @@ core, lean plans ran as their cells add up while a full layer ran at 0.95 ms ins
 So each pattern is also timed on every layer at once, as whole forwards, in every (batch, length) bucket;
 its cells are scaled so that the uniform plan's prediction meets that time (one scale per batch bucket and
 pattern, the median over lengths), and the fixed part is scaled to the all-skip forward's time (where the
-codebook has a skip). The table stays additive over layers, which the budget's gradient and the static
-knapsack need. What it cannot express: a plan that skips most layers streams fewer weights, so its
-remaining layers run faster than the same pattern does on every layer (batch 1, same machine: plans of
-0.2-0.35 of dense with two or three skipped layers still over-predicted by 10-25%, uniform and mixed plans
-without skips within 8%).
+codebook has a skip). A plan that runs few layers reads fewer weights and keeps more of them in the
+caches: there a full layer ran 15% below its time inside dense forwards (batch 1, same machine; a quarter
+layer the same in both). So each pattern is also timed on a single layer, the others skipped, and a plan's
+layers are priced between the two scales by its footprint (the share of a layer's weights each of its
+patterns reads, summed over its layers: :func:`footprint_position`). The table stays additive over layers
+at a given footprint, which the budget's gradient and the static knapsack need.
 """
 
 from __future__ import annotations
@@ -35,53 +36,94 @@ log = logging.getLogger(__name__)
 SCALE_RANGE = (0.25, 4.0)
 
 
-def uniform_plan_ms(model: GatedEncoder, grid: list[list[Batch]], rounds: int, progress=None) -> np.ndarray:
-    """``[batch bucket][length bucket][pattern]`` median milliseconds of one forward that runs the pattern
-    on every layer, on each bucket's synthetic batch (``grid``).
+def pattern_weights(model: GatedEncoder) -> list[float]:
+    """The share of a layer's weights each pattern reads (attention projections and FFN, by their sizes):
+    what a plan streams through the caches, summed over its layers (its footprint, in layers)."""
+    s = model.spec
+    attn, ffn = 4 * s.d_model * s.d_model, 2 * s.d_model * s.d_ffn
+    return [(attn * p.n_heads / s.heads + ffn * p.n_groups / s.ffn_groups) / (attn + ffn) for p in model.codebook]
 
-    A sample runs one pattern over every length bucket's batch in a row, as a stream of sentences of
-    mixed lengths runs on one plan, after one untimed forward that brings the plan's weights in; every
-    (batch bucket, pattern) is sampled once per round, in a new random order each round (interleaved,
-    so drift spreads over all of them)."""
+
+def context_plan_ms(
+    model: GatedEncoder, grid: list[list[Batch]], rounds: int, progress=None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Median milliseconds ``[batch bucket][length bucket][pattern]`` of one forward that runs the pattern
+    on every layer (uniform), and of one that runs it on a single layer with every other layer skipped
+    (single; the layer moves round by round; None without a skip pattern), on each bucket's synthetic
+    batch (``grid``).
+
+    A sample runs one plan over every length bucket's batch in a row, as a stream of sentences of mixed
+    lengths runs on one plan, after one untimed forward that brings the plan's weights in; every (batch
+    bucket, pattern, plan) is sampled once per round, in a new random order each round (interleaved, so
+    drift spreads over all of them)."""
     L, P = len(model.blocks), model.n_patterns
-    keys = [(bi, p) for bi in range(len(grid)) for p in range(P)]
-    out = np.zeros((len(grid), len(grid[0]), P, rounds))
+    skip = next((i for i, p in enumerate(model.codebook) if p.skip), None)
+    kinds = ["uniform"] + (["single"] if skip is not None and L > 1 else [])
+    keys = [(k, bi, p) for k in kinds for bi in range(len(grid)) for p in range(P)]
+    out = {k: np.zeros((len(grid), len(grid[0]), P, rounds)) for k in kinds}
     rng = np.random.default_rng(1)
     model.eval()
     with torch.no_grad():
         for r in range(rounds):
             for i in rng.permutation(len(keys)).tolist():
-                bi, p = keys[i]
-                model(grid[bi][0], plan=[p] * L)
+                kind, bi, p = keys[i]
+                plan = [p] * L if kind == "uniform" else [p if li == r % L else skip for li in range(L)]
+                model(grid[bi][0], plan=plan)
                 for ti, batch in enumerate(grid[bi]):
                     t0 = time.perf_counter()
-                    model(batch, plan=[p] * L)
-                    out[bi, ti, p, r] = (time.perf_counter() - t0) * 1000
+                    model(batch, plan=plan)
+                    out[kind][bi, ti, p, r] = (time.perf_counter() - t0) * 1000
             if progress is not None:
                 progress(r + 1, rounds)
-    return np.median(out, axis=-1)
+    med = {k: np.median(v, axis=-1) for k, v in out.items()}
+    return med["uniform"], med.get("single")
 
 
 def context_scales(
-    layer_ms: np.ndarray, fixed_ms: np.ndarray, context_ms: np.ndarray, codebook: list[list]
-) -> tuple[np.ndarray, np.ndarray]:
-    """The scale of each pattern's cells ``[B, T, P]`` and the fixed part ``[B, T]`` under which every
-    uniform plan's prediction equals its whole-forward time ``context_ms``.
+    layer_ms: np.ndarray,
+    fixed_ms: np.ndarray,
+    context_ms: np.ndarray,
+    codebook: list[list],
+    single_ms: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The scales of each pattern's cells ``[B, T, P]`` under which the uniform plan's prediction equals
+    its whole-forward time ``context_ms`` (and, given ``single_ms``, the single-layer plan's its own; None
+    without), and the fixed part ``[B, T]`` (the all-skip forward's time, where there is a skip).
 
     Args:
         layer_ms: cells ``[L, B, T, P]`` timed alone.
         fixed_ms: ``[B, T]`` the forward with every layer passed through, timed alone.
-        context_ms: ``[B, T, P]`` from :func:`uniform_plan_ms`.
+        context_ms, single_ms: ``[B, T, P]`` from :func:`context_plan_ms`.
         codebook: the table's unit counts per pattern (a skip pattern has no heads and no groups).
     """
     skip = [p for p, c in enumerate(codebook) if c[0] == 0 and c[1] == 0]
     fixed = fixed_ms
     if skip:  # the all-skip forward is the fixed part in context: its ratio to the one timed alone
         fixed = fixed_ms * _over_lengths(context_ms[:, :, skip[0]] / np.maximum(fixed_ms, 1e-9))
-    cells = layer_ms.sum(0)  # [B, T, P]: the uniform plan's layers, as timed alone
-    scale = np.ones_like(context_ms)
     live = [p for p in range(len(codebook)) if p not in skip]
-    raw = _over_lengths((context_ms[:, :, live] - fixed[:, :, None]) / np.maximum(cells[:, :, live], 1e-9))
+
+    def scale(forward_ms: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        out = np.ones_like(forward_ms)
+        out[:, :, live] = _plausible(
+            _over_lengths((forward_ms[:, :, live] - fixed[:, :, None]) / np.maximum(cells[:, :, live], 1e-9))
+        )
+        return out
+
+    # the single-layer plan's layer moved round by round: its cells are the mean over layers
+    single = None if single_ms is None else scale(single_ms, layer_ms.mean(0))
+    return scale(context_ms, layer_ms.sum(0)), single, fixed
+
+
+def footprint_position(footprint, weights, n_layers: int) -> np.ndarray:
+    """``[N, P]`` where a plan of ``footprint`` (layers' worth of weights it reads, ``[N]``) lies for each
+    pattern between the pattern on a single layer (0) and on every layer (1); 1 for a skip."""
+    F = np.atleast_1d(np.asarray(footprint, dtype=float))[:, None]
+    w = np.asarray(weights, dtype=float)[None, :]
+    span = np.maximum((n_layers - 1) * w, 1e-9)
+    return np.where(w > 0, np.clip((F - w) / span, 0.0, 1.0), 1.0)
+
+
+def _plausible(raw: np.ndarray) -> np.ndarray:
     clipped = np.clip(raw, *SCALE_RANGE)
     if (clipped != raw).any():
         log.warning(
@@ -92,8 +134,7 @@ def context_scales(
             SCALE_RANGE,
             np.round(raw[clipped != raw], 2).tolist(),
         )
-    scale[:, :, live] = clipped
-    return scale, fixed
+    return clipped
 
 
 def _over_lengths(ratios: np.ndarray) -> np.ndarray:

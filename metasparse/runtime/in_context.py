@@ -123,17 +123,20 @@ def footprint_position(footprint, weights, n_layers: int) -> np.ndarray:
     return np.where(w > 0, np.clip((F - w) / span, 0.0, 1.0), 1.0)
 
 
+_reported: set[str] = set()  # a table is priced on every budget step: each clipping is reported once
+
+
 def _plausible(raw: np.ndarray) -> np.ndarray:
     clipped = np.clip(raw, *SCALE_RANGE)
     if (clipped != raw).any():
-        log.warning(
-            "cost table: %d of %d in-context scales outside %s (whole forwards against their cells; noise "
-            "or another job on the CPU) were clipped: %s",
-            int((clipped != raw).sum()),
-            raw.size,
-            SCALE_RANGE,
-            np.round(raw[clipped != raw], 2).tolist(),
+        message = (
+            f"cost table: {int((clipped != raw).sum())} of {raw.size} in-context scales outside {SCALE_RANGE} "
+            "(whole forwards against their cells; noise or another job on the CPU) were clipped: "
+            f"{np.round(raw[clipped != raw], 2).tolist()}"
         )
+        if message not in _reported:
+            _reported.add(message)
+            log.warning(message)
     return clipped
 
 

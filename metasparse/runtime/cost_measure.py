@@ -89,17 +89,8 @@ def measure(
     samples = interleaved_samples(fns, rounds, min_ms, progress)
     med = [float(np.median(s)) for s in samples]
     iqr = [float(np.subtract(*np.percentile(s, [75, 25])) / max(np.median(s), 1e-9)) for s in samples]
-    L, P = len(model.blocks), model.n_patterns
-    B, T = len(batches), len(lengths)
-    layer_ms = np.zeros((L, B, T, P))
-    fixed_ms, grouping_ms = np.zeros((B, T)), np.zeros((B, T))
-    for (kind, li, bi, ti, p), m in zip(cells, med, strict=True):
-        if kind == "fixed":
-            fixed_ms[bi, ti] = m
-        elif kind == "grouping":
-            grouping_ms[bi, ti] = m
-        else:
-            layer_ms[li, bi, ti, p] = m
+    layer_ms, fixed_ms, grouping_ms = _cell_arrays(cells, med, (len(model.blocks), len(batches), len(lengths)), model)
+    uniform, single = context_plan_ms(model, grid, CONTEXT_ROUNDS_PER_ROUND * rounds, progress)
     table = CostTable(
         machine=machine_fingerprint(),
         threads=threads,
@@ -109,17 +100,33 @@ def measure(
         lengths=list(lengths),
         layer_ms=layer_ms.tolist(),
         fixed_ms=fixed_ms.tolist(),
-        controller_ms=np.zeros((B, T)).tolist(),
+        controller_ms=np.zeros_like(fixed_ms).tolist(),
         grouping_ms=grouping_ms.tolist(),
+        context_ms=uniform.tolist(),
+        single_ms=[] if single is None else single.tolist(),
         pattern_weights=pattern_weights(model),
         spread=float(np.median(iqr)),
         rounds=rounds,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
         timing=TIMING,
     )
-    uniform, single = context_plan_ms(model, grid, CONTEXT_ROUNDS_PER_ROUND * rounds, progress)
-    table = replace(table, context_ms=uniform.tolist(), single_ms=[] if single is None else single.tolist())
     return table if controller is None else retime_controller(table, model, controller, rounds=rounds)
+
+
+def _cell_arrays(cells: list[tuple], med: list[float], shape: tuple[int, int, int], model: GatedEncoder):
+    """The medians of :func:`_timed_calls`' cells as ``layer_ms`` ``[L, B, T, P]`` and the ``fixed_ms``
+    and ``grouping_ms`` ``[B, T]`` arrays."""
+    L, B, T = shape
+    layer_ms = np.zeros((L, B, T, model.n_patterns))
+    fixed_ms, grouping_ms = np.zeros((B, T)), np.zeros((B, T))
+    for (kind, li, bi, ti, p), m in zip(cells, med, strict=True):
+        if kind == "fixed":
+            fixed_ms[bi, ti] = m
+        elif kind == "grouping":
+            grouping_ms[bi, ti] = m
+        else:
+            layer_ms[li, bi, ti, p] = m
+    return layer_ms, fixed_ms, grouping_ms
 
 
 def retime_controller(table: CostTable, model: GatedEncoder, controller, *, rounds: int = 7) -> CostTable:

@@ -118,7 +118,8 @@ def test_a_plan_reading_fewer_weights_is_priced_towards_its_single_layer_time():
     one_hot = [torch.nn.functional.one_hot(levels[:, i], model.n_patterns).float() for i in range(L)]
     hard = decision_fraction(cost, levels, lengths)
     assert torch.allclose(expected_fraction(cost, one_hot, lengths), hard)
-    assert hard[0] * t.predict_ms([[full]] * L, n) == pytest.approx(two, rel=1e-5)
+    shared = decision_fraction(cost, levels[:1].expand(2, -1), lengths)  # a batch that shares one plan
+    assert shared[0] * t.predict_ms([[full]] * L, n) == pytest.approx(two, rel=1e-5)
     logits = torch.zeros(2, model.n_patterns, requires_grad=True)  # the price is detached, not the gradient
     expected_fraction(cost, [logits.softmax(-1)] * L, lengths).sum().backward()
     assert logits.grad.abs().sum() > 0
@@ -140,3 +141,35 @@ def test_the_knapsack_meets_the_target_at_its_plans_own_footprint():
     full = model.codebook.index(model.full)
     ratio = t.predict_ms([[p] for p in aware.levels], 8) / t.predict_ms([[full]] * L, 8)
     assert ratio == pytest.approx(aware.latency_fraction, rel=1e-4) and ratio <= target + 1e-6
+
+
+def test_a_stream_of_changing_plans_is_priced_at_the_union_of_consecutive_plans():
+    """Two plans, each one full layer on a different layer, alone priced at the single-layer forward: in a
+    stream alternating between them each forward reads both layers' weights, so a forward priced with
+    the plan before it costs a footprint of 2, and the budget prices each example's plan against its
+    batch's mix (a batch sharing one plan at its own footprint, an alternating one at 1.5 on average)."""
+    model = tiny_model()
+    L, full = len(model.blocks), model.codebook.index(model.full)
+    skip = next(i for i, p in enumerate(model.codebook) if p.skip)
+    t = _calibrated(model, lambda p: 1.4 if p == model.full else 1.0, single_scale=1.0)
+    n, ti = 8, 1
+    cell = (t.context_ms[0][ti][full] - 0.3) / 1.4 / L  # one full layer's cell
+    at = lambda footprint: 0.3 + cell * (1.0 + 0.4 * (footprint - 1) / (L - 1))  # noqa: E731
+    a = [[full]] + [[skip]] * (L - 1)
+    b = [[skip], [full]] + [[skip]] * (L - 2)
+    assert t.predict_ms(a, n) == pytest.approx(t.single_ms[0][ti][full])
+    assert t.predict_ms(a, n, previous=a) == pytest.approx(t.predict_ms(a, n))  # the same plan again
+    assert t.predict_ms(a, n, previous=b) == pytest.approx(at(2.0))
+
+    cost, lengths = LatencyCost(t, 1), torch.tensor([n, n])
+    dense = t.predict_ms([[full]] * L, n)
+    plan_a, plan_b = [full] + [skip] * (L - 1), [skip, full] + [skip] * (L - 2)
+    shared = decision_fraction(cost, torch.tensor([plan_a, plan_a]), lengths)
+    assert shared[0] * dense == pytest.approx(at(1.0), rel=1e-5)
+    alternating = decision_fraction(cost, torch.tensor([plan_a, plan_b]), lengths)
+    assert alternating[0] * dense == pytest.approx(at(1.5), rel=1e-5)  # half the time after the other plan
+    probs = [
+        torch.nn.functional.one_hot(torch.tensor([x, y]), model.n_patterns).float()
+        for x, y in zip(plan_a, plan_b, strict=True)
+    ]
+    assert torch.allclose(expected_fraction(cost, probs, lengths), alternating)

@@ -66,10 +66,12 @@ def _cases(model: GatedEncoder, batch: int, plans: int, seed: int) -> dict[str, 
 
 
 def _predict(table: CostTable, batches: list, levels: list[torch.Tensor]) -> float:
-    """Predicted ms of running ``batches`` with ``levels`` (padded: every row costs the batch's length)."""
-    total = 0.0
+    """Predicted ms of running ``batches`` with ``levels`` in a row (padded: every row costs the batch's
+    length; each batch priced with the plan of the one before, as a stream)."""
+    total, before = 0.0, None
     for b, lv in zip(batches, levels, strict=True):
-        total += table.predict_ms(lv.T.tolist(), int(b.word_mask.shape[1]))
+        total += table.predict_ms(lv.T.tolist(), int(b.word_mask.shape[1]), previous=before)
+        before = lv.T.tolist()
     return total
 
 

@@ -55,14 +55,19 @@ class CostParts:
     weights: torch.Tensor | None = None
 
     def footprint(self, probs_or_levels) -> torch.Tensor | None:
-        """``[N]`` layers' worth of weights each example's plan reads: from its pattern probabilities per
-        layer (expected, detached: the price follows the plan, the gradient flows through the probabilities)
-        or its hard levels ``[N, L]``; None where the cost does not depend on it."""
+        """``[N]`` layers' worth of weights each example's plan reads in a stream, together with the plan of
+        the input before it, drawn from the examples' mix (per layer the wider of the two patterns: a
+        stream reads both plans' weights, :mod:`metasparse.runtime.in_context`); from the pattern
+        probabilities per layer (expected, detached: the price follows the plans, the gradient flows
+        through the probabilities) or hard levels ``[N, L]``. A plan every example shares costs its own
+        footprint; plans that vary cost more. None where the cost does not depend on it."""
         if self.single is None:
             return None
         if isinstance(probs_or_levels, torch.Tensor):
-            return self.weights[probs_or_levels.long()].sum(1)
-        return sum((p.detach() * self.weights).sum(-1) for p in probs_or_levels)
+            n_patterns = len(self.weights)
+            probs_or_levels = [torch.nn.functional.one_hot(lv.long(), n_patterns).float() for lv in probs_or_levels.T]
+        union = torch.maximum(self.weights[:, None], self.weights[None, :])  # [P, P] two patterns together
+        return sum(((p.detach() @ union) * p.detach().mean(0, keepdim=True)).sum(-1) for p in probs_or_levels)
 
     def layers_at(self, footprint: torch.Tensor | None) -> torch.Tensor:
         """``[L, N, P]`` the layers' costs for plans of ``footprint`` ``[N]`` (None: as on every layer),

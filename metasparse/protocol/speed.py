@@ -56,8 +56,10 @@ def codebook_levels(method: Method, batch) -> torch.Tensor | None:
 def predicted_ratio(method: Method, dense: Method, batches: list, table: CostTable) -> float | None:
     """Latency of ``method`` over dense on ``batches`` as the cost table predicts it (every row at its
     batch's padded length, the controller's decisions included for per-input methods); None when the
-    method's structure is not in the table."""
+    method's structure is not in the table. The batches run as a stream, in order: each is priced at the
+    union of its plan and the one before (:mod:`metasparse.runtime.in_context`)."""
     used = ref = 0.0
+    before = None
     for b in batches:
         levels, full = codebook_levels(method, b), codebook_levels(dense, b)
         if levels is None:
@@ -67,8 +69,9 @@ def predicted_ratio(method: Method, dense: Method, batches: list, table: CostTab
         # the table holds one decision: per layer, or per forward for an upfront controller (as the budget
         # prices it, metasparse.control.budget.LatencyCost)
         n = (getattr(method, "decisions_per_forward", None) or levels.shape[1]) if decides else 0
-        used += table.predict_ms(levels.T.tolist(), T, decisions=n)
+        used += table.predict_ms(levels.T.tolist(), T, decisions=n, previous=before)
         ref += table.predict_ms(full.T.tolist(), T)
+        before = levels.T.tolist()
     return used / ref
 
 

@@ -155,11 +155,17 @@ class CostTable:
             scale = one + x * (scale - one)
         return layer * scale[None], fixed
 
-    def footprint(self, patterns_per_layer) -> float:
+    def footprint(self, patterns_per_layer, previous=None) -> float:
         """Layers' worth of weights a batch reads: per layer the widest pattern any of its rows runs (the
-        patterns are prefixes of one another)."""
+        patterns are prefixes of one another); with ``previous``, the patterns the forward before it ran,
+        the union of both (a stream of forwards: :mod:`metasparse.runtime.in_context`)."""
         w = np.asarray(self.pattern_weights or [1.0] * len(self.codebook))
-        return float(sum(w[np.asarray(row, dtype=int)].max() for row in patterns_per_layer))
+        rows = (
+            patterns_per_layer
+            if previous is None
+            else [[*a, *b] for a, b in zip(patterns_per_layer, previous, strict=True)]
+        )
+        return float(sum(w[np.asarray(row, dtype=int)].max() for row in rows))
 
     def batch_bucket(self, batch: int) -> int:
         """Index of the batch bucket nearest to ``batch`` (in log scale)."""
@@ -224,10 +230,14 @@ class CostTable:
         top = self.batches[-1]
         return float(per_bucket[-1] * size / top if size > top else np.interp(size, self.batches, per_bucket))
 
-    def predict_ms(self, patterns_per_layer: list[list[int]], length: float, decisions: int = 0) -> float:
+    def predict_ms(
+        self, patterns_per_layer: list[list[int]], length: float, decisions: int = 0, previous=None
+    ) -> float:
         """Predicted milliseconds of one batch padded to ``length`` words: ``patterns_per_layer[l][i]`` is
         sentence i's pattern at layer l, plus ``decisions`` controller decisions per forward (one per layer
-        for per-layer controllers, one for an upfront controller, 0 for none).
+        for per-layer controllers, one for an upfront controller, 0 for none); ``previous``: the patterns
+        the forward before ran, in the same layout (a stream of forwards reads the union of both plans'
+        weights; None: this forward alone, as a run of one plan).
 
         At each layer the sentences that chose the same pattern run together (:mod:`metasparse.model.grouped`),
         so each group is priced at its own size: a batch of 32 split into groups of 2 costs what 16 small
@@ -235,7 +245,7 @@ class CostTable:
         batch 32 about half as slow as measured). A layer with more than one group also pays the split
         itself (``grouping_ms``)."""
         n = len(patterns_per_layer[0])
-        layers, fixed = self.priced(self.footprint(patterns_per_layer))  # [L, B, T, P], [B, T]
+        layers, fixed = self.priced(self.footprint(patterns_per_layer, previous))  # [L, B, T, P], [B, T]
         total = self.sized_ms(fixed, n, length) + decisions * self.sized_ms(self.controller_ms, n, length)
         split = self.sized_ms(self.grouping_ms, n, length) if self.grouping_ms else 0.0
         for li, row in enumerate(patterns_per_layer):

@@ -406,3 +406,28 @@ def test_each_timed_call_follows_a_cache_eviction():
     assert calls == [1.0, 2.0, 3.0] and ms >= 0.0  # each call saw a fresh eviction
     samples = interleaved_samples([lambda: None, lambda: None], rounds=4, min_ms=0.01)
     assert [len(s) for s in samples] == [4, 4]
+
+
+def test_interleaved_runs_each_call_after_its_own_warm_up_in_a_seeded_random_order():
+    """Every timed call of a function follows its ``before`` work (untimed), warm-up rounds included; the
+    order changes between rounds (a rotation kept each function behind the same neighbour) and the seed
+    fixes it."""
+    from metasparse.runtime.latency import interleaved
+
+    def trace(seed):
+        log = []
+        fns = {n: (lambda n=n: log.append(n)) for n in "abcd"}
+        before = {n: (lambda n=n: log.append("warm " + n)) for n in "abcd"}
+        times = interleaved(fns, repeats=6, warmup=1, before=before, seed=seed)
+        assert all(len(t) == 6 for t in times.values())
+        return log
+
+    log = trace(0)
+    assert len(log) == 2 * 4 * 7
+    assert all(w == "warm " + n for w, n in zip(log[::2], log[1::2], strict=True))
+    calls = log[1::2]
+    rounds = [tuple(calls[i : i + 4]) for i in range(0, len(calls), 4)]
+    assert all(sorted(r) == list("abcd") for r in rounds)
+    followers = {(r[i - 1], r[i]) for r in rounds for i in range(1, 4)}
+    assert len(followers) > 4  # a rotation of four names has only four neighbour pairs
+    assert trace(0) == log and trace(1) != log

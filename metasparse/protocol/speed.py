@@ -19,6 +19,11 @@ from metasparse.runtime.costs import CostTable
 from metasparse.runtime.latency import interleaved, quantiles
 from metasparse.scoring.methods import Method, StaticMethod
 
+# Untimed inputs each method runs right before its timed ones: a method deployed alone finds its own
+# weights in the caches, not the previous method's (several methods here run separate weight copies, which
+# together outgrow a 32 MiB L3)
+WARM_SENTENCES = 8
+
 
 def timing_batches(corpus: EncodedCorpus, batch: int, sentences: int, seed: int) -> list:
     """``sentences`` random sentences of ``corpus`` cut into batches of ``batch``."""
@@ -90,7 +95,9 @@ def measure_speed(
 ) -> list[dict]:
     """One row per (batch size, method): latency p50/p90/p99 per batch (ms), words per second, CPU ms per
     1,000 words, the wall ratio to ``baseline`` (ratio of medians, with the IQR of per-round ratios) and,
-    given the backbone's cost ``table``, the ratio it predicts (None where the structure is not in it)."""
+    given the backbone's cost ``table``, the ratio it predicts (None where the structure is not in it).
+    Every timed pass of a method follows a few untimed inputs of its own (:data:`WARM_SENTENCES`), in a new
+    random order of methods each round (:func:`~metasparse.runtime.latency.interleaved`)."""
     rows = []
     for bs in batch_sizes:
         batches = timing_batches(corpus, bs, max(sentences, bs), seed)
@@ -99,8 +106,10 @@ def measure_speed(
             m.model.eval()
         lat: dict[str, list[float]] = {n: [] for n in methods}
         fns = {n: partial(_timed_batches, m.forward, batches, lat[n]) for n, m in methods.items()}
+        warm = batches[-max(1, WARM_SENTENCES // bs) :]  # the stream's last inputs, as if it had run before
+        before = {n: partial(_timed_batches, m.forward, warm, []) for n, m in methods.items()}
         cpu: dict[str, list[float]] = {}
-        wall = interleaved(fns, repeats=repeats, warmup=warmup, cpu=cpu)
+        wall = interleaved(fns, repeats=repeats, warmup=warmup, cpu=cpu, before=before, seed=seed)
         for n in methods:
             per = lat[n][warmup * len(batches) :]  # the warm-up rounds' batches come first
             ratios = [a / b for a, b in zip(wall[n], wall[baseline], strict=True)] if baseline in wall else []

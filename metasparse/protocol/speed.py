@@ -2,7 +2,8 @@
 
 All methods run the same batches in one process, interleaved round by round in a new random order each
 round, so that drift on a shared machine hits every method alike, and each after a few untimed inputs of
-its own, as if deployed alone; ratios to dense are ratios of medians taken in the same rounds. CPU time (``time.process_time``, all threads) per 1,000 words is the energy proxy.
+its own, as if deployed alone; ratios to dense are ratios of medians taken in the same rounds. CPU time
+(``time.process_time``, all threads) per 1,000 words is the energy proxy.
 """
 
 from __future__ import annotations

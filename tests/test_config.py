@@ -110,7 +110,12 @@ def test_experiment_quick_sets_each_measuring_jobs_own_sizes():
     """One name, ``experiment=quick``, reduces every measuring job through its own conf/scale/<job>/quick.yaml;
     ``experiment=full`` (the default) leaves the job's own values."""
     full, quick = _compose_job("evaluate", "run_dir=r"), _compose_job("evaluate", "run_dir=r", "experiment=quick")
-    assert (full.test_sentences, full.calib_sentences, full.baseline_steps) == (2000, 1500, 300)
+    assert (full.test_sentences, full.calib_sentences, full.baseline_steps, full.latency.sentences) == (
+        2000,
+        1500,
+        300,
+        256,
+    )
     assert (quick.test_sentences, quick.calib_sentences, quick.baseline_steps) == (200, 300, 30)
     assert (quick.latency.sentences, quick.latency.repeats, quick.latency.batch_sizes) == (16, 3, [1, 32])
     speed = _compose_job("bench_speed", "experiment=quick").bench

@@ -70,8 +70,9 @@ def _predict(table: CostTable, batches: list, levels: list[torch.Tensor]) -> flo
     length; each batch priced with the plan of the one before, as a stream)."""
     total, before = 0.0, None
     for b, lv in zip(batches, levels, strict=True):
-        total += table.predict_ms(lv.T.tolist(), int(b.word_mask.shape[1]), previous=before)
-        before = lv.T.tolist()
+        plan = lv.T.tolist()
+        total += table.predict_ms(plan, int(b.word_mask.shape[1]), previous=before)
+        before = plan
     return total
 
 

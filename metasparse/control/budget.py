@@ -67,7 +67,8 @@ class CostParts:
             n_patterns = len(self.weights)
             probs_or_levels = [torch.nn.functional.one_hot(lv.long(), n_patterns).float() for lv in probs_or_levels.T]
         union = torch.maximum(self.weights[:, None], self.weights[None, :])  # [P, P] two patterns together
-        return sum(((p.detach() @ union) * p.detach().mean(0, keepdim=True)).sum(-1) for p in probs_or_levels)
+        detached = (p.detach() for p in probs_or_levels)
+        return sum(((p @ union) * p.mean(0, keepdim=True)).sum(-1) for p in detached)
 
     def layers_at(self, footprint: torch.Tensor | None) -> torch.Tensor:
         """``[L, N, P]`` the layers' costs for plans of ``footprint`` ``[N]`` (None: as on every layer),

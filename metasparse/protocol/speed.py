@@ -75,9 +75,10 @@ def predicted_ratio(method: Method, dense: Method, batches: list, table: CostTab
         # the table holds one decision: per layer, or per forward for an upfront controller (as the budget
         # prices it, metasparse.control.budget.LatencyCost)
         n = (getattr(method, "decisions_per_forward", None) or levels.shape[1]) if decides else 0
-        used += table.predict_ms(levels.T.tolist(), T, decisions=n, previous=before)
+        plan = levels.T.tolist()
+        used += table.predict_ms(plan, T, decisions=n, previous=before)
         ref += table.predict_ms(full.T.tolist(), T)
-        before = levels.T.tolist()
+        before = plan
     return used / ref
 
 

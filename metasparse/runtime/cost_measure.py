@@ -89,7 +89,8 @@ def measure(
     samples = interleaved_samples(fns, rounds, min_ms, progress)
     med = [float(np.median(s)) for s in samples]
     iqr = [float(np.subtract(*np.percentile(s, [75, 25])) / max(np.median(s), 1e-9)) for s in samples]
-    layer_ms, fixed_ms, grouping_ms = _cell_arrays(cells, med, (len(model.blocks), len(batches), len(lengths)), model)
+    shape = (len(model.blocks), len(batches), len(lengths), model.n_patterns)
+    layer_ms, fixed_ms, grouping_ms = _cell_arrays(cells, med, shape)
     uniform, single = context_plan_ms(model, grid, CONTEXT_ROUNDS_PER_ROUND * rounds, progress)
     table = CostTable(
         machine=machine_fingerprint(),
@@ -113,11 +114,11 @@ def measure(
     return table if controller is None else retime_controller(table, model, controller, rounds=rounds)
 
 
-def _cell_arrays(cells: list[tuple], med: list[float], shape: tuple[int, int, int], model: GatedEncoder):
-    """The medians of :func:`_timed_calls`' cells as ``layer_ms`` ``[L, B, T, P]`` and the ``fixed_ms``
-    and ``grouping_ms`` ``[B, T]`` arrays."""
-    L, B, T = shape
-    layer_ms = np.zeros((L, B, T, model.n_patterns))
+def _cell_arrays(cells: list[tuple], med: list[float], shape: tuple[int, int, int, int]):
+    """The medians of :func:`_timed_calls`' cells as ``layer_ms`` ``shape`` = ``[L, B, T, P]`` and the
+    ``fixed_ms`` and ``grouping_ms`` ``[B, T]`` arrays."""
+    _, B, T, _ = shape
+    layer_ms = np.zeros(shape)
     fixed_ms, grouping_ms = np.zeros((B, T)), np.zeros((B, T))
     for (kind, li, bi, ti, p), m in zip(cells, med, strict=True):
         if kind == "fixed":
